@@ -1,0 +1,128 @@
+/**
+ * The domain words, one per concept:
+ *  - Source: one PostgreSQL database read by one reader (a `sourceId`).
+ *  - ChangeEvent: one row change decoded from pgoutput.
+ *  - Partition: hash(table, key) mod P; per-key order holds within a partition.
+ *  - Lamport: the per-source logical clock stamped on every event of a transaction
+ *    (max(commit timestamp in µs, previous + 1)); equal for all events of one transaction.
+ *  - Watermark: a promise from a source that every event with lamport <= W was published.
+ *  - Checkpoint: what a stage has durably done, per partition.
+ *
+ * Wire format: JSON, one message per event, on JetStream. bigint fields travel as
+ * decimal strings, LSNs as PostgreSQL text ('X/Y').
+ */
+import { createHash } from 'node:crypto';
+
+export type Op = 'insert' | 'update' | 'delete' | 'truncate';
+
+/** Column values in PostgreSQL text form; null is SQL NULL. */
+export type Row = Readonly<Record<string, string | null>>;
+
+declare const partitionBrand: unique symbol;
+export type Partition = number & { readonly [partitionBrand]: true };
+
+declare const eventIdBrand: unique symbol;
+export type EventId = string & { readonly [eventIdBrand]: true };
+
+export interface ChangeEvent {
+  readonly kind: 'change';
+  readonly source: string;
+  /** `schema.table` */
+  readonly table: string;
+  /** Primary-key (or replica-identity) column names, in key order. */
+  readonly keyColumns: readonly string[];
+  /** Key values in text form, in `keyColumns` order. */
+  readonly key: readonly (string | null)[];
+  readonly op: Op;
+  readonly before: Row | null;
+  readonly after: Row | null;
+  /** Columns pgoutput sent as "unchanged TOAST" ('u'): the sink must keep its value. */
+  readonly unchanged: readonly string[];
+  /** Column name → PostgreSQL type OID, for the sink to check what it can take. */
+  readonly columnTypes: Readonly<Record<string, number>>;
+  /** LSN of this change's WAL record. Several changes may share it (multi-insert). */
+  readonly lsn: string;
+  /** Final LSN of the transaction (its commit record); all changes of a transaction share it. */
+  readonly commitLsn: string;
+  /** Index of this change within its transaction (0-based); with commitLsn, a unique position. */
+  readonly seq: number;
+  readonly xid: number;
+  /** ISO-8601 commit time. */
+  readonly commitTs: string;
+  /** Decimal string of the source's Lamport clock for this transaction. */
+  readonly lamport: string;
+  readonly eventId: EventId;
+  readonly traceId: string;
+}
+
+/**
+ * A source's watermark, published to every partition after every event with
+ * `lamport <= watermark` of that source was acknowledged by JetStream.
+ * `lsn` is the end LSN of the commit of that transaction: the slot may be confirmed to it
+ * once every partition has committed through this heartbeat.
+ */
+export interface SourceHeartbeat {
+  readonly kind: 'heartbeat';
+  readonly source: string;
+  readonly lamport: string;
+  readonly lsn: string;
+}
+
+/**
+ * A partition watermark after merging sources: every event with lamport <= `lamport`
+ * was released before this message. `positions` is, per source, the commit end LSN
+ * that is complete in this partition once everything before this message is applied.
+ */
+export interface PartitionHeartbeat {
+  readonly kind: 'watermark';
+  readonly lamport: string;
+  readonly positions: Readonly<Record<string, string>>;
+}
+
+export type RawMessage = ChangeEvent | SourceHeartbeat;
+export type OrderedMessage = ChangeEvent | PartitionHeartbeat;
+
+/** Stable text for a key: JSON of its values. */
+export function keyText(key: readonly (string | null)[]): string {
+  return JSON.stringify(key);
+}
+
+/**
+ * Deterministic id: the same change replayed after a crash gets the same id, so
+ * JetStream (Nats-Msg-Id), the dedup gate and the sink can recognise it. The position
+ * (commit LSN, index in transaction) is included because several changes can share one
+ * record LSN (multi-row insert, COPY).
+ */
+export function computeEventId(parts: {
+  source: string;
+  table: string;
+  key: readonly (string | null)[];
+  lsn: string;
+  commitLsn: string;
+  seq: number;
+}): EventId {
+  const text = `${parts.source}:${parts.table}:${keyText(parts.key)}:${parts.lsn}:${parts.commitLsn}/${parts.seq}`;
+  return createHash('sha256').update(text).digest('hex').slice(0, 32) as EventId;
+}
+
+/** FNV-1a 32-bit: fast, stable across processes and versions (unlike any runtime hash). */
+function fnv1a32(text: string): number {
+  let hash = 0x811c9dc5;
+  const bytes = Buffer.from(text, 'utf8');
+  for (const byte of bytes) {
+    hash ^= byte;
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash >>> 0;
+}
+
+export function partitionOf(table: string, key: readonly (string | null)[], partitions: number): Partition {
+  return (fnv1a32(`${table}\u0000${keyText(key)}`) % partitions) as Partition;
+}
+
+export function asPartition(value: number, partitions: number): Partition {
+  if (!Number.isInteger(value) || value < 0 || value >= partitions) {
+    throw new RangeError(`partition ${value} is outside 0..${partitions - 1}`);
+  }
+  return value as Partition;
+}

@@ -1,0 +1,42 @@
+/**
+ * @cdc/core — the words every other package speaks.
+ *
+ *   const lsn = Lsn.parse('16/B374D848');
+ *   const p = partitionOf('public.orders', ['42'], 8);
+ */
+export { Lsn, InvalidLsnError } from './lsn.ts';
+export {
+  CdcError,
+  ConfigError,
+  IllegalStateError,
+  UnreachableError,
+  PoisonEventError,
+  errorMessage,
+} from './errors.ts';
+export type { ErrorContext, CdcErrorOptions } from './errors.ts';
+export { retry, sleep, backoffDelay, defaultIsRetriable, RetriesExhaustedError } from './retry.ts';
+export type { RetryOptions } from './retry.ts';
+export { computeEventId, partitionOf, asPartition, keyText } from './event.ts';
+export type {
+  ChangeEvent,
+  SourceHeartbeat,
+  PartitionHeartbeat,
+  RawMessage,
+  OrderedMessage,
+  Op,
+  Row,
+  Partition,
+  EventId,
+} from './event.ts';
+export { orderKeyOf, compareOrderKeys, formatOrderKey, parseOrderKey, LamportClock } from './order.ts';
+export type { OrderKey } from './order.ts';
+export {
+  STAGES,
+  Headers,
+  stageSubject,
+  stageWildcard,
+  streamName,
+  dlqSubject,
+  assertPipelineName,
+} from './subjects.ts';
+export type { Stage, DeadLetter } from './subjects.ts';

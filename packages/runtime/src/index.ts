@@ -1,0 +1,20 @@
+/**
+ * @cdc/runtime — what every app process needs around its domain logic.
+ *
+ *   await runApp({ app: 'committer' }, async ({ logger, signal, defer }) => {
+ *     const config = loadConfig(schema);
+ *     const health = await HealthServer.create({ port: config.HEALTH_PORT });
+ *     defer('health', () => health.close());
+ *     await new ConsumerLoop({ name: 'apply', logger }).run(handler, signal);
+ *   });
+ */
+export { createLogger, redactUrl } from './logger.ts';
+export type { Logger } from './logger.ts';
+export { loadConfig, env, z } from './config.ts';
+export type { Env } from './config.ts';
+export { HealthServer } from './health.ts';
+export type { ReadinessCheck } from './health.ts';
+export { runApp, untilAborted } from './lifecycle.ts';
+export type { AppContext, RunOptions } from './lifecycle.ts';
+export { consumerMachine, ConsumerLoop, IllegalTransitionError } from './consumer-machine.ts';
+export type { ConsumerEvent, ConsumerState, ConsumerHandler, ConsumerLoopOptions } from './consumer-machine.ts';
