@@ -1,0 +1,15 @@
+/**
+ * @cdc/bus — JetStream the way every stage uses it.
+ *
+ *   const bus = await Bus.connect({ url, name: 'reader', logger });
+ *   await bus.ensurePipelineStreams('orders');
+ *   const publisher = bus.publisher({ maxInFlight: 256 });
+ *   await publisher.publish('cdc.orders.raw.0', event, { msgId: event.eventId });
+ */
+export { Bus, DEFAULT_STREAM_SETTINGS } from './bus.ts';
+export type { StreamSettings } from './bus.ts';
+export { AckedPublisher } from './publisher.ts';
+export type { PublishOptions } from './publisher.ts';
+export { StreamReader } from './reader.ts';
+export type { BusMessage } from './message.ts';
+export { PublishError, StreamGapError } from './errors.ts';

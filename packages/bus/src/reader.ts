@@ -1,0 +1,87 @@
+/**
+ * Reads one subject of a stream, in stream order, from a stored sequence, with an
+ * ordered consumer: the client recreates it from the last sequence it saw if anything
+ * goes missing, and nothing is acknowledged — the stage's checkpoint lives in what it
+ * publishes (docs/design.md). `nextBatch` returns up to `max` messages, waiting at
+ * most `lingerMs` for the first one; the consumer's own buffer is bounded by
+ * `bufferMessages` (back-pressure to the server when we fall behind).
+ */
+import type { ConsumerMessages, JetStreamClient } from '@nats-io/jetstream';
+import { DeliverPolicy } from '@nats-io/jetstream';
+import { toBusMessage, type BusMessage } from './message.ts';
+
+export class StreamReader {
+  readonly #messages: ConsumerMessages;
+  readonly #iterator: AsyncIterator<BusMessage>;
+  #pending: Promise<IteratorResult<BusMessage>> | undefined;
+  #closed = false;
+
+  private constructor(messages: ConsumerMessages) {
+    this.#messages = messages;
+    const source = messages[Symbol.asyncIterator]();
+    this.#iterator = {
+      next: async () => {
+        const result = await source.next();
+        if (result.done) return { done: true, value: undefined };
+        const msg = result.value;
+        return { done: false, value: toBusMessage({ subject: msg.subject, seq: msg.seq, data: msg.data, headers: msg.headers }) };
+      },
+    };
+  }
+
+  static async open(
+    js: JetStreamClient,
+    options: { stream: string; subject: string; startSeq: number; bufferMessages?: number },
+  ): Promise<StreamReader> {
+    const consumer = await js.consumers.get(options.stream, {
+      filter_subjects: options.subject,
+      deliver_policy: options.startSeq > 1 ? DeliverPolicy.StartSequence : DeliverPolicy.All,
+      ...(options.startSeq > 1 ? { opt_start_seq: options.startSeq } : {}),
+    });
+    const messages = await consumer.consume({ max_messages: options.bufferMessages ?? 1000 });
+    return new StreamReader(messages);
+  }
+
+  /** Up to `max` messages; waits at most `lingerMs` for the first, then takes what is already buffered. */
+  async nextBatch(max: number, lingerMs: number, signal?: AbortSignal): Promise<BusMessage[]> {
+    const batch: BusMessage[] = [];
+    const deadline = Date.now() + lingerMs;
+    while (batch.length < max && !this.#closed && !signal?.aborted) {
+      this.#pending ??= this.#iterator.next();
+      const wait = batch.length === 0 ? Math.max(0, deadline - Date.now()) : 0;
+      const result = await raceTimeout(this.#pending, wait);
+      if (result === TIMEOUT) break;
+      this.#pending = undefined;
+      if (result.done) {
+        this.#closed = true;
+        break;
+      }
+      batch.push(result.value);
+    }
+    return batch;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#messages.close();
+  }
+}
+
+const TIMEOUT = Symbol('timeout');
+
+async function raceTimeout<T>(promise: Promise<T>, ms: number): Promise<T | typeof TIMEOUT> {
+  if (ms <= 0) {
+    // Only take what is already resolved: a microtask turn settles a ready value.
+    return Promise.race([promise, new Promise<typeof TIMEOUT>((resolve) => setImmediate(() => resolve(TIMEOUT)))]);
+  }
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<typeof TIMEOUT>((resolve) => {
+    timer = setTimeout(() => resolve(TIMEOUT), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
