@@ -1,0 +1,2 @@
+export { CheckpointStore } from './store.ts';
+export type { PartitionCheckpoint, SourceAck } from './store.ts';

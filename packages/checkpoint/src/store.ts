@@ -1,0 +1,142 @@
+/**
+ * Positions shared through etcd.
+ *
+ *   /checkpoints/<pipeline>/<partition>        PartitionCheckpoint, written by the committer
+ *                                              after each sink COMMIT, attached to its lease
+ *                                              (a dead committer's keys vanish: the reader then
+ *                                              confirms nothing, which is safe).
+ *   /cdc/<pipeline>/sources/<source>/acks      the reader's last confirmed LSNs with the
+ *                                              Lamport stamp at each (a short ring), written
+ *                                              BEFORE the LSN is confirmed to PostgreSQL, so a
+ *                                              restarted reader resumes its clock exactly.
+ *
+ * etcd is not the source of truth for the sink (the sink's own checkpoint table is): a
+ * lost lease only delays slot feedback (PITFALLS 21, 22).
+ */
+import { UnreachableError } from '@cdc/core';
+import type { Logger } from '@cdc/runtime';
+import { Etcd3, type Lease } from 'etcd3';
+
+export interface PartitionCheckpoint {
+  readonly partition: number;
+  /** Per source: the commit end LSN through which this partition is committed in the sink. */
+  readonly positions: Readonly<Record<string, string>>;
+  /** Partition watermark (decimal Lamport) through which the sink is committed. */
+  readonly lamport: string;
+  readonly epoch: number;
+  readonly updatedAt: string;
+}
+
+export interface SourceAck {
+  readonly lsn: string;
+  readonly lamport: string;
+}
+
+const ACK_RING = 32;
+
+export class CheckpointStore {
+  readonly #client: Etcd3;
+  readonly #logger: Logger;
+  readonly #leaseTtlSeconds: number;
+  #lease: Lease | undefined;
+  #closed = false;
+
+  private constructor(client: Etcd3, logger: Logger, leaseTtlSeconds: number) {
+    this.#client = client;
+    this.#logger = logger;
+    this.#leaseTtlSeconds = leaseTtlSeconds;
+  }
+
+  static async connect(options: { url: string; logger: Logger; leaseTtlSeconds?: number }): Promise<CheckpointStore> {
+    const hosts = options.url.split(',').map((host) => host.trim());
+    const client = new Etcd3({ hosts, dialTimeout: 5_000 });
+    try {
+      await client.get('/cdc/ping').string();
+    } catch (error) {
+      client.close();
+      throw new UnreachableError('etcd', options.url, 'start etcd (bash infra/local/servers.sh up) or fix ETCD_URL', error);
+    }
+    return new CheckpointStore(client, options.logger, options.leaseTtlSeconds ?? 10);
+  }
+
+  static partitionKey(pipeline: string, partition: number): string {
+    return `/checkpoints/${pipeline}/${partition}`;
+  }
+
+  /** Writes partition checkpoints under this process's lease (re-granted if it was lost). */
+  async publishPartitions(pipeline: string, checkpoints: readonly PartitionCheckpoint[]): Promise<void> {
+    if (checkpoints.length === 0) return;
+    const lease = this.#currentLease();
+    try {
+      for (const checkpoint of checkpoints) {
+        await lease.put(CheckpointStore.partitionKey(pipeline, checkpoint.partition)).value(JSON.stringify(checkpoint));
+      }
+    } catch (error) {
+      // A lost lease (LeaseInvalid) is replaced on the next call; the sink keeps the truth.
+      this.#logger.warn({ err: error }, 'publishing checkpoints to etcd failed; re-granting the lease');
+      this.#dropLease();
+      throw error;
+    }
+  }
+
+  async readPartitions(pipeline: string): Promise<Map<number, PartitionCheckpoint>> {
+    const entries = await this.#client.getAll().prefix(`/checkpoints/${pipeline}/`).strings();
+    const result = new Map<number, PartitionCheckpoint>();
+    for (const value of Object.values(entries)) {
+      const checkpoint = JSON.parse(value) as PartitionCheckpoint;
+      result.set(checkpoint.partition, checkpoint);
+    }
+    return result;
+  }
+
+  async recordSourceAck(pipeline: string, source: string, ack: SourceAck): Promise<void> {
+    const key = `/cdc/${pipeline}/sources/${source}/acks`;
+    const previous = await this.readSourceAcks(pipeline, source);
+    if (previous.at(-1)?.lsn === ack.lsn) return;
+    const ring = [...previous, ack].slice(-ACK_RING);
+    await this.#client.put(key).value(JSON.stringify(ring));
+  }
+
+  async readSourceAcks(pipeline: string, source: string): Promise<SourceAck[]> {
+    const text = await this.#client.get(`/cdc/${pipeline}/sources/${source}/acks`).string();
+    return text ? (JSON.parse(text) as SourceAck[]) : [];
+  }
+
+  /** Removes every key of a pipeline (tests, `reset` tooling). */
+  async deletePipeline(pipeline: string): Promise<void> {
+    await this.#client.delete().prefix(`/checkpoints/${pipeline}/`);
+    await this.#client.delete().prefix(`/cdc/${pipeline}/`);
+  }
+
+  #currentLease(): Lease {
+    if (!this.#lease || this.#lease.revoked()) {
+      const lease = this.#client.lease(this.#leaseTtlSeconds);
+      lease.on('lost', (error) => {
+        this.#logger.warn({ err: error }, 'etcd lease lost');
+        if (this.#lease === lease) this.#lease = undefined;
+      });
+      this.#lease = lease;
+    }
+    return this.#lease;
+  }
+
+  #dropLease(): void {
+    const lease = this.#lease;
+    this.#lease = undefined;
+    void lease?.revoke().catch(() => undefined);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const lease = this.#lease;
+    this.#lease = undefined;
+    // Do not revoke: a restarting committer should not make the reader see no checkpoint.
+    lease?.release();
+    this.#client.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
