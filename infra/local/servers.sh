@@ -64,10 +64,15 @@ die()  { printf '[servers] ERROR: %s\n' "$*" >&2; exit 1; }
 now()  { date +%s; }
 is_root() { [[ $EUID -eq 0 ]]; }
 
-# Last lines of a log, indented, for error messages.
+# Last lines of a log, indented, for error messages. The first error-looking
+# lines come first: a bad flag makes etcd print its error and then 100 lines of usage.
 log_tail() {
   local f="$1" n="${2:-15}"
   if [[ -f "$f" ]]; then
+    if grep -qiE 'error|fatal|panic|exception' "$f"; then
+      printf '  --- first error lines of %s ---\n' "$f" >&2
+      grep -m3 -iE 'error|fatal|panic|exception' "$f" | cut -c1-300 | sed 's/^/  | /' >&2
+    fi
     printf '  --- last %s lines of %s ---\n' "$n" "$f" >&2
     tail -n "$n" "$f" | sed 's/^/  | /' >&2
   else
@@ -90,8 +95,10 @@ pid_alive() {
 # after a reboot or crash leaving a stale pidfile that now names some other process.
 pid_is() {
   local pid="$1" pattern="$2"
+  local cmdline
   pid_alive "$pid" || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$pattern"
+  cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  [[ "$cmdline" == *"$pattern"* ]]
 }
 
 port_listening() {
@@ -244,7 +251,7 @@ postgres_running() { [[ -n "$(postgres_pid)" ]]; }
 postgres_log() { echo "$PG_BASE/postgres.log"; }
 postgres_ready() {
   "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2 &&
-    [[ "$(PGCONNECT_TIMEOUT=3 psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -Atc 'SELECT 1' 2>/dev/null)" == 1 ]]
+    [[ "$(psql -X -q "postgresql://postgres@127.0.0.1:$PG_PORT/postgres?sslmode=disable&connect_timeout=3" -Atc 'SELECT 1' 2>/dev/null)" == 1 ]]
 }
 
 postgres_start() {
@@ -316,7 +323,7 @@ nats_start() {
   # nats-server 2.10; Debian 12 ships 2.9.10, which rejects it ("unknown field"),
   # so we keep 2.9's default (flush to the OS per write, fsync every ~2 min).
   # A host crash can therefore lose acknowledged messages; a process crash cannot.
-  # See docs/PITFALLS #14: the pipeline must tolerate a replay from the slot.
+  # See PITFALLS.md #14 (shared notes): the pipeline must tolerate a replay from the slot.
   cat >"$STATE/nats/nats.conf" <<EOF
 # Written by infra/local/servers.sh on every start.
 server_name: cdc-local
@@ -565,8 +572,8 @@ wait_ready() {
   wait_until "$t" "${s}_running" "${s}_ready" || rc=$?
   case "$rc" in
     0) return 0 ;;
-    2) printf '[servers] ERROR: %s exited during start-up (port %s).\n' "$s" "$(ports_of "$s")" >&2 ;;
-    *) printf '[servers] ERROR: %s not ready after %ss (port %s).\n' "$s" "$t" "$(ports_of "$s")" >&2 ;;
+    2) printf '[servers] ERROR: %s exited during start-up (port %s).\n' "$s" "$(ports_of "$s" | tr ' ' '/')" >&2 ;;
+    *) printf '[servers] ERROR: %s not ready after %ss (port %s).\n' "$s" "$t" "$(ports_of "$s" | tr ' ' '/')" >&2 ;;
   esac
   log_tail "$("${s}_log")" 20
   return 1
@@ -653,8 +660,8 @@ cmd_status() {
 
 cmd_up() {
   local t0; t0="$(now)"
+  take_lock          # before apt too: two concurrent installs would fight over dpkg's lock
   ensure_packages
-  take_lock
   mkdir -p "$RUN"
 
   # Check every port of every stopped server before starting anything, so a
