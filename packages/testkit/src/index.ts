@@ -1,5 +1,5 @@
 export { SOURCE_SCHEMA_SQL, SINK_SCHEMA_SQL, TABLES_SQL, WATCHED_TABLES } from './schema.ts';
 export { runWorkload, writeNoise } from './workload.ts';
 export type { WorkloadOptions, WorkloadResult } from './workload.ts';
-export { verifySourceAgainstSink } from './verify.ts';
+export { verifySourceAgainstSink, verifySourcesAgainstSink } from './verify.ts';
 export type { VerifyReport, TableDiff } from './verify.ts';

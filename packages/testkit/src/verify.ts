@@ -64,15 +64,20 @@ async function orderViolations(client: pg.Client): Promise<number> {
 
 const sample = (items: string[]): string[] => items.slice(0, 5);
 
-export async function verifySourceAgainstSink(sourceUrl: string, sinkUrl: string): Promise<VerifyReport> {
-  const source = new pg.Client({ connectionString: sourceUrl });
+/** Several sources writing disjoint keys into one sink: the sink must equal their union. */
+export async function verifySourcesAgainstSink(sourceUrls: readonly string[], sinkUrl: string): Promise<VerifyReport> {
+  const sources = sourceUrls.map((url) => new pg.Client({ connectionString: url }));
   const sink = new pg.Client({ connectionString: sinkUrl });
-  await source.connect();
-  await sink.connect();
+  await Promise.all([...sources, sink].map((client) => client.connect()));
+  const union = async <V>(read: (client: pg.Client) => Promise<Map<string, V>>): Promise<Map<string, V>> => {
+    const merged = new Map<string, V>();
+    for (const client of sources) for (const [key, value] of await read(client)) merged.set(key, value);
+    return merged;
+  };
   try {
     const tables: TableDiff[] = [];
     for (const spec of TABLES) {
-      const [expected, actual] = await Promise.all([rowHashes(source, spec), rowHashes(sink, spec)]);
+      const [expected, actual] = await Promise.all([union((client) => rowHashes(client, spec)), rowHashes(sink, spec)]);
       const missing: string[] = [];
       const different: string[] = [];
       for (const [key, hash] of expected) {
@@ -83,7 +88,7 @@ export async function verifySourceAgainstSink(sourceUrl: string, sinkUrl: string
       const extra = [...actual.keys()].filter((key) => !expected.has(key));
       tables.push({ table: spec.table, sourceRows: expected.size, sinkRows: actual.size, missing: sample(missing), extra: sample(extra), different: sample(different) });
     }
-    const [committed, applied] = await Promise.all([history(source), history(sink)]);
+    const [committed, applied] = await Promise.all([union(history), history(sink)]);
     let appliedTwice = 0;
     let neverApplied = 0;
     let unexpected = 0;
@@ -108,6 +113,10 @@ export async function verifySourceAgainstSink(sourceUrl: string, sinkUrl: string
       `twice ${appliedTwice}, never ${neverApplied}, unexpected ${unexpected}, order violations ${violations}`;
     return { ok, tables, sourceChanges, sinkChanges, appliedTwice, neverApplied, unexpected, orderViolations: violations, summary };
   } finally {
-    await Promise.all([source.end(), sink.end()]);
+    await Promise.all([...sources, sink].map((client) => client.end()));
   }
+}
+
+export function verifySourceAgainstSink(sourceUrl: string, sinkUrl: string): Promise<VerifyReport> {
+  return verifySourcesAgainstSink([sourceUrl], sinkUrl);
 }
