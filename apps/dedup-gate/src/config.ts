@@ -1,0 +1,40 @@
+/**
+ * Environment of the dedup-gate. Parsed once at start-up; every bad variable is named
+ * in one ConfigError.
+ */
+import { parseAssignment } from '@cdc/relay';
+import { env, z } from '@cdc/runtime';
+
+const requiredCount = (example: string) =>
+  z
+    .string({ required_error: `required, for example ${example}` })
+    .regex(/^[1-9][0-9]*$/, `a positive integer, for example ${example}`)
+    .transform(Number);
+
+export const schema = z
+  .object({
+    PIPELINE: env.name(),
+    /** Total partition count of the pipeline. */
+    PARTITIONS: requiredCount('4'),
+    ASSIGNED_PARTITIONS: z.string().default('all'),
+    REDIS_URL: env.url(['redis', 'rediss'], 'redis://127.0.0.1:6379'),
+    /** How long an eventId stays claimed; longer than any replay we expect to absorb (default 15 min). */
+    DEDUP_WINDOW_MS: env.positiveInt(900_000),
+    BATCH_MAX: env.positiveInt(500),
+    BATCH_LINGER_MS: env.positiveInt(20),
+    NATS_URL: env.url(['nats', 'tls'], 'nats://127.0.0.1:4222'),
+    HEALTH_PORT: env.port(8080),
+    LOG_LEVEL: env.logLevel(),
+    /** /readyz fails once a partition has been failing for this long. */
+    READY_MAX_FAILING_MS: env.positiveInt(30_000),
+  })
+  .transform((config, ctx) => {
+    const assignment = parseAssignment(config.ASSIGNED_PARTITIONS, config.PARTITIONS);
+    if ('problem' in assignment) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['ASSIGNED_PARTITIONS'], message: assignment.problem });
+      return z.NEVER;
+    }
+    return { ...config, partitions: assignment.partitions };
+  });
+
+export type Config = z.output<typeof schema>;

@@ -1,0 +1,40 @@
+/**
+ * The reader's environment, parsed once at start-up. Every bad variable is named in one
+ * error; defaults are filled here and nowhere else.
+ */
+import { env, z } from '@cdc/runtime';
+
+const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$/;
+
+/** `cdc_<pipeline>_<source>`, lowercased, limited to [a-z0-9_] and 63 bytes (a PostgreSQL identifier and slot name). */
+export function defaultSlotName(pipeline: string, source: string): string {
+  return `cdc_${pipeline}_${source}`.toLowerCase().replace(/[^a-z0-9_]/g, '_').slice(0, 63);
+}
+
+const SLOT_NAME = /^[a-z0-9_]{1,63}$/;
+
+export const readerConfigSchema = z
+  .object({
+    PIPELINE: env.name(),
+    SOURCE_ID: env.name(),
+    SOURCE_DATABASE_URL: env.url(['postgres', 'postgresql'], 'postgres://user:password@host:5432/db'),
+    TABLES: env
+      .list()
+      .refine((tables) => tables.length > 0, 'at least one table, for example public.orders,public.customers')
+      .refine((tables) => tables.every((table) => TABLE_NAME.test(table)), 'comma list of schema.table, for example public.orders'),
+    PARTITIONS: z.coerce.number({ required_error: 'required: the number of partitions, the same in every app' }).int().positive().max(4096),
+    SLOT_NAME: z.string().regex(SLOT_NAME, 'lowercase letters, digits and _ only (1-63)').optional(),
+    PUBLICATION_NAME: z.string().regex(/^[A-Za-z0-9_]{1,63}$/, 'letters, digits and _ only (1-63)').optional(),
+    NATS_URL: env.url(['nats', 'tls'], 'nats://127.0.0.1:4222'),
+    ETCD_URL: env.url(['http', 'https'], 'http://127.0.0.1:2379'),
+    HEARTBEAT_INTERVAL_MS: env.positiveInt(1_000),
+    MAX_IN_FLIGHT: env.positiveInt(256),
+    HEALTH_PORT: env.port(8080),
+    LOG_LEVEL: env.logLevel(),
+  })
+  .transform((config) => {
+    const fallback = defaultSlotName(config.PIPELINE, config.SOURCE_ID);
+    return { ...config, SLOT_NAME: config.SLOT_NAME ?? fallback, PUBLICATION_NAME: config.PUBLICATION_NAME ?? fallback };
+  });
+
+export type ReaderConfig = z.output<typeof readerConfigSchema>;

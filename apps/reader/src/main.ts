@@ -1,0 +1,95 @@
+/**
+ * The reader process: wiring only. Every decision lives in @cdc/pg-source.
+ *
+ * Start-up: config → NATS (+ pipeline streams) → etcd → source setup (publication, slot)
+ * → Reader → health server. SIGTERM: the reader drains (publishes what it read and its
+ * watermark, confirms what the committer has committed), then etcd and NATS close.
+ */
+import { Bus } from '@cdc/bus';
+import { CheckpointStore } from '@cdc/checkpoint';
+import { Reader, setupSource } from '@cdc/pg-source';
+import { HealthServer, loadConfig, redactUrl, runApp, untilAborted } from '@cdc/runtime';
+import { readerConfigSchema } from './config.ts';
+
+const PROGRESS_INTERVAL_MS = 5_000;
+
+await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
+  const config = loadConfig(readerConfigSchema);
+  logger.level = config.LOG_LEVEL;
+  const log = logger.child({ pipeline: config.PIPELINE, source: config.SOURCE_ID });
+  log.debug({ config: { ...config, SOURCE_DATABASE_URL: redactUrl(config.SOURCE_DATABASE_URL) } }, 'configuration');
+
+  const bus = await Bus.connect({ url: config.NATS_URL, name: `reader-${config.PIPELINE}-${config.SOURCE_ID}`, logger: log });
+  defer('nats', () => bus.close());
+  await bus.ensurePipelineStreams(config.PIPELINE);
+
+  const checkpoints = await CheckpointStore.connect({ url: config.ETCD_URL, logger: log });
+  defer('etcd', () => checkpoints.close());
+
+  const prepared = await setupSource({
+    connectionString: config.SOURCE_DATABASE_URL,
+    tables: config.TABLES,
+    publicationName: config.PUBLICATION_NAME,
+    slotName: config.SLOT_NAME,
+    logger: log,
+  });
+  log.info(
+    {
+      database: prepared.database,
+      server_version: prepared.serverVersion,
+      system_identifier: prepared.systemIdentifier,
+      tables: prepared.tables.map((t) => ({ table: t.table, key: t.keyColumns })),
+      slot: prepared.slot.name,
+      publication: prepared.publication.name,
+    },
+    'source ready',
+  );
+
+  const reader = await Reader.start({
+    pipeline: config.PIPELINE,
+    source: config.SOURCE_ID,
+    connectionString: config.SOURCE_DATABASE_URL,
+    tables: config.TABLES,
+    partitions: config.PARTITIONS,
+    slotName: config.SLOT_NAME,
+    publicationName: config.PUBLICATION_NAME,
+    heartbeatIntervalMs: config.HEARTBEAT_INTERVAL_MS,
+    maxInFlight: config.MAX_IN_FLIGHT,
+    bus,
+    checkpoints,
+    logger: log,
+    prepared,
+    signal,
+  });
+  defer('reader', () => reader.close());
+
+  const health = await HealthServer.create({ port: config.HEALTH_PORT });
+  defer('health', () => health.close());
+  health.addCheck('replication', () => {
+    const { state } = reader.stats();
+    return { ok: state === 'streaming', detail: state };
+  });
+  health.addCheck('nats', () => ({ ok: !bus.nc.isClosed(), ...(bus.nc.isClosed() ? { detail: 'connection closed' } : {}) }));
+  log.info({ port: health.port }, 'health server listening');
+
+  const progress = setInterval(() => {
+    const stats = reader.stats();
+    log.info(
+      {
+        captured: stats.captured,
+        transactions: stats.transactions,
+        last_lsn: stats.lastLsn ?? null,
+        confirmed_lsn: stats.confirmedLsn,
+        watermark: stats.watermark?.lamport ?? null,
+        in_flight: stats.inFlight,
+        restarts: stats.restarts,
+        dead_lettered: stats.deadLettered,
+      },
+      'progress',
+    );
+  }, PROGRESS_INTERVAL_MS);
+  defer('progress', () => clearInterval(progress));
+
+  const failure = await Promise.race([untilAborted(signal).then(() => undefined), reader.closed()]);
+  if (failure) throw failure;
+});

@@ -1,0 +1,142 @@
+/**
+ * The dedup store on Redis. Per event, pipelined for the whole batch:
+ *
+ *   SET cdc:dedup:<pipeline>:<eventId> <inputSeq> PX <window> NX
+ *   GET cdc:dedup:<pipeline>:<eventId>
+ *
+ * SET 'OK' → new. Otherwise GET tells who holds the claim: our own input sequence →
+ * redelivery, anything else → duplicate. Both commands of a claim run back to back on one
+ * connection, so within one batch a second copy of an event sees the first one's claim.
+ * Re-running a batch is idempotent: our own claims read back as redeliveries.
+ */
+import { UnreachableError } from '@cdc/core';
+import { redactUrl, type Logger } from '@cdc/runtime';
+import { Redis, type RedisOptions } from 'ioredis';
+import type { DedupClaim, DedupStore, DedupVerdict } from './store.ts';
+
+export interface RedisDedupStoreOptions {
+  readonly url: string;
+  readonly pipeline: string;
+  readonly windowMs: number;
+  readonly logger: Logger;
+  /** Per-command bound (default 5 s): a paused server fails the batch instead of hanging it. */
+  readonly commandTimeoutMs?: number;
+}
+
+export function dedupKey(pipeline: string, eventId: string): string {
+  return `cdc:dedup:${pipeline}:${eventId}`;
+}
+
+export class RedisDedupStore implements DedupStore {
+  readonly #redis: Redis;
+  readonly #options: RedisDedupStoreOptions;
+  readonly #target: string;
+  #closing: Promise<void> | undefined;
+
+  private constructor(redis: Redis, options: RedisDedupStoreOptions) {
+    this.#redis = redis;
+    this.#options = options;
+    this.#target = redactUrl(options.url);
+  }
+
+  /**
+   * Connects in the background: a Redis that is down at start-up is the same as one that
+   * goes down later — batches fail and are retried, nothing is forwarded unchecked.
+   */
+  static create(options: RedisDedupStoreOptions): RedisDedupStore {
+    const redisOptions: RedisOptions = {
+      lazyConnect: true,
+      connectTimeout: 5_000,
+      // No offline queue: a command issued while disconnected fails at once, so the batch
+      // fails and the ConsumerLoop retries it with back-off — instead of sitting in an
+      // unbounded queue while the partition looks healthy.
+      enableOfflineQueue: false,
+      // Commands in flight when the connection drops are rejected on the first close
+      // (0 = flush the queue at every disconnect) rather than retried across reconnects:
+      // retrying is the ConsumerLoop's job, in one place (PITFALLS 17).
+      maxRetriesPerRequest: 0,
+      // And never re-sent after a reconnect: their batch has failed already and will be
+      // re-evaluated from the stage checkpoint; a late re-send would only race with that.
+      // (It would be harmless — a re-sent SET NX of our own sequence reads back as a
+      // redelivery — but an answer nobody waits for is noise.)
+      autoResendUnfulfilledCommands: false,
+      // CLIENT PAUSE or a stalled server: fail the batch, do not hang it.
+      commandTimeout: options.commandTimeoutMs ?? 5_000,
+      // Keep reconnecting forever in the background, at most every 2 s.
+      retryStrategy: (attempt) => Math.min(attempt * 200, 2_000),
+    };
+    const redis = new Redis(options.url, redisOptions);
+    const store = new RedisDedupStore(redis, options);
+    let lastLogged = 0;
+    redis.on('error', (error: Error) => {
+      // ioredis emits an error per reconnect attempt: log at most every 10 s.
+      const now = Date.now();
+      if (now - lastLogged < 10_000) return;
+      lastLogged = now;
+      options.logger.warn({ err: error, redis: store.#target }, 'redis connection error');
+    });
+    redis.on('ready', () => options.logger.info({ redis: store.#target }, 'redis ready'));
+    redis.connect().catch(() => undefined); // retryStrategy keeps trying; 'error' logs why
+    return store;
+  }
+
+  isReady(): boolean {
+    return this.#redis.status === 'ready';
+  }
+
+  keyOf(eventId: string): string {
+    return dedupKey(this.#options.pipeline, eventId);
+  }
+
+  async check(claims: readonly DedupClaim[]): Promise<DedupVerdict[]> {
+    if (claims.length === 0) return [];
+    if (!this.isReady()) {
+      throw new UnreachableError('Redis', this.#target, `connection is ${this.#redis.status}; nothing is forwarded until it is back`);
+    }
+    const pipeline = this.#redis.pipeline();
+    for (const { eventId, inputSeq } of claims) {
+      const key = this.keyOf(eventId);
+      pipeline.set(key, String(inputSeq), 'PX', this.#options.windowMs, 'NX');
+      pipeline.get(key);
+    }
+    let replies: [Error | null, unknown][] | null;
+    try {
+      replies = await pipeline.exec();
+    } catch (error) {
+      throw new UnreachableError('Redis', this.#target, 'the dedup check failed; the batch is retried', error);
+    }
+    if (!replies || replies.length !== claims.length * 2) {
+      throw new UnreachableError('Redis', this.#target, 'the dedup pipeline returned no answer; the batch is retried');
+    }
+    return claims.map(({ inputSeq }, i) => {
+      const [setError, set] = replies[2 * i] as [Error | null, unknown];
+      const [getError, owner] = replies[2 * i + 1] as [Error | null, unknown];
+      const error = setError ?? getError;
+      if (error) throw new UnreachableError('Redis', this.#target, `dedup command failed: ${error.message}`, error);
+      if (set === 'OK') return 'new';
+      if (owner === String(inputSeq)) return 'redelivery';
+      // The claim vanished between SET and GET (expiry, eviction, FLUSHALL): the gate is an
+      // optimisation and the sink's version guard is the truth (PITFALLS 15) — forward
+      // rather than risk dropping the only copy.
+      if (owner === null) return 'new';
+      return 'duplicate';
+    });
+  }
+
+  /** Idempotent; QUIT politely, disconnect if Redis does not answer within 2 s. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      if (this.#redis.status === 'ready') {
+        const quit = this.#redis.quit().then(() => undefined, () => undefined);
+        const timeout = new Promise<void>((resolve) => setTimeout(resolve, 2_000).unref());
+        await Promise.race([quit, timeout]);
+      }
+      this.#redis.disconnect();
+    })();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

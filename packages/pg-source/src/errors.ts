@@ -1,0 +1,122 @@
+/**
+ * What can go wrong between the reader and its source database. Each error says what to
+ * do in its message (the app prints it as its one fatal line) and carries `retriable`:
+ * configuration problems are not, a busy slot or a dropped connection are.
+ */
+import { CdcError } from '@cdc/core';
+
+/** The source is not configured for logical decoding. */
+export class WalLevelError extends CdcError {
+  constructor(readonly walLevel: string, target: string) {
+    super(
+      `PostgreSQL at ${target} has wal_level=${walLevel}; logical replication needs wal_level=logical: ` +
+        `run ALTER SYSTEM SET wal_level = logical (or set it in postgresql.conf) and restart PostgreSQL`,
+      { code: 'WAL_LEVEL_NOT_LOGICAL', retriable: false, context: { walLevel, target } },
+    );
+  }
+}
+
+/** A configured table does not exist (or is not an ordinary table). */
+export class TableNotFoundError extends CdcError {
+  constructor(readonly table: string, detail = 'does not exist') {
+    super(`table ${table} ${detail}: fix TABLES or create the table before starting the reader`, {
+      code: 'TABLE_NOT_FOUND',
+      retriable: false,
+      context: { table },
+    });
+  }
+}
+
+/** Rows of this table cannot be keyed, so updates and deletes could not be applied to a sink. */
+export class TableWithoutKeyError extends CdcError {
+  constructor(readonly table: string, readonly replicaIdentity: string) {
+    super(
+      `table ${table} has no primary key and REPLICA IDENTITY ${replicaIdentity.toUpperCase()}: its updates and deletes cannot be keyed; ` +
+        `add a primary key or run ALTER TABLE ${table} REPLICA IDENTITY FULL`,
+      { code: 'TABLE_WITHOUT_KEY', retriable: false, context: { table, replicaIdentity } },
+    );
+  }
+}
+
+/** The table has a key but its replica identity does not send the old key of updates and deletes. */
+export class ReplicaIdentityError extends CdcError {
+  constructor(readonly table: string, readonly replicaIdentity: string) {
+    super(
+      `table ${table} has REPLICA IDENTITY ${replicaIdentity.toUpperCase()}: PostgreSQL would not send the old primary key of ` +
+        `updates and deletes; run ALTER TABLE ${table} REPLICA IDENTITY DEFAULT (or FULL)`,
+      { code: 'REPLICA_IDENTITY_UNUSABLE', retriable: false, context: { table, replicaIdentity } },
+    );
+  }
+}
+
+/** A publication of that name exists but does not publish exactly what this reader is configured for. */
+export class PublicationMismatchError extends CdcError {
+  constructor(readonly publication: string, readonly differences: readonly string[]) {
+    super(
+      `publication ${publication} exists with other settings (${differences.join('; ')}); it is never reused silently: ` +
+        `drop it (DROP PUBLICATION ${publication}) or set PUBLICATION_NAME to another name`,
+      { code: 'PUBLICATION_MISMATCH', retriable: false, context: { publication, differences } },
+    );
+  }
+}
+
+/** A replication slot of that name exists but belongs to another plugin or database. */
+export class SlotMismatchError extends CdcError {
+  constructor(readonly slot: string, readonly differences: readonly string[]) {
+    super(
+      `replication slot ${slot} exists with other settings (${differences.join('; ')}); it is never reused silently: ` +
+        `drop it (SELECT pg_drop_replication_slot('${slot}')) or set SLOT_NAME to another name`,
+      { code: 'SLOT_MISMATCH', retriable: false, context: { slot, differences } },
+    );
+  }
+}
+
+/**
+ * The slot can no longer deliver every change since the last confirmed position
+ * (PITFALLS 8): continuing would leave a silent gap in the sink.
+ */
+export class SlotLostError extends CdcError {
+  constructor(readonly slot: string, reason: string, cause?: unknown) {
+    super(
+      `replication slot ${slot} lost changes: ${reason}; the sink must be re-synchronised (snapshot) before the pipeline ` +
+        `restarts with a new slot — refusing to continue with a gap`,
+      { code: 'SLOT_LOST', retriable: false, cause, context: { slot } },
+    );
+  }
+}
+
+/** The slot is held by another walsender (often the previous one after a crash, PITFALLS 9). */
+export class SlotBusyError extends CdcError {
+  constructor(readonly slot: string, cause?: unknown) {
+    super(`replication slot ${slot} is in use by another connection (${cause instanceof Error ? cause.message : 'active'})`, {
+      code: 'SLOT_BUSY',
+      retriable: true,
+      cause,
+      context: { slot },
+    });
+  }
+}
+
+/** The replication stream broke (connection lost, server error, protocol surprise). */
+export class ReplicationError extends CdcError {
+  constructor(message: string, options: { retriable?: boolean; cause?: unknown; lsn?: string; slot?: string } = {}) {
+    super(message, {
+      code: 'REPLICATION_FAILED',
+      retriable: options.retriable ?? true,
+      cause: options.cause,
+      context: { ...(options.lsn ? { lsn: options.lsn } : {}), ...(options.slot ? { slot: options.slot } : {}) },
+    });
+  }
+}
+
+/** The database refused us for a reason a retry will not fix (authentication, missing database, privileges). */
+export class SourceRefusedError extends CdcError {
+  constructor(target: string, detail: string, readonly sqlState: string | undefined, cause?: unknown) {
+    super(`PostgreSQL at ${target} refused the reader: ${detail}`, {
+      code: 'SOURCE_REFUSED',
+      retriable: false,
+      cause,
+      context: { target, sqlState },
+    });
+  }
+}

@@ -1,0 +1,164 @@
+/**
+ * The reader's side of the raw stream, for one replication session.
+ *
+ *  - Events go to `cdc.<pipeline>.raw.<partitionOf(table, key)>` (TRUNCATE: partition 0)
+ *    with Nats-Msg-Id = eventId, so a replay inside the duplicate window is absorbed.
+ *  - At most `maxInFlight` events wait for their PubAck. `publishEvent` resolves once the
+ *    event is SENT (not acknowledged): the caller keeps decoding, and blocks — pausing the
+ *    replication socket — only when the window is full (back-pressure, not buffering).
+ *    The window is ours, not AckedPublisher's, so every publish leaves in call order.
+ *  - A watermark is published only after every earlier publish was acknowledged
+ *    (flush), then to every partition (idle partitions advance too), then flushed again.
+ *  - The first failed publish fails this publisher for good and is reported once through
+ *    `onFailure`: later events may have been stored after the lost one, so the caller
+ *    restarts the session from the slot and the replay (same ids) fills the hole.
+ */
+import { createHash } from 'node:crypto';
+import type { AckedPublisher, Bus } from '@cdc/bus';
+import {
+  Headers,
+  partitionOf,
+  stageSubject,
+  type ChangeEvent,
+  type DeadLetter,
+  type PoisonEventError,
+  type SourceHeartbeat,
+} from '@cdc/core';
+
+export interface Watermark {
+  readonly lamport: bigint;
+  /** Commit end LSN of the newest transaction with this stamp. */
+  readonly lsn: string;
+}
+
+export interface RawPublisherOptions {
+  readonly bus: Bus;
+  readonly pipeline: string;
+  readonly source: string;
+  readonly partitions: number;
+  readonly maxInFlight: number;
+  readonly onFailure: (error: Error) => void;
+}
+
+export class PublisherClosedError extends Error {
+  constructor() {
+    super('the raw publisher of an ended session was used');
+    this.name = 'PublisherClosedError';
+  }
+}
+
+export class RawPublisher {
+  readonly #options: RawPublisherOptions;
+  readonly #publisher: AckedPublisher;
+  readonly #waiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
+  #inFlight = 0;
+  #failure: Error | undefined;
+  #closed = false;
+
+  constructor(options: RawPublisherOptions) {
+    this.#options = options;
+    // Headroom over our own window: AckedPublisher frees its slot a few microtasks after
+    // the PubAck we count on, and the watermark adds one publish per partition.
+    this.#publisher = options.bus.publisher({ maxInFlight: options.maxInFlight * 2 + options.partitions + 1 });
+  }
+
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  subjectOf(event: Pick<ChangeEvent, 'op' | 'table' | 'key'>): string {
+    const partition = event.op === 'truncate' ? 0 : partitionOf(event.table, event.key, this.#options.partitions);
+    return stageSubject(this.#options.pipeline, 'raw', partition);
+  }
+
+  /** Resolves when the event is on the wire; its PubAck is tracked here. */
+  async publishEvent(event: ChangeEvent): Promise<void> {
+    await this.#acquire();
+    const ack = this.#publisher.publish(this.subjectOf(event), event, {
+      msgId: event.eventId,
+      headers: { [Headers.TraceId]: event.traceId },
+    });
+    void ack.then(
+      () => this.#release(),
+      (error: unknown) => {
+        this.#release();
+        this.#fail(error instanceof Error ? error : new Error(String(error)));
+      },
+    );
+  }
+
+  /** Every event sent so far is acknowledged, then the watermark is stored in every partition. */
+  async publishWatermark(watermark: Watermark): Promise<void> {
+    await this.flush();
+    const { pipeline, source, partitions } = this.#options;
+    const heartbeat: SourceHeartbeat = { kind: 'heartbeat', source, lamport: watermark.lamport.toString(), lsn: watermark.lsn };
+    const acks: Promise<unknown>[] = [];
+    for (let partition = 0; partition < partitions; partition++) {
+      acks.push(
+        this.#publisher.publish(stageSubject(pipeline, 'raw', partition), heartbeat, {
+          msgId: `hb:${source}:${heartbeat.lamport}:${partition}`,
+        }),
+      );
+    }
+    const results = await Promise.allSettled(acks);
+    const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+    if (failed) {
+      const error = failed.reason instanceof Error ? failed.reason : new Error(String(failed.reason));
+      this.#fail(error);
+      throw error;
+    }
+  }
+
+  /** Resolves when every publish so far is acknowledged; throws the first failure. */
+  async flush(): Promise<void> {
+    if (this.#failure) throw this.#failure;
+    await this.#publisher.flush();
+    if (this.#failure) throw this.#failure;
+  }
+
+  /** Poison events keep their reason and position; replays of the same letter share one id. */
+  async deadLetter(error: PoisonEventError): Promise<void> {
+    const context = error.context;
+    const letter: DeadLetter = {
+      stage: 'reader',
+      reason: error.message,
+      code: error.code,
+      ...(typeof context.table === 'string' ? { table: context.table } : {}),
+      ...(typeof context.lsn === 'string' ? { lsn: context.lsn } : {}),
+      eventId: createHash('sha256').update(`${this.#options.source}:${error.message}`).digest('hex').slice(0, 32),
+      payload: JSON.stringify({ source: this.#options.source, ...context }),
+      at: new Date().toISOString(),
+    };
+    await this.#options.bus.deadLetter(this.#options.pipeline, letter);
+  }
+
+  /** The session is over: waiters fail, acknowledgements still in flight are ignored. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const waiter of this.#waiters.splice(0)) waiter.reject(new PublisherClosedError());
+  }
+
+  async #acquire(): Promise<void> {
+    while (this.#inFlight >= this.#options.maxInFlight) {
+      if (this.#failure) throw this.#failure;
+      if (this.#closed) throw new PublisherClosedError();
+      await new Promise<void>((resolve, reject) => this.#waiters.push({ resolve, reject }));
+    }
+    if (this.#failure) throw this.#failure;
+    if (this.#closed) throw new PublisherClosedError();
+    this.#inFlight += 1;
+  }
+
+  #release(): void {
+    this.#inFlight -= 1;
+    this.#waiters.shift()?.resolve();
+  }
+
+  #fail(error: Error): void {
+    if (this.#failure) return;
+    this.#failure = error;
+    for (const waiter of this.#waiters.splice(0)) waiter.reject(error);
+    if (!this.#closed) this.#options.onFailure(error);
+  }
+}

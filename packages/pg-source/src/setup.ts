@@ -1,0 +1,209 @@
+/**
+ * Prepares a source database for the reader, in this order:
+ *   1. wal_level must be `logical` (else one clear error saying what to change);
+ *   2. every configured table exists and has a key (catalog.ts);
+ *   3. the publication: created `FOR TABLE <configured tables>` if missing, else it must
+ *      publish exactly those tables, every column and row, and all four operations;
+ *   4. the slot: created with pgoutput if missing, else it must be a logical pgoutput slot
+ *      of this database that has not lost WAL (`wal_status = 'lost'`, PITFALLS 8).
+ * The publication is created before the slot on purpose: pgoutput looks the publication
+ * up in the catalog as of each decoded change, so a slot older than its publication fails
+ * with "publication does not exist" on the first change.
+ * Existing objects with other settings are errors, never silently reused.
+ */
+import { CdcError, Lsn } from '@cdc/core';
+import type { Logger } from '@cdc/runtime';
+import { redactUrl } from '@cdc/runtime';
+import type pg from 'pg';
+import { readTable, type SourceTable } from './catalog.ts';
+import { quoteIdent, sqlStateOf, withSource } from './connection.ts';
+import { PublicationMismatchError, SlotLostError, SlotMismatchError, WalLevelError } from './errors.ts';
+
+export interface SetupOptions {
+  readonly connectionString: string;
+  /** `schema.table` names. */
+  readonly tables: readonly string[];
+  readonly publicationName: string;
+  readonly slotName: string;
+  readonly logger: Logger;
+}
+
+export interface SlotState {
+  readonly name: string;
+  readonly plugin: string | null;
+  readonly slotType: string;
+  readonly database: string | null;
+  readonly temporary: boolean;
+  readonly active: boolean;
+  readonly activePid: number | null;
+  /** Where streaming resumes: every transaction whose commit starts below it is never sent again. */
+  readonly confirmedFlushLsn: Lsn | undefined;
+  readonly restartLsn: Lsn | undefined;
+  readonly walStatus: string | null;
+}
+
+export interface PreparedSource {
+  readonly tables: readonly SourceTable[];
+  readonly publication: { readonly name: string; readonly created: boolean };
+  readonly slot: SlotState & { readonly created: boolean };
+  readonly database: string;
+  readonly systemIdentifier: string;
+  readonly serverVersion: string;
+}
+
+const DUPLICATE_OBJECT = '42710';
+
+export async function setupSource(options: SetupOptions): Promise<PreparedSource> {
+  const { logger } = options;
+  return withSource(options.connectionString, 'cdc-reader-setup', async (client) => {
+    try {
+      const server = await client.query<{ wal_level: string; database: string; version: string; system_identifier: string }>(
+        `SELECT current_setting('wal_level') AS wal_level, current_database() AS database,
+                current_setting('server_version') AS version, (SELECT system_identifier::text FROM pg_control_system()) AS system_identifier`,
+      );
+      const info = server.rows[0];
+      if (!info) throw new Error('the server returned no settings');
+      if (info.wal_level !== 'logical') throw new WalLevelError(info.wal_level, redactUrl(options.connectionString));
+
+      const tables: SourceTable[] = [];
+      for (const name of options.tables) tables.push(await readTable(client, name));
+
+      const publication = await ensurePublication(client, options.publicationName, tables);
+      if (publication.created) logger.info({ publication: options.publicationName, tables: tables.map((t) => t.table) }, 'created publication');
+
+      const slot = await ensureSlot(client, options.slotName, info.database);
+      if (slot.created) logger.info({ slot: options.slotName, lsn: slot.confirmedFlushLsn && Lsn.format(slot.confirmedFlushLsn) }, 'created replication slot');
+
+      return {
+        tables,
+        publication,
+        slot,
+        database: info.database,
+        systemIdentifier: info.system_identifier,
+        serverVersion: info.version,
+      };
+    } catch (error) {
+      throw CdcError.from(error, { code: 'SOURCE_SETUP_FAILED', retriable: false, context: { slot: options.slotName } });
+    }
+  });
+}
+
+async function ensurePublication(client: pg.Client, name: string, tables: readonly SourceTable[]): Promise<{ name: string; created: boolean }> {
+  const existing = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [name]);
+  if (existing.rowCount === 0) {
+    const list = tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`).join(', ');
+    try {
+      await client.query(`CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${list}`);
+      return { name, created: true };
+    } catch (error) {
+      // Another reader created it between our check and our CREATE: verify theirs.
+      if (sqlStateOf(error) !== DUPLICATE_OBJECT) throw error;
+    }
+  }
+  const differences = await publicationDifferences(client, name, tables);
+  if (differences.length > 0) throw new PublicationMismatchError(name, differences);
+  return { name, created: false };
+}
+
+/** Everything about the existing publication that differs from what the reader needs. */
+export async function publicationDifferences(client: pg.Client, name: string, tables: readonly SourceTable[]): Promise<string[]> {
+  const differences: string[] = [];
+  const pub = await client.query<{ puballtables: boolean; pubinsert: boolean; pubupdate: boolean; pubdelete: boolean; pubtruncate: boolean }>(
+    'SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication WHERE pubname = $1',
+    [name],
+  );
+  const flags = pub.rows[0];
+  if (!flags) return ['it does not exist'];
+  if (flags.puballtables) differences.push('it is FOR ALL TABLES');
+  const off = (['insert', 'update', 'delete', 'truncate'] as const).filter((op) => !flags[`pub${op}`]);
+  if (off.length > 0) differences.push(`it does not publish ${off.join(', ')}`);
+
+  // to_jsonb: the column list (attnames) and row filter columns exist from PostgreSQL 15 on.
+  const published = await client.query<{ row: { schemaname: string; tablename: string; attnames?: string[] | null; rowfilter?: string | null } }>(
+    'SELECT to_jsonb(t) AS row FROM pg_publication_tables t WHERE pubname = $1',
+    [name],
+  );
+  const wanted = new Map(tables.map((t) => [t.table, t]));
+  const seen = new Set<string>();
+  const extra: string[] = [];
+  for (const { row } of published.rows) {
+    const table = `${row.schemaname}.${row.tablename}`;
+    seen.add(table);
+    const config = wanted.get(table);
+    if (!config) {
+      extra.push(table);
+      continue;
+    }
+    if (row.rowfilter) differences.push(`${table} has a row filter (${row.rowfilter})`);
+    if (Array.isArray(row.attnames)) {
+      const missing = config.columns.filter((column) => !row.attnames?.includes(column));
+      if (missing.length > 0) differences.push(`${table} leaves out columns ${missing.join(', ')}`);
+    }
+  }
+  const missing = [...wanted.keys()].filter((table) => !seen.has(table));
+  if (missing.length > 0) differences.push(`it lacks ${missing.join(', ')}`);
+  if (extra.length > 0) differences.push(`it also publishes ${extra.join(', ')}`);
+  return differences;
+}
+
+export async function readSlot(client: pg.Client, name: string): Promise<SlotState | undefined> {
+  const result = await client.query<{
+    plugin: string | null;
+    slot_type: string;
+    database: string | null;
+    temporary: boolean;
+    active: boolean;
+    active_pid: number | null;
+    confirmed_flush_lsn: string | null;
+    restart_lsn: string | null;
+    wal_status: string | null;
+  }>(
+    `SELECT plugin::text, slot_type, database::text, temporary, active, active_pid,
+            confirmed_flush_lsn::text, restart_lsn::text, wal_status
+       FROM pg_replication_slots WHERE slot_name = $1`,
+    [name],
+  );
+  const row = result.rows[0];
+  if (!row) return undefined;
+  return {
+    name,
+    plugin: row.plugin,
+    slotType: row.slot_type,
+    database: row.database,
+    temporary: row.temporary,
+    active: row.active,
+    activePid: row.active_pid,
+    confirmedFlushLsn: row.confirmed_flush_lsn ? Lsn.parse(row.confirmed_flush_lsn) : undefined,
+    restartLsn: row.restart_lsn ? Lsn.parse(row.restart_lsn) : undefined,
+    walStatus: row.wal_status,
+  };
+}
+
+async function ensureSlot(client: pg.Client, name: string, database: string): Promise<SlotState & { created: boolean }> {
+  let created = false;
+  if (!(await readSlot(client, name))) {
+    try {
+      // Waits for transactions running now to end: the slot starts at a consistent point.
+      await client.query(`SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, [name]);
+      created = true;
+    } catch (error) {
+      if (sqlStateOf(error) !== DUPLICATE_OBJECT) throw error;
+    }
+  }
+  const slot = await readSlot(client, name);
+  if (!slot) throw new SlotLostError(name, 'it was dropped while the reader was starting');
+  assertUsableSlot(slot, database);
+  return { ...slot, created };
+}
+
+/** Throws unless the slot is a healthy logical pgoutput slot of `database`. */
+export function assertUsableSlot(slot: SlotState, database: string): void {
+  const differences: string[] = [];
+  if (slot.slotType !== 'logical') differences.push(`it is a ${slot.slotType} slot, not logical`);
+  if (slot.plugin !== null && slot.plugin !== 'pgoutput') differences.push(`its plugin is ${slot.plugin}, not pgoutput`);
+  if (slot.database !== null && slot.database !== database) differences.push(`it belongs to database ${slot.database}, not ${database}`);
+  if (slot.temporary) differences.push('it is temporary');
+  if (differences.length > 0) throw new SlotMismatchError(slot.name, differences);
+  if (slot.walStatus === 'lost') throw new SlotLostError(slot.name, `wal_status is 'lost' (max_slot_wal_keep_size was exceeded)`);
+  if (slot.confirmedFlushLsn === undefined) throw new SlotLostError(slot.name, 'it has no confirmed_flush_lsn');
+}

@@ -1,0 +1,19 @@
+/**
+ * @cdc/relay — the stream-to-stream stage both middle stages share.
+ *
+ *   const relay = Relay.start({
+ *     bus, pipeline: 'orders', partition: 0, stage: 'dedup-gate',
+ *     input: 'ordered', output: 'deduped', transform, logger,
+ *     batchMax: 500, batchLingerMs: 20, signal,
+ *   });
+ *   const fatal = await relay.closed();
+ */
+export { Relay } from './relay.ts';
+export type { RelayOptions, RelayState, RelayHealth } from './relay.ts';
+export { decodeRaw, decodeOrdered } from './decode.ts';
+export type { Decoded } from './decode.ts';
+export { ReaderClosedError, BadCheckpointError } from './errors.ts';
+export type { RelayTransform, RelayCheckpoint, StageOutput, StageResult, DeadLetterRequest } from './types.ts';
+export { parseAssignment } from './assignment.ts';
+export type { Assignment } from './assignment.ts';
+export { natsConnectionCheck, relaysCheck } from './readiness.ts';

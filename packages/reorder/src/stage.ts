@@ -1,0 +1,249 @@
+/**
+ * The lamport-reorderer stage for one partition: `raw.<p>` → LamportMerger → `ordered.<p>`,
+ * run by a Relay (checkpoint in the output headers, ordered reader, acked publishes).
+ *
+ * Outputs: events forwarded byte for byte with Nats-Msg-Id = eventId; after them one
+ * PartitionHeartbeat with Nats-Msg-Id `wm:<partition>:<lamport>`. Dead letters: input that
+ * is not a raw message, events of a source not in SOURCES, and late events.
+ */
+import { BadCheckpointError, Relay, decodeOrdered, decodeRaw, type DeadLetterRequest, type RelayCheckpoint, type RelayTransform, type StageOutput, type StageResult } from '@cdc/relay';
+import { Headers, parseOrderKey, type PartitionHeartbeat } from '@cdc/core';
+import type { Bus, BusMessage } from '@cdc/bus';
+import type { Logger } from '@cdc/runtime';
+import { LamportMerger, createCounters, type MergerCounters, type MergerHealth } from './merger.ts';
+
+export const REORDERER_STAGE = 'lamport-reorderer';
+
+export interface ReorderTransformOptions {
+  readonly partition: number;
+  readonly sources: readonly string[];
+  readonly maxBuffered: number;
+  readonly logger: Logger;
+}
+
+export class ReorderTransform implements RelayTransform {
+  readonly #options: ReorderTransformOptions;
+  readonly #counters: MergerCounters;
+  readonly #warnedSources = new Set<string>();
+  #merger: LamportMerger<Uint8Array>;
+
+  constructor(options: ReorderTransformOptions) {
+    this.#options = options;
+    this.#counters = createCounters(options.sources);
+    this.#merger = this.#newMerger();
+  }
+
+  get merger(): LamportMerger<Uint8Array> {
+    return this.#merger;
+  }
+
+  stats(): MergerCounters {
+    return this.#counters;
+  }
+
+  health(): MergerHealth {
+    return this.#merger.health();
+  }
+
+  restore(checkpoint: RelayCheckpoint): void {
+    // A fresh merger each time: the state is rebuilt from the input, never patched.
+    this.#merger = this.#newMerger();
+    let lastWatermark: PartitionHeartbeat | undefined;
+    if (checkpoint.last) {
+      const decoded = decodeOrdered(checkpoint.last);
+      if (decoded.ok && decoded.value.kind === 'watermark') lastWatermark = decoded.value;
+    }
+    if (checkpoint.lastKey !== undefined) {
+      try {
+        parseOrderKey(checkpoint.lastKey);
+      } catch {
+        throw new BadCheckpointError(`ordered.${this.#options.partition}`, Headers.LastKey, checkpoint.lastKey);
+      }
+    }
+    this.#merger.restore({ resumeSeq: checkpoint.resumeSeq, lastKey: checkpoint.lastKey, lastWatermark });
+  }
+
+  process(batch: readonly BusMessage[]): StageResult {
+    const merger = this.#merger;
+    const deadLetters: DeadLetterRequest[] = [];
+    for (const message of batch) {
+      const decoded = decodeRaw(message);
+      if (!decoded.ok) {
+        merger.skip(message.seq);
+        deadLetters.push({ message, reason: decoded.reason, code: decoded.code });
+        continue;
+      }
+      const value = decoded.value;
+      const result = merger.accept(value, message.seq, message.data);
+      if (result === 'late') {
+        // Cannot be placed: a watermark above it is already published. A correct reader never does this.
+        deadLetters.push({
+          message,
+          reason: `late event: lamport ${value.lamport} <= released watermark ${merger.releasedWatermark}`,
+          code: 'LATE_EVENT',
+          ...(value.kind === 'change' ? { eventId: value.eventId, table: value.table, lsn: value.lsn } : {}),
+        });
+      } else if (result === 'unknown-source') {
+        if (value.kind === 'change') {
+          deadLetters.push({
+            message,
+            reason: `source ${value.source} is not in SOURCES (${this.#options.sources.join(',')}): its events cannot be ordered`,
+            code: 'UNKNOWN_SOURCE',
+            eventId: value.eventId,
+            table: value.table,
+            lsn: value.lsn,
+          });
+        } else if (!this.#warnedSources.has(value.source)) {
+          this.#warnedSources.add(value.source);
+          this.#options.logger.warn({ source: value.source, sources: this.#options.sources }, 'heartbeat from a source not in SOURCES: ignored');
+        }
+      }
+    }
+    const outputs: StageOutput[] = [];
+    for (const item of merger.release()) {
+      if (item.kind === 'change') {
+        outputs.push({
+          msgId: item.event.eventId,
+          payload: item.payload,
+          resumeSeq: item.resumeSeq,
+          lastKey: item.lastKey,
+          ...(item.event.traceId ? { traceId: item.event.traceId } : {}),
+        });
+      } else {
+        outputs.push({
+          msgId: `wm:${this.#options.partition}:${item.watermark.lamport}`,
+          payload: item.watermark,
+          resumeSeq: item.resumeSeq,
+          lastKey: item.lastKey,
+        });
+      }
+    }
+    const reopenFrom = merger.reopenFrom();
+    if (reopenFrom !== undefined) merger.rewind(reopenFrom);
+    return { outputs, deadLetters, ...(reopenFrom !== undefined ? { reopenFrom } : {}) };
+  }
+
+  #newMerger(): LamportMerger<Uint8Array> {
+    return new LamportMerger<Uint8Array>({
+      sources: this.#options.sources,
+      maxBuffered: this.#options.maxBuffered,
+      counters: this.#counters,
+    });
+  }
+}
+
+export interface ReordererOptions {
+  readonly bus: Bus;
+  readonly pipeline: string;
+  readonly partition: number;
+  readonly sources: readonly string[];
+  readonly maxBuffered: number;
+  readonly batchMax: number;
+  readonly batchLingerMs: number;
+  readonly logger: Logger;
+  /** How often the per-source counters are logged (default 30 s; 0 = never). */
+  readonly statsIntervalMs?: number;
+  readonly retry?: { initialDelayMs: number; maxDelayMs: number };
+  readonly signal?: AbortSignal;
+}
+
+/** A running reorderer partition: its relay plus what it knows about ordering. */
+export class Reorderer {
+  readonly relay: Relay;
+  readonly transform: ReorderTransform;
+  readonly partition: number;
+  readonly #timer: NodeJS.Timeout | undefined;
+
+  private constructor(relay: Relay, transform: ReorderTransform, partition: number, timer: NodeJS.Timeout | undefined) {
+    this.relay = relay;
+    this.transform = transform;
+    this.partition = partition;
+    this.#timer = timer;
+  }
+
+  static start(options: ReordererOptions): Reorderer {
+    const logger = options.logger.child({ component: REORDERER_STAGE, partition: options.partition });
+    const transform = new ReorderTransform({ partition: options.partition, sources: options.sources, maxBuffered: options.maxBuffered, logger });
+    const relay = Relay.start({
+      bus: options.bus,
+      pipeline: options.pipeline,
+      partition: options.partition,
+      stage: REORDERER_STAGE,
+      input: 'raw',
+      output: 'ordered',
+      transform,
+      logger: options.logger,
+      batchMax: options.batchMax,
+      batchLingerMs: options.batchLingerMs,
+      ...(options.retry ? { retry: options.retry } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    const interval = options.statsIntervalMs ?? 30_000;
+    const timer = interval > 0 ? setInterval(() => logStats(logger, transform), interval) : undefined;
+    timer?.unref();
+    const reorderer = new Reorderer(relay, transform, options.partition, timer);
+    void relay.closed().then(() => {
+      if (timer) clearInterval(timer);
+      logStats(logger, transform);
+    });
+    return reorderer;
+  }
+
+  stats(): MergerCounters {
+    return this.transform.stats();
+  }
+
+  health(): MergerHealth & { relay: ReturnType<Relay['health']> } {
+    return { ...this.transform.health(), relay: this.relay.health() };
+  }
+
+  closed(): Promise<Error | undefined> {
+    return this.relay.closed();
+  }
+
+  async stop(): Promise<Error | undefined> {
+    if (this.#timer) clearInterval(this.#timer);
+    return this.relay.stop();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
+
+/** One event per source: what the operator looks at when ordering looks wrong. */
+function logStats(logger: Logger, transform: ReorderTransform): void {
+  const counters = transform.stats();
+  const health = transform.health();
+  const watermarks = transform.merger.watermarks();
+  for (const [source, stats] of Object.entries(counters.sources)) {
+    logger.info(
+      {
+        source,
+        watermark: watermarks[source],
+        out_of_order: stats.outOfOrder,
+        duplicates: stats.duplicates,
+        replayed: stats.replayed,
+        late: stats.late,
+        refused: stats.refused,
+        evicted: stats.evicted,
+        accepted: stats.accepted,
+      },
+      'reorder stats',
+    );
+  }
+  logger.info(
+    {
+      buffered: health.buffered,
+      status: health.status,
+      waiting_for: health.waitingFor,
+      released: counters.released,
+      watermarks: counters.watermarks,
+      reopens: counters.reopens,
+      unknown_source: counters.unknownSource,
+      released_watermark: health.releasedWatermark,
+    },
+    'reorder buffer',
+  );
+}
+

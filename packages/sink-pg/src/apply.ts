@@ -1,0 +1,236 @@
+/**
+ * Turning change events into guarded SQL (pure: no connection here).
+ *
+ *   insert/update → INSERT INTO t AS t (cols…, _cdc_lsn, _cdc_seq) VALUES (…), (…)
+ *                   ON CONFLICT (pk) DO UPDATE SET col = EXCLUDED.col, …
+ *                   WHERE t._cdc_lsn IS NULL OR (t._cdc_lsn, t._cdc_seq) < (EXCLUDED._cdc_lsn, EXCLUDED._cdc_seq)
+ *   delete        → DELETE FROM t AS t USING (VALUES (…)) AS v(k0…, l, s)
+ *                   WHERE t.pk = v.k0 … AND (t._cdc_lsn IS NULL OR (t._cdc_lsn, t._cdc_seq) < (v.l, v.s))
+ *   truncate      → TRUNCATE t
+ *
+ * `_cdc_lsn IS NULL` lets the first change win over a row that was in the sink before
+ * the pipeline (no version yet). Unchanged-TOAST columns (pgoutput 'u') are left out of
+ * both the column list and SET, so the sink keeps its value (PITFALLS 5). Values travel
+ * as text parameters cast to the column's type without modifier: an explicit cast to
+ * varchar(3) would truncate silently, while the assignment to the column refuses.
+ *
+ * Consecutive changes of the same table and shape share one multi-row statement. Order
+ * is kept: a group never holds the same key twice (ON CONFLICT cannot touch one row
+ * twice in a statement, and the second change must see the first).
+ */
+import { keyText, type ChangeEvent } from '@cdc/core';
+import { SinkRefusedError } from './errors.ts';
+import { GUARD_LSN, GUARD_SEQ, quoteIdent, type SinkTable } from './schema.ts';
+
+export type RowOp = UpsertOp | DeleteOp | TruncateOp;
+
+interface OpBase {
+  readonly table: SinkTable;
+  /** Index of the event in the batch, so a refused statement can be traced to events. */
+  readonly item: number;
+}
+
+export interface UpsertOp extends OpBase {
+  readonly kind: 'upsert';
+  /** Sink column names in table order. */
+  readonly columns: readonly string[];
+  readonly values: readonly (string | null)[];
+  readonly keyText: string;
+  readonly lsn: string;
+  readonly seq: number;
+}
+
+export interface DeleteOp extends OpBase {
+  readonly kind: 'delete';
+  /** Values of the sink's primary key, in key order. */
+  readonly keyValues: readonly (string | null)[];
+  readonly keyText: string;
+  readonly lsn: string;
+  readonly seq: number;
+}
+
+export interface TruncateOp extends OpBase {
+  readonly kind: 'truncate';
+}
+
+export interface Statement {
+  readonly text: string;
+  readonly values: (string | number | null)[];
+  /** Batch indexes of the events this statement applies. */
+  readonly items: readonly number[];
+  readonly table: string;
+}
+
+/**
+ * The row operations of one event against its sink table, or why the sink cannot take it.
+ * A primary-key change arriving as one update (old key in `before`) becomes a delete of
+ * the old key and an upsert of the new one (PITFALLS 6).
+ */
+export function planEvent(event: ChangeEvent, table: SinkTable, item: number): RowOp[] | SinkRefusedError {
+  const context = { table: table.display, lsn: event.commitLsn, eventId: event.eventId };
+  if (event.op === 'truncate') return [{ kind: 'truncate', table, item }];
+
+  const keyFrom = (row: Readonly<Record<string, string | null>> | null): (string | null)[] | string => {
+    const values: (string | null)[] = [];
+    for (const column of table.primaryKey) {
+      const index = event.keyColumns.indexOf(column);
+      const value = row && column in row ? row[column] : index >= 0 ? event.key[index] : undefined;
+      if (value === undefined) return column;
+      values.push(value);
+    }
+    return values;
+  };
+
+  if (event.op === 'delete') {
+    const key = keyFrom(event.before);
+    if (typeof key === 'string') {
+      return new SinkRefusedError('key_missing', `delete on ${table.display} lacks the value of key column ${key}`, { ...context, column: key });
+    }
+    return [{ kind: 'delete', table, item, keyValues: key, keyText: keyText(key), lsn: event.commitLsn, seq: event.seq }];
+  }
+
+  const row = event.after;
+  if (row === null) {
+    return new SinkRefusedError('row_missing', `${event.op} on ${table.display} carries no new row`, context);
+  }
+  const unchanged = new Set(event.unchanged);
+  const written: { column: string; position: number; value: string | null }[] = [];
+  for (const [column, value] of Object.entries(row)) {
+    if (unchanged.has(column) || column === GUARD_LSN || column === GUARD_SEQ) continue;
+    const sinkColumn = table.columns.get(column);
+    if (sinkColumn === undefined) {
+      return new SinkRefusedError('column_missing', `sink table ${table.display} has no column ${column}`, { ...context, column });
+    }
+    // The sink computes generated columns itself; writing them is an error.
+    if (sinkColumn.generated) continue;
+    written.push({ column, position: sinkColumn.position, value });
+  }
+  // The key must be written: take it from the event's key if the row lacks it.
+  const newKey = keyFrom(row);
+  if (typeof newKey === 'string') {
+    return new SinkRefusedError('key_missing', `${event.op} on ${table.display} lacks the value of key column ${newKey}`, { ...context, column: newKey });
+  }
+  table.primaryKey.forEach((column, index) => {
+    if (!written.some((entry) => entry.column === column)) {
+      written.push({ column, position: table.columns.get(column)?.position ?? 0, value: newKey[index] ?? null });
+    }
+  });
+  written.sort((a, b) => a.position - b.position);
+
+  const ops: RowOp[] = [];
+  if (event.op === 'update' && event.before !== null) {
+    const oldKey = keyFrom(event.before);
+    if (typeof oldKey !== 'string' && keyText(oldKey) !== keyText(newKey)) {
+      ops.push({ kind: 'delete', table, item, keyValues: oldKey, keyText: keyText(oldKey), lsn: event.commitLsn, seq: event.seq });
+    }
+  }
+  ops.push({
+    kind: 'upsert',
+    table,
+    item,
+    columns: written.map((entry) => entry.column),
+    values: written.map((entry) => entry.value),
+    keyText: keyText(newKey),
+    lsn: event.commitLsn,
+    seq: event.seq,
+  });
+  return ops;
+}
+
+export interface GroupLimits {
+  /** PostgreSQL accepts at most 65535 bind parameters per statement. */
+  readonly maxParams: number;
+  readonly maxRows: number;
+}
+
+export const DEFAULT_GROUP_LIMITS: GroupLimits = { maxParams: 60_000, maxRows: 1_000 };
+
+/** Consecutive ops of one table and shape, without a repeated key, as few statements as possible. */
+export function buildStatements(ops: readonly RowOp[], limits: GroupLimits = DEFAULT_GROUP_LIMITS): Statement[] {
+  const statements: Statement[] = [];
+  let group: RowOp[] = [];
+  let keys = new Set<string>();
+  let params = 0;
+  const flush = (): void => {
+    if (group.length > 0) statements.push(statementFor(group));
+    group = [];
+    keys = new Set();
+    params = 0;
+  };
+  for (const op of ops) {
+    const head = group[0];
+    const cost = paramsOf(op);
+    const fits =
+      head !== undefined &&
+      op.kind !== 'truncate' &&
+      head.kind === op.kind &&
+      head.table === op.table &&
+      (op.kind !== 'upsert' || shapeOf(head) === shapeOf(op)) &&
+      !keys.has(op.keyText) &&
+      group.length < limits.maxRows &&
+      params + cost <= limits.maxParams;
+    if (!fits) flush();
+    group.push(op);
+    if (op.kind !== 'truncate') keys.add(op.keyText);
+    params += cost;
+  }
+  flush();
+  return statements;
+}
+
+function shapeOf(op: RowOp): string {
+  return op.kind === 'upsert' ? op.columns.join('\u0000') : op.kind;
+}
+
+function paramsOf(op: RowOp): number {
+  if (op.kind === 'upsert') return op.columns.length + 2;
+  if (op.kind === 'delete') return op.keyValues.length + 2;
+  return 0;
+}
+
+function statementFor(group: readonly RowOp[]): Statement {
+  const head = group[0];
+  if (head === undefined) throw new RangeError('empty statement group');
+  const items = [...new Set(group.map((op) => op.item))];
+  const table = head.table;
+  if (head.kind === 'truncate') return { text: `TRUNCATE ${table.qualified}`, values: [], items, table: table.display };
+  const values: (string | number | null)[] = [];
+  const param = (value: string | number | null, type: string): string => {
+    values.push(value);
+    return `$${values.length}::${type}`;
+  };
+  const castOf = (column: string): string => table.columns.get(column)?.castType ?? 'text';
+  const guardNewer = (row: string): string =>
+    `(t.${GUARD_LSN} IS NULL OR (t.${GUARD_LSN}, t.${GUARD_SEQ}) < (${row}.${GUARD_LSN}, ${row}.${GUARD_SEQ}))`;
+
+  if (head.kind === 'upsert') {
+    const tuples = (group as UpsertOp[]).map(
+      (op) =>
+        `(${op.columns.map((column, i) => param(op.values[i] ?? null, castOf(column))).join(', ')}, ` +
+        `${param(op.lsn, 'pg_lsn')}, ${param(op.seq, 'integer')})`,
+    );
+    const pk = new Set(table.primaryKey);
+    const sets = head.columns
+      .filter((column) => !pk.has(column))
+      .concat([GUARD_LSN, GUARD_SEQ])
+      .map((column) => `${quoteIdent(column)} = EXCLUDED.${quoteIdent(column)}`);
+    const text =
+      `INSERT INTO ${table.qualified} AS t (${[...head.columns, GUARD_LSN, GUARD_SEQ].map(quoteIdent).join(', ')}) ` +
+      `VALUES ${tuples.join(', ')} ` +
+      `ON CONFLICT (${table.primaryKey.map(quoteIdent).join(', ')}) DO UPDATE SET ${sets.join(', ')} ` +
+      `WHERE ${guardNewer('EXCLUDED')}`;
+    return { text, values, items, table: table.display };
+  }
+
+  const tuples = (group as DeleteOp[]).map(
+    (op) =>
+      `(${op.keyValues.map((value, i) => param(value, castOf(table.primaryKey[i] ?? ''))).join(', ')}, ` +
+      `${param(op.lsn, 'pg_lsn')}, ${param(op.seq, 'integer')})`,
+  );
+  const keyNames = table.primaryKey.map((_, i) => `k${i}`);
+  const matches = table.primaryKey.map((column, i) => `t.${quoteIdent(column)} = v.k${i}`);
+  const text =
+    `DELETE FROM ${table.qualified} AS t USING (VALUES ${tuples.join(', ')}) AS v(${[...keyNames, GUARD_LSN, GUARD_SEQ].join(', ')}) ` +
+    `WHERE ${matches.join(' AND ')} AND ${guardNewer('v')}`;
+  return { text, values, items, table: table.display };
+}

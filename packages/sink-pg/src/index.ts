@@ -1,0 +1,35 @@
+/**
+ * @cdc/sink-pg — the committer's domain: deduped.<p> → one PostgreSQL sink, exactly once.
+ *
+ *   const committer = await Committer.start({
+ *     pipeline: 'orders', partitions: 4, sinkUrl, bus, checkpointStore, logger, signal,
+ *   });
+ *   const error = await committer.done; // resolves when drained or fenced
+ *
+ * Invariants: a source transaction is applied in one sink transaction (PartitionMerger
+ * releases only up to the minimum watermark and cuts batches between transactions); each
+ * partition's checkpoint is written in that same transaction; rows carry their version
+ * (_cdc_lsn, _cdc_seq) and only newer changes overwrite them; a committer whose epoch is
+ * no longer the sink's writes nothing.
+ */
+export { Committer } from './committer.ts';
+export type { CommitterOptions, CommitterStats, CommitterState } from './committer.ts';
+export { PartitionMerger, sameTransaction } from './merge.ts';
+export type { LaneStart, LaneCheckpoint, MergeBatch, MergedEvent, Watermark, PushResult } from './merge.ts';
+export { planEvent, buildStatements, DEFAULT_GROUP_LIMITS } from './apply.ts';
+export type { RowOp, UpsertOp, DeleteOp, TruncateOp, Statement, GroupLimits } from './apply.ts';
+export { SinkWriter } from './writer.ts';
+export type { ApplyRequest, ApplyOutcome, Refusal } from './writer.ts';
+export { TableCatalog, ensureBookkeeping, parseTableMap, GUARD_LSN, GUARD_SEQ, BOOKKEEPING_DDL } from './schema.ts';
+export type { SinkTable, SinkColumn } from './schema.ts';
+export { acquireEpoch, assertOwner, readCheckpoints, writeCheckpoints } from './checkpoints.ts';
+export { decodeOrdered } from './decode.ts';
+export {
+  FencedError,
+  SinkRefusedError,
+  SinkUnavailableError,
+  SinkStatementError,
+  classifyPgError,
+  fromPgError,
+} from './errors.ts';
+export type { RefusalKind, PgErrorClass } from './errors.ts';

@@ -1,0 +1,229 @@
+/**
+ * One batch = one sink transaction:
+ *
+ *   BEGIN
+ *   SELECT epoch FROM cdc_owner … FOR UPDATE      fenced? → FencedError, nothing written
+ *   [retry only] checkpoints already at target? → ROLLBACK, done (the COMMIT had landed)
+ *   multi-row guarded statements, in order
+ *   INSERT … cdc_checkpoint … ON CONFLICT …       same transaction as the rows
+ *   dead letters published (PubAck awaited)       before COMMIT: a crash re-sends them (same Nats-Msg-Id)
+ *   COMMIT
+ *
+ * If the sink refuses a statement (SQLSTATE 22/23/42), a multi-row statement does not
+ * say which event is at fault: roll back and apply the batch again one event at a time,
+ * each under a SAVEPOINT; refused events are rolled back to their savepoint and
+ * dead-lettered, the rest commit. Connection errors and serialization failures are
+ * thrown as retriable: the caller retries the whole batch.
+ */
+import { CdcError, type ChangeEvent } from '@cdc/core';
+import type { Logger } from '@cdc/runtime';
+import type { Pool, PoolClient } from 'pg';
+import { buildStatements, planEvent, type GroupLimits, type RowOp, type Statement } from './apply.ts';
+import { alreadyCommitted, assertOwner, writeCheckpoints } from './checkpoints.ts';
+import { SinkRefusedError, classifyPgError, fromPgError, pgFields, sqlstateOf } from './errors.ts';
+import type { LaneCheckpoint } from './merge.ts';
+import type { SinkTable, TableCatalog } from './schema.ts';
+
+export interface Refusal {
+  /** Index of the refused event in the batch. */
+  readonly item: number;
+  readonly error: SinkRefusedError;
+}
+
+export interface ApplyRequest {
+  readonly events: readonly ChangeEvent[];
+  readonly checkpoints: readonly LaneCheckpoint[];
+  readonly epoch: number;
+  /** A previous attempt of this batch failed in an unknown state: check before applying again. */
+  readonly retry: boolean;
+  /** Called inside the transaction, before COMMIT, with every refused event. */
+  readonly beforeCommit: (refusals: readonly Refusal[]) => Promise<void>;
+}
+
+export interface ApplyOutcome {
+  readonly mode: 'batched' | 'isolated' | 'already-committed';
+  readonly statements: number;
+  readonly rowsWritten: number;
+  readonly refusals: readonly Refusal[];
+}
+
+interface Plan {
+  readonly ops: RowOp[];
+  readonly refused: Map<number, SinkRefusedError>;
+}
+
+export class SinkWriter {
+  readonly #pool: Pool;
+  readonly #catalog: TableCatalog;
+  readonly #pipeline: string;
+  readonly #logger: Logger;
+  readonly #limits: GroupLimits | undefined;
+
+  constructor(options: { pool: Pool; catalog: TableCatalog; pipeline: string; logger: Logger; groupLimits?: GroupLimits }) {
+    this.#pool = options.pool;
+    this.#catalog = options.catalog;
+    this.#pipeline = options.pipeline;
+    this.#logger = options.logger;
+    this.#limits = options.groupLimits;
+  }
+
+  async apply(request: ApplyRequest): Promise<ApplyOutcome> {
+    let plan = await this.#plan(request.events);
+    let client: PoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (error) {
+      throw fromPgError(error, {});
+    }
+    let discard = false;
+    try {
+      await this.#begin(client, request.epoch);
+      if (request.retry && (await alreadyCommitted(client, this.#pipeline, request.checkpoints))) {
+        await client.query('ROLLBACK');
+        return { mode: 'already-committed', statements: 0, rowsWritten: 0, refusals: [] };
+      }
+      let mode: ApplyOutcome['mode'] = 'batched';
+      let counts: { statements: number; rows: number };
+      try {
+        counts = await this.#runAll(client, buildStatements(plan.ops, this.#limits));
+      } catch (error) {
+        if (classifyPgError(error) !== 'refusal') throw error;
+        await client.query('ROLLBACK');
+        // The refusal may come from a stale cached schema: look the tables up again.
+        for (const event of request.events) this.#catalog.invalidate(event.table);
+        this.#logger.info({ sqlstate: sqlstateOf(error), err: error }, 'sink refused a batched statement; applying event by event');
+        plan = await this.#plan(request.events);
+        mode = 'isolated';
+        await this.#begin(client, request.epoch);
+        counts = await this.#runIsolated(client, plan, request.events);
+      }
+      await writeCheckpoints(client, this.#pipeline, request.epoch, request.checkpoints);
+      const refusals = [...plan.refused].sort(([a], [b]) => a - b).map(([item, error]) => ({ item, error }));
+      if (refusals.length > 0) await request.beforeCommit(refusals);
+      await client.query('COMMIT');
+      return { mode, statements: counts.statements, rowsWritten: counts.rows, refusals };
+    } catch (error) {
+      // A broken connection must not go back to the pool.
+      if (!(error instanceof CdcError) && sqlstateOf(error) === undefined) discard = true;
+      await client.query('ROLLBACK').catch(() => {
+        discard = true;
+      });
+      throw fromPgError(error, {});
+    } finally {
+      client.release(discard ? true : undefined);
+    }
+  }
+
+  async #begin(client: PoolClient, epoch: number): Promise<void> {
+    await client.query('BEGIN');
+    await assertOwner(client, this.#pipeline, epoch);
+  }
+
+  /** Resolves sink tables and plans each event; schema mismatches are refusals before any SQL runs. */
+  async #plan(events: readonly ChangeEvent[]): Promise<Plan> {
+    const ops: RowOp[] = [];
+    const refused = new Map<number, SinkRefusedError>();
+    const refreshed = new Set<string>();
+    for (let item = 0; item < events.length; item++) {
+      const event = events[item];
+      if (event === undefined) continue;
+      const context = { lsn: event.commitLsn, eventId: event.eventId };
+      let table = await this.#catalog.resolve(event.table);
+      let planned = table instanceof SinkRefusedError ? table : planEvent(event, table, item);
+      // A column the cached schema lacks may have been added since: look once more.
+      if (planned instanceof SinkRefusedError && planned.kind === 'column_missing' && !refreshed.has(event.table)) {
+        refreshed.add(event.table);
+        this.#catalog.invalidate(event.table);
+        table = await this.#catalog.resolve(event.table);
+        planned = table instanceof SinkRefusedError ? table : planEvent(event, table, item);
+      }
+      if (planned instanceof SinkRefusedError) refused.set(item, planned.withContext(context));
+      else ops.push(...planned);
+    }
+    return { ops, refused };
+  }
+
+  async #runAll(client: PoolClient, statements: readonly Statement[]): Promise<{ statements: number; rows: number }> {
+    let rows = 0;
+    for (const statement of statements) {
+      const result = await client.query({ text: statement.text, values: statement.values });
+      rows += result.rowCount ?? 0;
+    }
+    return { statements: statements.length, rows };
+  }
+
+  async #runIsolated(client: PoolClient, plan: Plan, events: readonly ChangeEvent[]): Promise<{ statements: number; rows: number }> {
+    const byItem = new Map<number, RowOp[]>();
+    for (const op of plan.ops) {
+      const ops = byItem.get(op.item) ?? [];
+      ops.push(op);
+      byItem.set(op.item, ops);
+    }
+    let statements = 0;
+    let rows = 0;
+    for (const [item, ops] of byItem) {
+      const event = events[item];
+      if (event === undefined) continue;
+      await client.query('SAVEPOINT cdc_event');
+      try {
+        for (const statement of buildStatements(ops, this.#limits)) {
+          const result = await client.query({ text: statement.text, values: statement.values });
+          rows += result.rowCount ?? 0;
+          statements += 1;
+        }
+        await client.query('RELEASE SAVEPOINT cdc_event');
+      } catch (error) {
+        if (classifyPgError(error) !== 'refusal') throw error;
+        await client.query('ROLLBACK TO SAVEPOINT cdc_event');
+        await client.query('RELEASE SAVEPOINT cdc_event');
+        plan.refused.set(item, await this.#describe(error, event, ops));
+      }
+    }
+    return { statements, rows };
+  }
+
+  /** The refusal with the column named: from the server when it says, else by probing each value's cast. */
+  async #describe(error: unknown, event: ChangeEvent, ops: readonly RowOp[]): Promise<SinkRefusedError> {
+    const table = ops[0]?.table;
+    const context = { table: table?.display ?? event.table, lsn: event.commitLsn, eventId: event.eventId };
+    const refusal = fromPgError(error, context);
+    if (!(refusal instanceof SinkRefusedError)) throw refusal;
+    if (refusal.context.column !== undefined || table === undefined) return refusal;
+    const column = await this.#findRefusedColumn(error, table, ops);
+    if (column === undefined) return refusal;
+    const sinkColumn = table.columns.get(column);
+    return new SinkRefusedError(
+      refusal.kind,
+      `sink column ${table.display}.${column} (${sinkColumn?.fullType ?? 'unknown type'}) refused the value: ${pgFields(error).message ?? ''}`,
+      { ...refusal.context, column },
+      error,
+    );
+  }
+
+  async #findRefusedColumn(error: unknown, table: SinkTable, ops: readonly RowOp[]): Promise<string | undefined> {
+    const upsert = ops.find((op) => op.kind === 'upsert');
+    if (upsert?.kind !== 'upsert') return undefined;
+    const state = sqlstateOf(error);
+    if (state === '22001') {
+      return upsert.columns.find((column, i) => {
+        const max = table.columns.get(column)?.maxLength;
+        const value = upsert.values[i];
+        return max !== undefined && value !== null && value !== undefined && [...value].length > max;
+      });
+    }
+    if (!state?.startsWith('22')) return undefined;
+    // Outside the batch transaction (a pool connection): a failed probe must not abort it.
+    for (let i = 0; i < upsert.columns.length; i++) {
+      const column = upsert.columns[i];
+      const value = upsert.values[i];
+      const type = column === undefined ? undefined : table.columns.get(column)?.castType;
+      if (column === undefined || type === undefined || value === null || value === undefined) continue;
+      try {
+        await this.#pool.query(`SELECT $1::${type}`, [value]);
+      } catch (probe) {
+        if (classifyPgError(probe) === 'refusal') return column;
+      }
+    }
+    return undefined;
+  }
+}

@@ -1,0 +1,150 @@
+import { describe, expect, it } from 'vitest';
+import { buildStatements, planEvent, type RowOp } from '../src/apply.ts';
+import { SinkRefusedError, classifyPgError, fromPgError } from '../src/errors.ts';
+import { parseTableMap, type SinkColumn, type SinkTable } from '../src/schema.ts';
+import { changeEvent } from './fixtures.ts';
+
+function column(name: string, position: number, castType = 'text', extra: Partial<SinkColumn> = {}): SinkColumn {
+  return { name, castType, fullType: castType, maxLength: undefined, generated: false, position, ...extra };
+}
+
+const items: SinkTable = {
+  source: 'public.items',
+  qualified: '"public"."items"',
+  display: 'public.items',
+  primaryKey: ['id'],
+  columns: new Map([
+    ['id', column('id', 1, 'integer')],
+    ['name', column('name', 2)],
+    ['body', column('body', 3)],
+    ['total', column('total', 4, 'numeric')],
+    ['_cdc_lsn', column('_cdc_lsn', 5, 'pg_lsn')],
+    ['_cdc_seq', column('_cdc_seq', 6, 'integer')],
+  ]),
+};
+
+const other: SinkTable = { ...items, source: 'public.other', qualified: '"public"."other"', display: 'public.other' };
+
+function ops(result: RowOp[] | SinkRefusedError): RowOp[] {
+  if (result instanceof SinkRefusedError) throw result;
+  return result;
+}
+
+describe('planEvent', () => {
+  it('an insert writes every column in table order, with the version', () => {
+    const event = changeEvent({ lamport: 1, commitLsn: '0/100', seq: 3, key: ['7'], after: { total: '9.5', name: 'a', id: '7', body: 'x' } });
+    const [op] = ops(planEvent(event, items, 0));
+    expect(op).toMatchObject({ kind: 'upsert', columns: ['id', 'name', 'body', 'total'], values: ['7', 'a', 'x', '9.5'], lsn: '0/100', seq: 3 });
+  });
+
+  it('an update leaves unchanged-TOAST columns out (the sink keeps its value)', () => {
+    const event = changeEvent({
+      lamport: 1,
+      commitLsn: '0/100',
+      seq: 0,
+      op: 'update',
+      key: ['7'],
+      after: { id: '7', name: 'b', body: null },
+      unchanged: ['body'],
+    });
+    const [op] = ops(planEvent(event, items, 0));
+    expect(op).toMatchObject({ kind: 'upsert', columns: ['id', 'name'] });
+    const [statement] = buildStatements(ops(planEvent(event, items, 0)));
+    expect(statement?.text).not.toContain('"body"');
+  });
+
+  it('a column the sink lacks is a refusal naming the column', () => {
+    const event = changeEvent({ lamport: 1, commitLsn: '0/100', seq: 0, after: { id: '1', colour: 'red' } });
+    const refusal = planEvent(event, items, 0);
+    expect(refusal).toBeInstanceOf(SinkRefusedError);
+    expect(refusal).toMatchObject({ kind: 'column_missing', code: 'SINK_COLUMN_MISSING', context: { column: 'colour', table: 'public.items' } });
+  });
+
+  it('a delete takes the key from the old row or the event key', () => {
+    const event = changeEvent({ lamport: 1, commitLsn: '0/100', seq: 0, op: 'delete', key: ['7'], before: { id: '7' }, after: null });
+    expect(ops(planEvent(event, items, 4))).toEqual([
+      { kind: 'delete', table: items, item: 4, keyValues: ['7'], keyText: '["7"]', lsn: '0/100', seq: 0 },
+    ]);
+  });
+
+  it('a primary-key change deletes the old key and upserts the new one', () => {
+    const event = changeEvent({ lamport: 1, commitLsn: '0/100', seq: 0, op: 'update', key: ['8'], before: { id: '7' }, after: { id: '8', name: 'n' } });
+    expect(ops(planEvent(event, items, 0)).map((op) => [op.kind, op.kind === 'truncate' ? '' : op.keyText])).toEqual([
+      ['delete', '["7"]'],
+      ['upsert', '["8"]'],
+    ]);
+  });
+});
+
+describe('buildStatements', () => {
+  const upsert = (id: string, seq: number, table = items): RowOp => ({
+    kind: 'upsert',
+    table,
+    item: seq,
+    columns: ['id', 'name'],
+    values: [id, `n${id}`],
+    keyText: `["${id}"]`,
+    lsn: '0/100',
+    seq,
+  });
+
+  it('groups consecutive rows of one table and shape into one guarded multi-row upsert', () => {
+    const statements = buildStatements([upsert('1', 0), upsert('2', 1), upsert('3', 2)]);
+    expect(statements).toHaveLength(1);
+    const [statement] = statements;
+    expect(statement?.items).toEqual([0, 1, 2]);
+    expect(statement?.values).toEqual(['1', 'n1', '0/100', 0, '2', 'n2', '0/100', 1, '3', 'n3', '0/100', 2]);
+    expect(statement?.text).toContain('INSERT INTO "public"."items" AS t ("id", "name", "_cdc_lsn", "_cdc_seq") VALUES ($1::integer, $2::text, $3::pg_lsn, $4::integer)');
+    expect(statement?.text).toContain('ON CONFLICT ("id") DO UPDATE SET "name" = EXCLUDED."name", "_cdc_lsn" = EXCLUDED."_cdc_lsn", "_cdc_seq" = EXCLUDED."_cdc_seq"');
+    expect(statement?.text).toContain('WHERE (t._cdc_lsn IS NULL OR (t._cdc_lsn, t._cdc_seq) < (EXCLUDED._cdc_lsn, EXCLUDED._cdc_seq))');
+  });
+
+  it('starts a new statement when a key repeats, the table changes or the kind changes (order is kept)', () => {
+    const del: RowOp = { kind: 'delete', table: items, item: 9, keyValues: ['1'], keyText: '["1"]', lsn: '0/200', seq: 0 };
+    const statements = buildStatements([upsert('1', 0), upsert('1', 1), upsert('2', 2, other), del, { kind: 'truncate', table: items, item: 10 }]);
+    expect(statements.map((s) => [s.table, s.items])).toEqual([
+      ['public.items', [0]],
+      ['public.items', [1]],
+      ['public.other', [2]],
+      ['public.items', [9]],
+      ['public.items', [10]],
+    ]);
+    expect(statements[3]?.text).toBe(
+      'DELETE FROM "public"."items" AS t USING (VALUES ($1::integer, $2::pg_lsn, $3::integer)) AS v(k0, _cdc_lsn, _cdc_seq) ' +
+        'WHERE t."id" = v.k0 AND (t._cdc_lsn IS NULL OR (t._cdc_lsn, t._cdc_seq) < (v._cdc_lsn, v._cdc_seq))',
+    );
+    expect(statements[4]?.text).toBe('TRUNCATE "public"."items"');
+  });
+
+  it('splits at the bind-parameter limit', () => {
+    const many = Array.from({ length: 10 }, (_, i) => upsert(String(i), i));
+    expect(buildStatements(many, { maxParams: 8, maxRows: 100 }).map((s) => s.items.length)).toEqual([2, 2, 2, 2, 2]);
+    expect(buildStatements(many, { maxParams: 1000, maxRows: 3 }).map((s) => s.items.length)).toEqual([3, 3, 3, 1]);
+  });
+});
+
+describe('sink errors', () => {
+  it('classifies by SQLSTATE: data and schema errors are refusals, connection and serialization errors are retried', () => {
+    expect(classifyPgError({ code: '22P02' })).toBe('refusal');
+    expect(classifyPgError({ code: '42703' })).toBe('refusal');
+    expect(classifyPgError({ code: '23502' })).toBe('refusal');
+    expect(classifyPgError({ code: '40001' })).toBe('retriable');
+    expect(classifyPgError({ code: '57P01' })).toBe('retriable');
+    expect(classifyPgError(new Error('Connection terminated unexpectedly'))).toBe('retriable');
+    expect(classifyPgError({ code: '42601' })).toBe('bug');
+  });
+
+  it('a refusal keeps the SQLSTATE and the column the server named', () => {
+    const error = fromPgError({ code: '23502', column: 'name', message: 'null value in column "name"' }, { table: 'public.items' });
+    expect(error).toMatchObject({ code: 'SINK_CONSTRAINT', retriable: false, context: { sqlstate: '23502', column: 'name', table: 'public.items' } });
+    expect(fromPgError({ code: '40P01', message: 'deadlock' }, {})).toMatchObject({ code: 'SINK_UNAVAILABLE', retriable: true });
+  });
+
+  it('TABLE_MAP maps source to sink names and rejects malformed entries', () => {
+    expect([...parseTableMap('orders=sink.orders_copy, app.users = app.users_v2')]).toEqual([
+      ['public.orders', 'sink.orders_copy'],
+      ['app.users', 'app.users_v2'],
+    ]);
+    expect(() => parseTableMap('orders')).toThrow(/source_table=sink_table/);
+  });
+});

@@ -1,0 +1,406 @@
+/**
+ * The committer against real PostgreSQL, NATS JetStream and etcd, in this process:
+ * synthetic deduped.<p> traffic in, sink rows, checkpoints, dead letters and etcd out.
+ */
+import { orderKeyOf, sleep } from '@cdc/core';
+import { FencedError, SinkWriter, TableCatalog, acquireEpoch, ensureBookkeeping } from '@cdc/sink-pg';
+import pg from 'pg';
+import { afterAll, beforeAll } from 'vitest';
+import { createTestContext, describe, expect, test, waitFor, type TestContext } from '../harness/index.ts';
+import {
+  DedupedPublisher,
+  SourceLog,
+  addAuditTrigger,
+  createPipeline,
+  createSinkDatabase,
+  deadLetters,
+  logger,
+  startCommitter,
+  waitForWatermark,
+} from './support.ts';
+
+const P = 4;
+let fileCtx: TestContext;
+let sink: { url: string; db: pg.Client };
+
+beforeAll(async () => {
+  fileCtx = createTestContext();
+  sink = await createSinkDatabase(fileCtx);
+});
+
+afterAll(async () => {
+  await fileCtx.close();
+});
+
+async function table(ctx: TestContext, columns: string): Promise<string> {
+  const name = ctx.uniqueName('items');
+  await sink.db.query(`CREATE TABLE public.${name} (${columns})`);
+  ctx.defer(`drop ${name}`, () => sink.db.query(`DROP TABLE IF EXISTS public.${name} CASCADE`));
+  return name;
+}
+
+async function rows(name: string, columns = 'id, name'): Promise<Record<string, unknown>[]> {
+  return (await sink.db.query(`SELECT ${columns} FROM public.${name} ORDER BY id`)).rows;
+}
+
+describe('committer', () => {
+  test('applies inserts, updates and deletes from every partition, with each row’s version', async ({ ctx }) => {
+    const name = await table(ctx, 'id integer PRIMARY KEY, name text, qty integer');
+    const { pipeline, bus } = await createPipeline(ctx);
+    const log = new SourceLog({ partitions: P });
+    const out = new DedupedPublisher(bus, pipeline, P);
+    const t = `public.${name}`;
+    await out.events(log.transaction(Array.from({ length: 20 }, (_, i) => ({ table: t, op: 'insert' as const, key: [String(i + 1)], after: { id: String(i + 1), name: `n${i + 1}`, qty: String(i) } }))));
+    await out.events(log.transaction([1, 2, 3].map((id) => ({ table: t, op: 'update' as const, key: [String(id)], after: { id: String(id), name: `u${id}`, qty: '100' } }))));
+    await out.events(log.transaction([4, 5].map((id) => ({ table: t, op: 'delete' as const, key: [String(id)], before: { id: String(id) } }))));
+    await out.watermark(log.watermark());
+    await out.flush();
+
+    const committer = await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url, checkpointStore: undefined });
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+
+    const expected = Array.from({ length: 20 }, (_, i) => i + 1)
+      .filter((id) => id !== 4 && id !== 5)
+      .map((id) => ({ id, name: id <= 3 ? `u${id}` : `n${id}`, qty: id <= 3 ? 100 : id - 1 }));
+    expect(await rows(name, 'id, name, qty')).toEqual(expected);
+    // The guard columns were added and carry each row's version.
+    const version = await sink.db.query(`SELECT _cdc_lsn::text AS lsn, _cdc_seq AS seq FROM public.${name} WHERE id = 2`);
+    expect(version.rows[0]).toEqual({ lsn: expect.stringMatching(/^[0-9A-F]+\/[0-9A-F]+$/), seq: 1 });
+    expect(committer.stats()).toMatchObject({ applied: 25, transactions: 3, deadLettered: 0 });
+  });
+
+  test('publishes each partition’s committed positions to etcd, with the epoch', async ({ ctx }) => {
+    const { CheckpointStore } = await import('@cdc/checkpoint');
+    const name = await table(ctx, 'id integer PRIMARY KEY, name text');
+    const { pipeline, bus } = await createPipeline(ctx);
+    const store = await CheckpointStore.connect({ url: ctx.servers.etcd, logger: (await import('./support.ts')).logger });
+    ctx.defer('etcd store close', () => store.close());
+    const log = new SourceLog({ partitions: P });
+    const out = new DedupedPublisher(bus, pipeline, P);
+    await out.events(log.transaction(Array.from({ length: 8 }, (_, i) => ({ table: `public.${name}`, op: 'insert' as const, key: [String(i)], after: { id: String(i), name: 'a' } }))));
+    await out.watermark(log.watermark());
+    await out.flush();
+    const committer = await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url, checkpointStore: store });
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+    const published = await waitFor(
+      async () => {
+        const map = await store.readPartitions(pipeline);
+        return map.size === P && [...map.values()].every((c) => c.lamport === log.lamport.toString()) ? map : undefined;
+      },
+      { what: 'positions of every partition in etcd', timeoutMs: 10_000 },
+    );
+    for (let p = 0; p < P; p++) {
+      expect(published.get(p)).toMatchObject({ partition: p, positions: { src: log.lastCommitLsn }, lamport: log.lamport.toString(), epoch: committer.epoch });
+    }
+  });
+
+  test('restarting with its checkpoints, replayed messages apply nothing twice; a full replay is absorbed by the version guard', async ({ ctx }) => {
+    const name = await table(ctx, 'id integer PRIMARY KEY, name text');
+    const audit = await addAuditTrigger(sink.db, `public.${name}`);
+    const { pipeline, bus } = await createPipeline(ctx);
+    const log = new SourceLog({ partitions: P });
+    const out = new DedupedPublisher(bus, pipeline, P);
+    const t = `public.${name}`;
+    const history = [
+      log.transaction(Array.from({ length: 12 }, (_, i) => ({ table: t, op: 'insert' as const, key: [String(i)], after: { id: String(i), name: 'v1' } }))),
+      log.transaction(Array.from({ length: 6 }, (_, i) => ({ table: t, op: 'update' as const, key: [String(i)], after: { id: String(i), name: 'v2' } }))),
+      log.transaction(Array.from({ length: 3 }, (_, i) => ({ table: t, op: 'update' as const, key: [String(i)], after: { id: String(i), name: 'v3' } }))),
+    ];
+    for (const tx of history) await out.events(tx);
+    await out.watermark(log.watermark());
+    await out.flush();
+    const first = await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url });
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+    await first.close();
+    const auditAfterFirst = Number((await sink.db.query(`SELECT count(*) AS n FROM ${audit}`)).rows[0].n);
+    expect(auditAfterFirst).toBe(21);
+    const snapshot = await rows(name);
+
+    // The same messages again (new Nats-Msg-Ids: a replay the stream does not absorb), then one new transaction.
+    out.newRound();
+    for (const tx of history) await out.events(tx);
+    await out.watermark(log.watermark());
+    const fresh = log.transaction([{ table: t, op: 'insert', key: ['100'], after: { id: '100', name: 'new' } }]);
+    await out.events(fresh);
+    await out.watermark(log.watermark());
+    await out.flush();
+    const second = await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url });
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+    expect(second.stats().replaysSkipped).toBe(21);
+    expect(second.stats().applied).toBe(1);
+    await second.close();
+    expect(await rows(name)).toEqual([...snapshot, { id: 100, name: 'new' }]);
+
+    // Lose the checkpoints entirely: everything is read again from sequence 1. The guard absorbs it.
+    await sink.db.query('DELETE FROM cdc_checkpoint WHERE pipeline = $1', [pipeline]);
+    const third = await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url });
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+    expect(third.stats().applied).toBeGreaterThan(0);
+    expect(await rows(name)).toEqual([...snapshot, { id: 100, name: 'new' }]);
+    const writes = await sink.db.query(`SELECT op, id, lsn::text, seq, count(*)::int AS n FROM ${audit} GROUP BY 1, 2, 3, 4 HAVING count(*) > 1`);
+    expect(writes.rows).toEqual([]);
+    expect(Number((await sink.db.query(`SELECT count(*) AS n FROM ${audit}`)).rows[0].n)).toBe(22);
+  });
+
+  test('a stale change (older version) never overwrites or deletes a newer row', async ({ ctx }) => {
+    const name = await table(ctx, 'id integer PRIMARY KEY, name text');
+    const { pipeline, bus } = await createPipeline(ctx);
+    const log = new SourceLog({ partitions: P, startLsn: 0x5_0000_0000n });
+    const out = new DedupedPublisher(bus, pipeline, P);
+    const t = `public.${name}`;
+    await out.events(log.transaction([{ table: t, op: 'insert', key: ['1'], after: { id: '1', name: 'v1' } }, { table: t, op: 'insert', key: ['2'], after: { id: '2', name: 'v1' } }]));
+    await out.events(log.transaction([{ table: t, op: 'update', key: ['1'], after: { id: '1', name: 'v2' } }, { table: t, op: 'update', key: ['2'], after: { id: '2', name: 'v2' } }]));
+    await out.watermark(log.watermark());
+    // Later in the stream (higher lamport) but from an older position of the same source.
+    const stale = new SourceLog({ partitions: P, startLsn: 0x4_0000_0000n, startLamport: log.lamport + 10n });
+    await out.events(stale.transaction([{ table: t, op: 'update', key: ['1'], after: { id: '1', name: 'stale' } }, { table: t, op: 'delete', key: ['2'], before: { id: '2' } }]));
+    await out.watermark(stale.watermark());
+    await out.flush();
+    await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url });
+    await waitForWatermark(sink.db, pipeline, P, stale.lamport);
+    expect(await rows(name)).toEqual([
+      { id: 1, name: 'v2' },
+      { id: 2, name: 'v2' },
+    ]);
+  });
+
+  test('an unchanged-TOAST column keeps its sink value', async ({ ctx }) => {
+    const name = await table(ctx, 'id integer PRIMARY KEY, name text, body text');
+    const { pipeline, bus } = await createPipeline(ctx);
+    const log = new SourceLog({ partitions: P });
+    const out = new DedupedPublisher(bus, pipeline, P);
+    const t = `public.${name}`;
+    const big = 'x'.repeat(10_000);
+    await out.events(log.transaction([{ table: t, op: 'insert', key: ['1'], after: { id: '1', name: 'a', body: big } }]));
+    await out.events(log.transaction([{ table: t, op: 'update', key: ['1'], after: { id: '1', name: 'b', body: null }, unchanged: ['body'] }]));
+    await out.watermark(log.watermark());
+    await out.flush();
+    await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url });
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+    expect(await rows(name, 'id, name, length(body) AS body')).toEqual([{ id: 1, name: 'b', body: 10_000 }]);
+  });
+
+  test('a column or table the sink lacks is dead-lettered by name; the partitions keep moving', async ({ ctx }) => {
+    const name = await table(ctx, 'id integer PRIMARY KEY, name text');
+    const { pipeline, bus } = await createPipeline(ctx);
+    const log = new SourceLog({ partitions: P });
+    const out = new DedupedPublisher(bus, pipeline, P);
+    const t = `public.${name}`;
+    await out.events(log.transaction([{ table: t, op: 'insert', key: ['1'], after: { id: '1', name: 'a' } }]));
+    const poison = log.transaction([{ table: t, op: 'insert', key: ['2'], after: { id: '2', name: 'b', colour: 'red' } }]);
+    await out.events(poison);
+    const missing = log.transaction([{ table: 'public.no_such_table', op: 'insert', key: ['9'], after: { id: '9' } }]);
+    await out.events(missing);
+    await out.events(log.transaction([{ table: t, op: 'insert', key: ['3'], after: { id: '3', name: 'c' } }]));
+    await out.watermark(log.watermark());
+    await out.flush();
+    const committer = await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url });
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+    expect(await rows(name)).toEqual([
+      { id: 1, name: 'a' },
+      { id: 3, name: 'c' },
+    ]);
+    const letters = await waitFor(async () => {
+      const found = await deadLetters(bus, pipeline);
+      return found.length >= 2 ? found : undefined;
+    }, { what: 'two dead letters', timeoutMs: 5_000 });
+    expect(letters).toHaveLength(2);
+    expect(letters[0]).toMatchObject({
+      stage: 'committer',
+      code: 'SINK_COLUMN_MISSING',
+      column: 'colour',
+      table: t,
+      lsn: poison[0]?.commitLsn,
+      eventId: poison[0]?.eventId,
+    });
+    expect(letters[0]?.reason).toContain('colour');
+    expect(letters[1]).toMatchObject({ code: 'SINK_TABLE_MISSING', table: 'public.no_such_table', eventId: missing[0]?.eventId });
+    expect(committer.state).toBe('running');
+    expect(committer.stats()).toMatchObject({ deadLettered: 2, applied: 2 });
+  });
+
+  test('values the column types refuse are dead-lettered with the column and SQLSTATE, without a crash', async ({ ctx }) => {
+    const name = await table(ctx, 'id integer PRIMARY KEY, qty integer, code varchar(3)');
+    const { pipeline, bus } = await createPipeline(ctx);
+    const log = new SourceLog({ partitions: P });
+    const out = new DedupedPublisher(bus, pipeline, P);
+    const t = `public.${name}`;
+    const first = log.transaction([
+      { table: t, op: 'insert', key: ['1'], after: { id: '1', qty: '5', code: 'ab' } },
+      { table: t, op: 'insert', key: ['2'], after: { id: '2', qty: 'abc', code: 'ab' } },
+    ]);
+    await out.events(first);
+    const tooLong = log.transaction([{ table: t, op: 'insert', key: ['3'], after: { id: '3', qty: '1', code: 'toolong' } }]);
+    await out.events(tooLong);
+    await out.events(log.transaction([{ table: t, op: 'insert', key: ['4'], after: { id: '4', qty: '7', code: 'xyz' } }]));
+    await out.watermark(log.watermark());
+    await out.flush();
+    const committer = await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url });
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+    expect(await rows(name, 'id, qty, code')).toEqual([
+      { id: 1, qty: 5, code: 'ab' },
+      { id: 4, qty: 7, code: 'xyz' },
+    ]);
+    const letters = await deadLetters(bus, pipeline);
+    expect(letters.map((l) => [l.eventId, l.column, l.sqlstate, l.code])).toEqual([
+      [first[1]?.eventId, 'qty', '22P02', 'SINK_VALUE_REFUSED'],
+      [tooLong[0]?.eventId, 'code', '22001', 'SINK_VALUE_REFUSED'],
+    ]);
+    expect(letters[0]?.reason).toMatch(/qty.*integer/);
+    expect(committer.state).toBe('running');
+    expect(committer.stats().isolatedBatches).toBeGreaterThan(0);
+  });
+
+  test('TABLE_MAP routes a source table to another sink table', async ({ ctx }) => {
+    const name = await table(ctx, 'id integer PRIMARY KEY, name text');
+    const { pipeline, bus } = await createPipeline(ctx);
+    const log = new SourceLog({ partitions: P });
+    const out = new DedupedPublisher(bus, pipeline, P);
+    await out.events(log.transaction([{ table: 'app.customers', op: 'insert', key: ['1'], after: { id: '1', name: 'mapped' } }]));
+    await out.watermark(log.watermark());
+    await out.flush();
+    await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url, tableMap: new Map([['app.customers', `public.${name}`]]) });
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+    expect(await rows(name)).toEqual([{ id: 1, name: 'mapped' }]);
+  });
+
+  test('a second committer fences the first: its next batch fails with FencedError and it stops without writing', async ({ ctx }) => {
+    const name = await table(ctx, 'id integer PRIMARY KEY, name text');
+    const audit = await addAuditTrigger(sink.db, `public.${name}`);
+    const { pipeline, bus } = await createPipeline(ctx);
+    const log = new SourceLog({ partitions: P });
+    const out = new DedupedPublisher(bus, pipeline, P);
+    const t = `public.${name}`;
+    await out.events(log.transaction([{ table: t, op: 'insert', key: ['1'], after: { id: '1', name: 'a' } }]));
+    await out.watermark(log.watermark());
+    await out.flush();
+    const older = await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url });
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+
+    const newer = await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url });
+    expect(newer.epoch).toBe(older.epoch + 1);
+    await out.events(log.transaction([{ table: t, op: 'update', key: ['1'], after: { id: '1', name: 'b' } }, { table: t, op: 'insert', key: ['2'], after: { id: '2', name: 'c' } }]));
+    await out.watermark(log.watermark());
+    await out.flush();
+
+    const failure = await Promise.race([older.done, new Promise((resolve) => setTimeout(() => resolve('timeout'), 15_000))]);
+    expect(failure).toBeInstanceOf(FencedError);
+    expect(failure).toMatchObject({ code: 'COMMITTER_FENCED', retriable: false });
+    expect(older.state).toBe('failed');
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+    expect(await rows(name)).toEqual([
+      { id: 1, name: 'b' },
+      { id: 2, name: 'c' },
+    ]);
+    expect(newer.stats().applied).toBe(2);
+    expect(older.stats().applied).toBe(1);
+    const stored = await sink.db.query('SELECT DISTINCT epoch::int AS epoch FROM cdc_checkpoint WHERE pipeline = $1', [pipeline]);
+    expect(stored.rows).toEqual([{ epoch: newer.epoch }]);
+    expect(Number((await sink.db.query(`SELECT count(*) AS n FROM ${audit}`)).rows[0].n)).toBe(3);
+  });
+
+  test('sink connections killed while it applies: batches are retried, every version is still written exactly once', async ({ ctx }) => {
+    const name = await table(ctx, 'id integer PRIMARY KEY, name text');
+    const audit = await addAuditTrigger(sink.db, `public.${name}`);
+    const { pipeline, bus } = await createPipeline(ctx);
+    const log = new SourceLog({ partitions: P });
+    const out = new DedupedPublisher(bus, pipeline, P);
+    const t = `public.${name}`;
+    const transactions = 1500;
+    for (let j = 0; j < transactions; j++) {
+      await out.events(
+        log.transaction([
+          { table: t, op: j < 10 ? 'insert' : 'update', key: [String(j % 10)], after: { id: String(j % 10), name: `v${j}` } },
+          { table: t, op: 'insert', key: [String(1000 + j)], after: { id: String(1000 + j), name: 'x' } },
+        ]),
+      );
+      if (j % 10 === 9) await out.watermark(log.watermark());
+    }
+    await out.flush();
+    const committer = await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url, batchMaxEvents: 40, batchLingerMs: 2 });
+    let terminated = 0;
+    for (let i = 0; i < 15; i++) {
+      await sleep(20 + Math.random() * 40);
+      const result = await sink.db.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [`cdc-committer-${pipeline}`]);
+      terminated += result.rowCount ?? 0;
+    }
+    await waitForWatermark(sink.db, pipeline, P, log.lamport, 60_000);
+    expect(terminated).toBeGreaterThan(0);
+    expect(committer.stats().retries).toBeGreaterThan(0);
+    expect(committer.state).toBe('running');
+    const current = await sink.db.query(`SELECT id, name FROM public.${name} WHERE id < 10 ORDER BY id`);
+    expect(current.rows).toEqual(Array.from({ length: 10 }, (_, id) => ({ id, name: `v${transactions - 10 + id}` })));
+    expect(Number((await sink.db.query(`SELECT count(*) AS n FROM public.${name}`)).rows[0].n)).toBe(10 + transactions);
+    const twice = await sink.db.query(`SELECT op, id, lsn::text, seq FROM ${audit} GROUP BY 1, 2, 3, 4 HAVING count(*) > 1`);
+    expect(twice.rows).toEqual([]);
+    expect(Number((await sink.db.query(`SELECT count(*) AS n FROM ${audit}`)).rows[0].n)).toBe(2 * transactions);
+  });
+
+  test('a retried batch whose COMMIT had landed (outcome unknown to the client) is not applied again', async ({ ctx }) => {
+    const name = await table(ctx, 'id integer PRIMARY KEY, name text');
+    const audit = await addAuditTrigger(sink.db, `public.${name}`);
+    const pool = new pg.Pool({ connectionString: sink.url, max: 2 });
+    ctx.defer('pool end', () => pool.end());
+    const pipeline = ctx.uniqueName('cmt');
+    const client = await pool.connect();
+    await ensureBookkeeping(client);
+    const epoch = await acquireEpoch(client, pipeline);
+    client.release();
+    const writer = new SinkWriter({ pool, catalog: new TableCatalog(pool), pipeline, logger });
+    const log = new SourceLog({ partitions: 1 });
+    const events = log.transaction([{ table: `public.${name}`, op: 'insert', key: ['1'], after: { id: '1', name: 'a' } }]);
+    const checkpoints = [{ partition: 0, resumeSeq: 3, lastKey: orderKeyOf(events[0]!), watermark: { lamport: log.lamport, positions: { src: log.lastCommitLsn } } }];
+    const request = { events, checkpoints, epoch, retry: false, beforeCommit: async () => undefined };
+    expect((await writer.apply(request)).mode).toBe('batched');
+    expect((await writer.apply({ ...request, retry: true })).mode).toBe('already-committed');
+    expect(Number((await sink.db.query(`SELECT count(*) AS n FROM ${audit}`)).rows[0].n)).toBe(1);
+    // A writer whose epoch is no longer the owner's writes nothing.
+    const newer = await pool.query('UPDATE cdc_owner SET epoch = epoch + 1 WHERE pipeline = $1 RETURNING epoch', [pipeline]);
+    expect(Number(newer.rows[0].epoch)).toBe(epoch + 1);
+    await expect(writer.apply({ ...request, checkpoints: [{ ...checkpoints[0]!, resumeSeq: 4 }] })).rejects.toBeInstanceOf(FencedError);
+  });
+
+  test('an undecodable message on deduped.<p> is dead-lettered and the partition moves on', async ({ ctx }) => {
+    const name = await table(ctx, 'id integer PRIMARY KEY, name text');
+    const { pipeline, bus } = await createPipeline(ctx);
+    const log = new SourceLog({ partitions: P });
+    const out = new DedupedPublisher(bus, pipeline, P);
+    await out.raw(2, new TextEncoder().encode('{not json'), 'garbage-1');
+    await out.raw(1, { kind: 'mystery', lamport: '1' }, 'garbage-2');
+    await out.events(log.transaction([{ table: `public.${name}`, op: 'insert', key: ['1'], after: { id: '1', name: 'a' } }]));
+    await out.watermark(log.watermark());
+    await out.flush();
+    await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url });
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+    expect(await rows(name)).toEqual([{ id: 1, name: 'a' }]);
+    const letters = await deadLetters(bus, pipeline);
+    expect(letters.map((l) => [l.code, l.partition]).sort()).toEqual([
+      ['POISON_EVENT', 1],
+      ['POISON_EVENT', 2],
+    ]);
+    expect(letters.find((l) => l.partition === 2)?.payload).toBe('{not json');
+  });
+
+  test('throughput: applies 20 000 single-row transactions over 4 partitions', async ({ ctx }) => {
+    const name = await table(ctx, 'id integer PRIMARY KEY, name text, qty integer, note text');
+    const { pipeline, bus } = await createPipeline(ctx);
+    const log = new SourceLog({ partitions: P });
+    const out = new DedupedPublisher(bus, pipeline, P);
+    const t = `public.${name}`;
+    const total = 20_000;
+    for (let i = 0; i < total; i++) {
+      await out.events(log.transaction([{ table: t, op: 'insert', key: [String(i)], after: { id: String(i), name: `n${i}`, qty: String(i % 100), note: 'some text' } }]));
+      if (i % 100 === 99) await out.watermark(log.watermark());
+    }
+    await out.watermark(log.watermark());
+    await out.flush();
+    const started = Date.now();
+    const committer = await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url, batchMaxEvents: 2000, batchLingerMs: 50 });
+    await waitForWatermark(sink.db, pipeline, P, log.lamport, 60_000);
+    const seconds = (Date.now() - started) / 1000;
+    const stats = committer.stats();
+    console.log(`[committer] throughput: ${total} events in ${seconds.toFixed(2)} s = ${Math.round(total / seconds)} events/s (${stats.batches} batches)`);
+    expect(stats.applied).toBe(total);
+    expect(Number((await sink.db.query(`SELECT count(*) AS n FROM ${t}`)).rows[0].n)).toBe(total);
+  });
+});

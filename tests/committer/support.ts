@@ -1,0 +1,242 @@
+/**
+ * Helpers for the committer's integration tests: a fresh sink database, a pipeline with
+ * its streams, synthetic deduped.<p> traffic (ChangeEvents and PartitionHeartbeats as the
+ * dedup gate would publish them) and an audit trigger that records every row write.
+ */
+import { Bus } from '@cdc/bus';
+import {
+  Lsn,
+  computeEventId,
+  partitionOf,
+  stageSubject,
+  streamName,
+  type ChangeEvent,
+  type DeadLetter,
+  type Op,
+  type OrderedMessage,
+  type PartitionHeartbeat,
+  type Row,
+} from '@cdc/core';
+import type { Logger } from '@cdc/runtime';
+import { Committer, type CommitterOptions } from '@cdc/sink-pg';
+import pg from 'pg';
+import { pino } from 'pino';
+import type { TestContext } from '../harness/index.ts';
+import { waitFor } from '../harness/index.ts';
+
+export const logger: Logger = pino({ level: process.env.CDC_TEST_LOG ?? 'silent' });
+
+/** A sink database of its own, dropped (WITH FORCE) when the context closes. */
+export async function createSinkDatabase(ctx: TestContext): Promise<{ url: string; db: pg.Client }> {
+  const admin = await ctx.pg();
+  const name = ctx.uniqueName('sink');
+  await admin.query(`CREATE DATABASE ${name}`);
+  ctx.defer(`drop database ${name}`, () => admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+  const url = new URL(ctx.servers.postgres);
+  url.pathname = `/${name}`;
+  const db = new pg.Client({ connectionString: url.toString() });
+  db.on('error', () => undefined);
+  await db.connect();
+  ctx.defer(`end ${name} client`, () => db.end());
+  return { url: url.toString(), db };
+}
+
+/** Streams of a fresh pipeline, deleted (with its etcd keys) when the context closes. */
+export async function createPipeline(ctx: TestContext): Promise<{ pipeline: string; bus: Bus }> {
+  const pipeline = ctx.uniqueName('cmt');
+  const bus = await Bus.connect({ url: ctx.servers.nats, name: `test-${pipeline}`, logger });
+  await bus.ensurePipelineStreams(pipeline);
+  ctx.defer(`delete streams of ${pipeline}`, async () => {
+    for (const stage of ['raw', 'ordered', 'deduped', 'dlq'] as const) {
+      await bus.jsm.streams.delete(streamName(pipeline, stage)).catch(() => undefined);
+    }
+    await bus.close();
+  });
+  const etcd = ctx.etcd();
+  ctx.defer(`delete etcd keys of ${pipeline}`, async () => {
+    await etcd.delete().prefix(`/checkpoints/${pipeline}/`);
+  });
+  return { pipeline, bus };
+}
+
+export interface RowChange {
+  readonly table: string;
+  readonly op: Op;
+  readonly key: readonly string[];
+  readonly keyColumns?: readonly string[];
+  readonly after?: Row | null;
+  readonly before?: Row | null;
+  readonly unchanged?: readonly string[];
+}
+
+/**
+ * One source's transactions, with what a reader would stamp: commit LSNs growing by
+ * 0x100, seq = index in the transaction, lamport = max(commit µs, previous + 1).
+ */
+export class SourceLog {
+  readonly source: string;
+  readonly partitions: number;
+  #lsn: bigint;
+  #lamport: bigint;
+
+  constructor(options: { source?: string; partitions: number; startLsn?: bigint; startLamport?: bigint }) {
+    this.source = options.source ?? 'src';
+    this.partitions = options.partitions;
+    this.#lsn = options.startLsn ?? 0x1_0000_0000n;
+    this.#lamport = options.startLamport ?? 1_700_000_000_000_000n;
+  }
+
+  get lamport(): bigint {
+    return this.#lamport;
+  }
+
+  get lastCommitLsn(): string {
+    return Lsn.format(Lsn.fromBigInt(this.#lsn));
+  }
+
+  transaction(changes: readonly RowChange[]): ChangeEvent[] {
+    this.#lsn += 0x100n;
+    this.#lamport += 1n + BigInt(Math.floor(Math.random() * 3));
+    const commitLsn = Lsn.format(Lsn.fromBigInt(this.#lsn));
+    return changes.map((change, seq) => {
+      const lsn = Lsn.format(Lsn.fromBigInt(this.#lsn - 0x80n + BigInt(seq)));
+      const keyColumns = change.keyColumns ?? ['id'];
+      return {
+        kind: 'change',
+        source: this.source,
+        table: change.table,
+        keyColumns,
+        key: change.key,
+        op: change.op,
+        before: change.before ?? null,
+        after: change.after === undefined ? null : change.after,
+        unchanged: change.unchanged ?? [],
+        columnTypes: {},
+        lsn,
+        commitLsn,
+        seq,
+        xid: Number(this.#lsn & 0xffffn),
+        commitTs: new Date().toISOString(),
+        lamport: this.#lamport.toString(),
+        eventId: computeEventId({ source: this.source, table: change.table, key: change.key, lsn, commitLsn, seq }),
+        traceId: `t-${commitLsn}-${seq}`,
+      } satisfies ChangeEvent;
+    });
+  }
+
+  /** The watermark a reorderer would publish after these transactions. */
+  watermark(): PartitionHeartbeat {
+    return { kind: 'watermark', lamport: this.#lamport.toString(), positions: { [this.source]: this.lastCommitLsn } };
+  }
+
+  partitionOf(event: ChangeEvent): number {
+    return partitionOf(event.table, event.key, this.partitions);
+  }
+}
+
+/** Publishes to deduped.<p> like the dedup gate: events to their partition, watermarks to every partition. */
+export class DedupedPublisher {
+  readonly #bus: Bus;
+  readonly #pipeline: string;
+  readonly #partitions: number;
+  readonly #publisher;
+  /** Distinct msg ids let a test re-publish the same events (a replay beyond the duplicate window). */
+  #round = 0;
+
+  constructor(bus: Bus, pipeline: string, partitions: number) {
+    this.#bus = bus;
+    this.#pipeline = pipeline;
+    this.#partitions = partitions;
+    // Never at capacity: each publish is sent at once, in call order; flush() awaits the PubAcks.
+    this.#publisher = bus.publisher({ maxInFlight: 1_000_000 });
+  }
+
+  newRound(): void {
+    this.#round += 1;
+  }
+
+  async event(event: ChangeEvent, partition = partitionOf(event.table, event.key, this.#partitions)): Promise<void> {
+    this.#publisher
+      .publish(stageSubject(this.#pipeline, 'deduped', partition), event, { msgId: `${event.eventId}:${this.#round}` })
+      .catch(() => undefined); // reported by flush()
+  }
+
+  async events(events: readonly ChangeEvent[]): Promise<void> {
+    for (const event of events) await this.event(event);
+  }
+
+  async watermark(message: PartitionHeartbeat): Promise<void> {
+    for (let p = 0; p < this.#partitions; p++) await this.raw(p, message, `hb:${p}:${message.lamport}:${this.#round}`);
+  }
+
+  async raw(partition: number, payload: OrderedMessage | Uint8Array | Record<string, unknown>, msgId: string): Promise<void> {
+    this.#publisher.publish(stageSubject(this.#pipeline, 'deduped', partition), payload, { msgId }).catch(() => undefined);
+  }
+
+  async flush(): Promise<void> {
+    await this.#publisher.flush();
+  }
+
+  get bus(): Bus {
+    return this.#bus;
+  }
+}
+
+/** A committer in this process, closed with the context. */
+export async function startCommitter(
+  ctx: TestContext,
+  options: Omit<CommitterOptions, 'bus' | 'logger'> & { bus?: Bus },
+): Promise<Committer> {
+  const bus = options.bus ?? (await Bus.connect({ url: ctx.servers.nats, name: 'committer-under-test', logger }));
+  if (!options.bus) ctx.defer('committer bus close', () => bus.close());
+  const committer = await Committer.start({ batchLingerMs: 10, progressIntervalMs: 60_000, ...options, bus, logger });
+  ctx.defer('committer close', () => committer.close());
+  return committer;
+}
+
+/** Waits until every partition's stored watermark reached `lamport` (so everything before it is applied). */
+export async function waitForWatermark(db: pg.Client, pipeline: string, partitions: number, lamport: bigint, timeoutMs = 20_000): Promise<void> {
+  await waitFor(
+    async () => {
+      const { rows } = await db.query<{ n: string }>(
+        'SELECT count(*) AS n FROM cdc_checkpoint WHERE pipeline = $1 AND lamport >= $2::numeric',
+        [pipeline, lamport.toString()],
+      );
+      return Number(rows[0]?.n) === partitions;
+    },
+    { what: `every partition of ${pipeline} committed through lamport ${lamport}`, timeoutMs, intervalMs: 25 },
+  );
+}
+
+/** Every dead letter of the pipeline's committer stage, oldest first. */
+export async function deadLetters(bus: Bus, pipeline: string): Promise<(DeadLetter & { sqlstate?: string })[]> {
+  const stream = streamName(pipeline, 'dlq');
+  const info = await bus.jsm.streams.info(stream);
+  const letters: (DeadLetter & { sqlstate?: string })[] = [];
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
+    const message = await bus.jsm.streams.getMessage(stream, { seq }).catch(() => null);
+    if (message?.subject === `cdc.${pipeline}.dlq.committer`) letters.push(message.json());
+  }
+  return letters;
+}
+
+/**
+ * An AFTER ROW trigger that logs every write with the row's version: replaying must not
+ * add a single line (each (key, version) exactly once).
+ */
+export async function addAuditTrigger(db: pg.Client, table: string): Promise<string> {
+  const audit = `${table.replace(/^.*\./, '')}_audit`;
+  await db.query(`
+    CREATE TABLE ${audit} (n bigserial PRIMARY KEY, op text NOT NULL, id text NOT NULL, lsn pg_lsn, seq integer, at timestamptz DEFAULT clock_timestamp());
+    CREATE FUNCTION ${audit}_fn() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF TG_OP = 'DELETE' THEN
+        INSERT INTO ${audit} (op, id, lsn, seq) VALUES (TG_OP, OLD.id::text, OLD._cdc_lsn, OLD._cdc_seq);
+        RETURN OLD;
+      END IF;
+      INSERT INTO ${audit} (op, id, lsn, seq) VALUES (TG_OP, NEW.id::text, NEW._cdc_lsn, NEW._cdc_seq);
+      RETURN NEW;
+    END $$;
+    CREATE TRIGGER ${audit}_trg AFTER INSERT OR UPDATE OR DELETE ON ${table} FOR EACH ROW EXECUTE FUNCTION ${audit}_fn();`);
+  return audit;
+}

@@ -1,0 +1,70 @@
+import { describe, expect, test, waitFor } from '../harness/index.ts';
+import { ReaderWorld } from './support.ts';
+
+describe('reader app', () => {
+  test('starts, reports ready on /readyz, logs progress, publishes, and drains on SIGTERM with exit 0', async ({ ctx }) => {
+    const world = await ReaderWorld.create(ctx, { partitions: 2, tables: { orders: '(id int PRIMARY KEY, v text)' } });
+    const app = ctx.spawnApp('apps/reader/src/main.ts', {
+      env: {
+        PIPELINE: world.pipeline,
+        SOURCE_ID: world.source,
+        SOURCE_DATABASE_URL: ctx.servers.postgres,
+        TABLES: world.table('orders'),
+        PARTITIONS: '2',
+        SLOT_NAME: world.slot,
+        PUBLICATION_NAME: world.publication,
+        HEALTH_PORT: '0',
+        HEARTBEAT_INTERVAL_MS: '200',
+      },
+    });
+    const listening = await app.waitForLine(/"msg":"health server listening"/, 30_000);
+    const port = (JSON.parse(listening.line) as { port: number }).port;
+    const ready = await waitFor(
+      async () => {
+        const response = await fetch(`http://127.0.0.1:${port}/readyz`);
+        return response.status === 200 ? ((await response.json()) as { ready: boolean }) : undefined;
+      },
+      { what: '/readyz = 200', timeoutMs: 10_000 },
+    );
+    expect(ready.ready).toBe(true);
+
+    await world.db.query(`INSERT INTO ${world.table('orders')} VALUES (1, 'a')`);
+    const [change] = await world.waitForChanges(1);
+    await world.waitForWatermark(BigInt(change!.message.lamport));
+
+    const progress = await app.waitForLine(/"msg":"progress"/, 15_000);
+    const fields = JSON.parse(progress.line) as Record<string, unknown>;
+    expect(fields).toMatchObject({ captured: 1 });
+    expect(fields).toHaveProperty('last_lsn');
+    expect(fields).toHaveProperty('confirmed_lsn');
+
+    app.kill('SIGTERM');
+    const status = await app.waitForExit(20_000);
+    expect(status.code).toBe(0);
+    expect(app.stdout.some((line) => line.includes('"msg":"reader stopped"'))).toBe(true);
+  });
+
+  test('waits (retrying) while another connection holds the slot, and still stops promptly on SIGTERM', async ({ ctx }) => {
+    const world = await ReaderWorld.create(ctx, { partitions: 2, tables: { orders: '(id int PRIMARY KEY)' } });
+    const holder = await world.start();
+    const app = ctx.spawnApp('apps/reader/src/main.ts', {
+      env: {
+        PIPELINE: world.pipeline,
+        SOURCE_ID: world.source,
+        SOURCE_DATABASE_URL: ctx.servers.postgres,
+        TABLES: world.table('orders'),
+        PARTITIONS: '2',
+        SLOT_NAME: world.slot,
+        PUBLICATION_NAME: world.publication,
+        HEALTH_PORT: '0',
+      },
+    });
+    await app.waitForLine(/replication did not start: replication slot \S+ is in use by another connection \(replication slot \S+ is active for PID \d+\); retrying/, 30_000);
+    expect(holder.stats().state).toBe('streaming');
+    const stoppedAt = Date.now();
+    app.kill('SIGTERM');
+    const status = await app.waitForExit(15_000);
+    expect(status.code).toBe(0);
+    expect(Date.now() - stoppedAt).toBeLessThan(10_000);
+  });
+});
