@@ -9,7 +9,7 @@ import {
   SlotMismatchError,
   TableWithoutKeyError,
   setupSource,
-} from '../../packages/pg-source/src/index.ts';
+} from '@cdc/pg-source';
 import { Reader, ReaderWorld } from './support.ts';
 
 describe('reader: bad input is refused at start-up', () => {

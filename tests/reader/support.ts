@@ -10,7 +10,7 @@ import { createLogger, type Logger } from '@cdc/runtime';
 import type pg from 'pg';
 import { waitFor, type TestContext } from '../harness/index.ts';
 // The package's public door; tests/package.json does not list @cdc/pg-source yet.
-import { Reader, type ReaderOptions } from '../../packages/pg-source/src/index.ts';
+import { Reader, type ReaderOptions } from '@cdc/pg-source';
 
 export { Reader };
 

@@ -16,7 +16,9 @@
  * Mapping:
  *   Insert                  → insert(key, after)
  *   Update, same key        → update(key, before = old row if sent, after)
- *   Update, key changed     → delete(old key) then insert(new key) (PITFALLS 6: the two
+ *   Update, key changed     → delete(old key) then insert(new key) — or, when TOAST columns
+ *                             came unchanged, insert(new key, before = old key) then
+ *                             delete(old key), so the sink copies them (PITFALLS 6: the two
  *                             halves may belong to different partitions)
  *   Delete                  → delete(key, before = old row, or just the key columns)
  *   Truncate                → one `truncate` per table, key [] (partition 0)
@@ -219,6 +221,14 @@ export class PgoutputDecoder {
     const { row: after, unchanged } = readRow(message.new, relation);
     const before = message.old ? readRow(message.old, relation).row : null;
     if (oldKey && keyText(oldKey) !== keyText(newKey)) {
+      if (unchanged.length > 0) {
+        // The new row lacks its unchanged TOAST values and the old tuple carries only the
+        // key: the sink must copy them from the row at the old key. So the insert comes
+        // first and names the old key in `before`; the delete of the old key follows.
+        const moved = this.#event(tx, relation, 'insert', newKey, keyRow(keyColumns, oldKey), after, unchanged, at);
+        const removed = this.#event(tx, relation, 'delete', oldKey, before ?? keyRow(keyColumns, oldKey), null, [], at);
+        return [moved, removed];
+      }
       const removed = this.#event(tx, relation, 'delete', oldKey, before ?? keyRow(keyColumns, oldKey), null, [], at);
       const added = this.#event(tx, relation, 'insert', newKey, null, after, unchanged, at);
       return [removed, added];

@@ -167,6 +167,28 @@ describe('PgoutputDecoder', () => {
     expect(partitionOf('public.orders', ['1'], 8)).not.toBe(partitionOf('public.orders', ['2'], 8));
   });
 
+  it('a key change with an unchanged TOAST column inserts the new key first, naming the old key, then deletes the old key', () => {
+    const out = events(
+      run(decoder(), [
+        [orders, '0/1'],
+        [begin(FINAL), '0/1000100'],
+        [
+          { tag: 'update', relation: orders, key: { id: '1', status: undefined, doc: undefined }, old: null, new: { id: '2', status: 'moved', doc: undefined } },
+          '0/1000150',
+        ],
+        [commit(FINAL, END), '0/1000200'],
+      ]),
+    );
+    expect(out.map((e) => [e.op, e.key, e.seq])).toEqual([
+      ['insert', ['2'], 0],
+      ['delete', ['1'], 1],
+    ]);
+    // The sink copies `doc` from the row at the old key before that row is deleted.
+    expect(out[0]?.before).toEqual({ id: '1' });
+    expect(out[0]?.unchanged).toEqual(['doc']);
+    expect(out[0]?.after).toEqual({ id: '2', status: 'moved' });
+  });
+
   it('lists an unchanged TOAST column in `unchanged` and leaves it out of `after` (never null)', () => {
     const out = events(
       run(decoder(), [

@@ -38,6 +38,11 @@ export interface UpsertOp extends OpBase {
   readonly keyText: string;
   readonly lsn: string;
   readonly seq: number;
+  /**
+   * A key change whose new row came with unchanged TOAST columns: their values are
+   * copied from the sink row at the old key (which the following delete removes).
+   */
+  readonly copyFrom?: { readonly keyValues: readonly (string | null)[]; readonly columns: readonly string[] };
 }
 
 export interface DeleteOp extends OpBase {
@@ -117,6 +122,16 @@ export function planEvent(event: ChangeEvent, table: SinkTable, item: number): R
   });
   written.sort((a, b) => a.position - b.position);
 
+  let copyFrom: UpsertOp['copyFrom'];
+  if (event.op === 'insert' && event.before !== null && unchanged.size > 0) {
+    const oldKey = keyFrom(event.before);
+    if (typeof oldKey === 'string') {
+      return new SinkRefusedError('key_missing', `moved row on ${table.display} lacks the old value of key column ${oldKey}`, { ...context, column: oldKey });
+    }
+    const copied = [...unchanged].filter((column) => table.columns.has(column) && !table.columns.get(column)?.generated);
+    copyFrom = { keyValues: oldKey, columns: copied.sort((a, b) => (table.columns.get(a)?.position ?? 0) - (table.columns.get(b)?.position ?? 0)) };
+  }
+
   const ops: RowOp[] = [];
   if (event.op === 'update' && event.before !== null) {
     const oldKey = keyFrom(event.before);
@@ -133,6 +148,7 @@ export function planEvent(event: ChangeEvent, table: SinkTable, item: number): R
     keyText: keyText(newKey),
     lsn: event.commitLsn,
     seq: event.seq,
+    ...(copyFrom ? { copyFrom } : {}),
   });
   return ops;
 }
@@ -166,6 +182,8 @@ export function buildStatements(ops: readonly RowOp[], limits: GroupLimits = DEF
       head.kind === op.kind &&
       head.table === op.table &&
       (op.kind !== 'upsert' || shapeOf(head) === shapeOf(op)) &&
+      !(op.kind === 'upsert' && op.copyFrom) &&
+      !(head.kind === 'upsert' && head.copyFrom) &&
       !keys.has(op.keyText) &&
       group.length < limits.maxRows &&
       params + cost <= limits.maxParams;
@@ -202,6 +220,29 @@ function statementFor(group: readonly RowOp[]): Statement {
   const castOf = (column: string): string => table.columns.get(column)?.castType ?? 'text';
   const guardNewer = (row: string): string =>
     `(t.${GUARD_LSN} IS NULL OR (t.${GUARD_LSN}, t.${GUARD_SEQ}) < (${row}.${GUARD_LSN}, ${row}.${GUARD_SEQ}))`;
+
+  if (head.kind === 'upsert' && head.copyFrom) {
+    // INSERT … SELECT from the old row: new values as parameters, unchanged ones copied.
+    const { copyFrom } = head;
+    const selected = [
+      ...head.columns.map((column, i) => param(head.values[i] ?? null, castOf(column))),
+      ...copyFrom.columns.map((column) => `old.${quoteIdent(column)}`),
+      param(head.lsn, 'pg_lsn'),
+      param(head.seq, 'integer'),
+    ];
+    const matches = table.primaryKey.map((column, i) => `old.${quoteIdent(column)} = ${param(copyFrom.keyValues[i] ?? null, castOf(column))}`);
+    const pk = new Set(table.primaryKey);
+    const sets = [...head.columns, ...copyFrom.columns]
+      .filter((column) => !pk.has(column))
+      .concat([GUARD_LSN, GUARD_SEQ])
+      .map((column) => `${quoteIdent(column)} = EXCLUDED.${quoteIdent(column)}`);
+    const text =
+      `INSERT INTO ${table.qualified} AS t (${[...head.columns, ...copyFrom.columns, GUARD_LSN, GUARD_SEQ].map(quoteIdent).join(', ')}) ` +
+      `SELECT ${selected.join(', ')} FROM ${table.qualified} AS old WHERE ${matches.join(' AND ')} ` +
+      `ON CONFLICT (${table.primaryKey.map(quoteIdent).join(', ')}) DO UPDATE SET ${sets.join(', ')} ` +
+      `WHERE ${guardNewer('EXCLUDED')}`;
+    return { text, values, items, table: table.display };
+  }
 
   if (head.kind === 'upsert') {
     const tuples = (group as UpsertOp[]).map(

@@ -76,6 +76,31 @@ describe('planEvent', () => {
   });
 });
 
+describe('a moved row with unchanged TOAST columns', () => {
+  it('copies the unchanged columns from the row at the old key, in its own statement', () => {
+    const event = changeEvent({
+      lamport: 1,
+      commitLsn: '0/100',
+      seq: 0,
+      op: 'insert',
+      key: ['8'],
+      before: { id: '7' },
+      after: { id: '8', name: 'n' },
+      unchanged: ['body'],
+    });
+    const planned = ops(planEvent(event, items, 0));
+    expect(planned).toHaveLength(1);
+    expect(planned[0]).toMatchObject({ kind: 'upsert', columns: ['id', 'name'], copyFrom: { keyValues: ['7'], columns: ['body'] } });
+    const neighbour = ops(planEvent(changeEvent({ lamport: 1, commitLsn: '0/100', seq: 1, key: ['9'], after: { id: '9', name: 'm' } }), items, 1));
+    const statements = buildStatements([...planned, ...neighbour]);
+    expect(statements).toHaveLength(2);
+    expect(statements[0]?.text).toContain('SELECT');
+    expect(statements[0]?.text).toContain('old."body"');
+    expect(statements[0]?.text).toMatch(/FROM "public"\."items" AS old WHERE old\."id" = \$\d+::integer/);
+    expect(statements[0]?.values).toEqual(['8', 'n', '0/100', 0, '7']);
+  });
+});
+
 describe('buildStatements', () => {
   const upsert = (id: string, seq: number, table = items): RowOp => ({
     kind: 'upsert',
