@@ -21,14 +21,21 @@ import { waitForSinkToCatchUp } from './convergence.ts';
 import { createDatabase, createSourceAndSink } from './databases.ts';
 import { PipelineProcesses } from './pipeline.ts';
 
+/** Everything on a subject up to its last message now (readers keep adding watermarks). */
 async function readAll<T>(bus: Bus, stream: string, subject: string): Promise<T[]> {
-  const reader = await bus.openReader({ stream, subject, startSeq: 1 });
+  const last = (await bus.lastMessage(stream, subject))?.seq ?? 0;
   const out: T[] = [];
+  if (last === 0) return out;
+  const reader = await bus.openReader({ stream, subject, startSeq: 1 });
   try {
-    for (;;) {
-      const batch = await reader.nextBatch(1000, 1_000);
-      if (batch.length === 0) break;
-      for (const message of batch) out.push(message.json<T>());
+    let seen = 0;
+    while (seen < last) {
+      const batch = await reader.nextBatch(1000, 5_000);
+      if (batch.length === 0) throw new Error(`${subject}: stream ended at ${seen}, expected up to ${last}`);
+      for (const message of batch) {
+        seen = message.seq;
+        if (message.seq <= last) out.push(message.json<T>());
+      }
     }
   } finally {
     await bus.closeReader(reader);
@@ -64,6 +71,7 @@ describe('two sources into the same partitions', () => {
     await Promise.all([first, second]);
     const caughtUp = await waitForSinkToCatchUp({ sourceUrls: [dbs.sourceUrl, secondSource], sinkUrl: dbs.sinkUrl, timeoutMs: 180_000 });
     expect(caughtUp.caughtUp).toBe(true);
+    await pipeline.stop();
 
     const bus = await Bus.connect({ url: ctx.servers.nats, name: 'two-sources-test', logger: createLogger({ app: 'test', level: 'silent' }) });
     ctx.defer('close bus', () => bus.close());

@@ -61,10 +61,30 @@ export class StreamReader {
     return batch;
   }
 
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Stops the consumer. nats.js settles `close()` only after every message it already
+   * buffered has been taken from the iterator, so the rest of the buffer is drained
+   * (and dropped: nothing is acknowledged, a new reader starts from a stored sequence)
+   * while closing; the wait is bounded either way.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await this.#messages.close();
+    const closing = this.#messages.close();
+    const drain = (async () => {
+      const pending = this.#pending;
+      this.#pending = undefined;
+      if (pending) await pending.catch(() => undefined);
+      for (;;) {
+        const result = await this.#iterator.next().catch(() => ({ done: true as const, value: undefined }));
+        if (result.done) return;
+      }
+    })();
+    await raceTimeout(Promise.all([closing, drain]), 2_000);
   }
 }
 
