@@ -1,0 +1,93 @@
+/**
+ * `pnpm bench`: end-to-end throughput of the four apps on this machine, measured side by
+ * side in one run — the same workload through 1 partition and through 4 — with each
+ * app's peak resident memory. A benchmark, not a test: it prints numbers and ratios and
+ * asserts only that the sink equals the source (a fast wrong answer is no result).
+ *
+ *   BENCH_CHANGES=20000 pnpm bench
+ */
+import { readFileSync } from 'node:fs';
+import { runWorkload, verifySourceAgainstSink, WATCHED_TABLES, SINK_SCHEMA_SQL, SOURCE_SCHEMA_SQL } from '@cdc/testkit';
+import { resolveServers } from '../tests/harness/servers.ts';
+import { waitForSinkToCatchUp } from '../tests/e2e/convergence.ts';
+import { databaseUrl, withClient } from '../tests/e2e/databases.ts';
+import { PipelineProcesses } from '../tests/e2e/pipeline.ts';
+
+const CHANGES = Number(process.env.BENCH_CHANGES ?? 20_000);
+
+function peakRssKb(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    return Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
+
+async function recreate(adminUrl: string, name: string, schema: string): Promise<string> {
+  await withClient(adminUrl, async (client) => {
+    await client.query(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL`, [name]);
+    await client.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, [name]).catch(() => undefined);
+    await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await client.query(`CREATE DATABASE ${name}`);
+  });
+  const url = databaseUrl(adminUrl, name);
+  await withClient(url, (client) => client.query(schema));
+  return url;
+}
+
+interface Result {
+  readonly partitions: number;
+  readonly changesPerSecond: number;
+  readonly seconds: number;
+  readonly rssKb: Record<string, number>;
+  readonly ok: boolean;
+}
+
+async function runOnce(partitions: number, adminUrl: string, servers: Awaited<ReturnType<typeof resolveServers>>['urls']): Promise<Result> {
+  const sourceUrl = await recreate(adminUrl, `cdc_bench_p${partitions}_src`, SOURCE_SCHEMA_SQL);
+  const sinkUrl = await recreate(adminUrl, `cdc_bench_p${partitions}_sink`, SINK_SCHEMA_SQL);
+  // Write first, then capture: the pipeline's rate is measured, not the workload's.
+  await runWorkload({ databaseUrl: sourceUrl, totalChanges: CHANGES, clients: 4, seed: 5 });
+  const started = Date.now();
+  const pipeline = await PipelineProcesses.start({
+    pipeline: `bench_p${partitions}_${Date.now().toString(36)}`,
+    partitions,
+    sources: [{ id: 'src1', databaseUrl: sourceUrl, tables: WATCHED_TABLES }],
+    sinkUrl,
+    servers,
+    reorderers: Math.min(2, partitions),
+  });
+  const rssKb: Record<string, number> = {};
+  try {
+    const caught = await waitForSinkToCatchUp({ sourceUrls: [sourceUrl], sinkUrl, timeoutMs: 600_000 });
+    const seconds = (Date.now() - started) / 1000;
+    for (const name of pipeline.names) rssKb[name] = peakRssKb(pipeline.process(name).pid);
+    const report = await verifySourceAgainstSink(sourceUrl, sinkUrl);
+    return { partitions, changesPerSecond: caught.applied / seconds, seconds, rssKb, ok: report.ok && caught.caughtUp };
+  } finally {
+    await pipeline.stop();
+    for (const db of [`cdc_bench_p${partitions}_src`, `cdc_bench_p${partitions}_sink`]) await recreate(adminUrl, db, 'SELECT 1').catch(() => undefined);
+  }
+}
+
+async function main(): Promise<number> {
+  const servers = await resolveServers();
+  const results: Result[] = [];
+  for (const partitions of [1, 4]) results.push(await runOnce(partitions, servers.urls.postgres, servers.urls));
+  console.log(`\nend-to-end backlog drain, ${CHANGES} changes (startup of the apps included):`);
+  for (const r of results) {
+    const rss = Object.entries(r.rssKb).map(([name, kb]) => `${name} ${(kb / 1024).toFixed(0)} MB`).join(', ');
+    console.log(`  P=${r.partitions}: ${r.changesPerSecond.toFixed(0)} changes/s (${r.seconds.toFixed(1)} s) ${r.ok ? 'verified' : 'MISMATCH'}; peak RSS: ${rss}`);
+  }
+  const [one, four] = results;
+  if (one && four) console.log(`  ratio P=4 / P=1: ${(four.changesPerSecond / one.changesPerSecond).toFixed(2)}x`);
+  await servers.stop();
+  return results.every((r) => r.ok) ? 0 : 1;
+}
+
+main().then((code) => process.exit(code), (error: unknown) => {
+  console.error(`bench failed: ${error instanceof Error ? error.message : String(error)}`);
+  process.exit(1);
+});
