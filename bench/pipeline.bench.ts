@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { runWorkload, verifySourceAgainstSink, WATCHED_TABLES, SINK_SCHEMA_SQL, SOURCE_SCHEMA_SQL } from '@cdc/testkit';
 import { resolveServers } from '../tests/harness/servers.ts';
 import { waitForSinkToCatchUp } from '../tests/e2e/convergence.ts';
-import { databaseUrl, withClient } from '../tests/e2e/databases.ts';
+import { dropDatabase, recreateDatabase } from '../tests/e2e/databases.ts';
 import { PipelineProcesses } from '../tests/e2e/pipeline.ts';
 
 const CHANGES = Number(process.env.BENCH_CHANGES ?? 20_000);
@@ -25,17 +25,6 @@ function peakRssKb(pid: number | undefined): number {
   }
 }
 
-async function recreate(adminUrl: string, name: string, schema: string): Promise<string> {
-  await withClient(adminUrl, async (client) => {
-    await client.query(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL`, [name]);
-    await client.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, [name]).catch(() => undefined);
-    await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    await client.query(`CREATE DATABASE ${name}`);
-  });
-  const url = databaseUrl(adminUrl, name);
-  await withClient(url, (client) => client.query(schema));
-  return url;
-}
 
 interface Result {
   readonly partitions: number;
@@ -46,8 +35,8 @@ interface Result {
 }
 
 async function runOnce(partitions: number, adminUrl: string, servers: Awaited<ReturnType<typeof resolveServers>>['urls']): Promise<Result> {
-  const sourceUrl = await recreate(adminUrl, `cdc_bench_p${partitions}_src`, SOURCE_SCHEMA_SQL);
-  const sinkUrl = await recreate(adminUrl, `cdc_bench_p${partitions}_sink`, SINK_SCHEMA_SQL);
+  const sourceUrl = await recreateDatabase(adminUrl, `cdc_bench_p${partitions}_src`, SOURCE_SCHEMA_SQL);
+  const sinkUrl = await recreateDatabase(adminUrl, `cdc_bench_p${partitions}_sink`, SINK_SCHEMA_SQL);
   // Write first, then capture: the pipeline's rate is measured, not the workload's.
   await runWorkload({ databaseUrl: sourceUrl, totalChanges: CHANGES, clients: 4, seed: 5 });
   const started = Date.now();
@@ -68,7 +57,7 @@ async function runOnce(partitions: number, adminUrl: string, servers: Awaited<Re
     return { partitions, changesPerSecond: caught.applied / seconds, seconds, rssKb, ok: report.ok && caught.caughtUp };
   } finally {
     await pipeline.stop();
-    for (const db of [`cdc_bench_p${partitions}_src`, `cdc_bench_p${partitions}_sink`]) await recreate(adminUrl, db, 'SELECT 1').catch(() => undefined);
+    for (const db of [`cdc_bench_p${partitions}_src`, `cdc_bench_p${partitions}_sink`]) await dropDatabase(adminUrl, db).catch(() => undefined);
   }
 }
 

@@ -63,4 +63,21 @@ export async function createSourceAndSink(ctx: TestContext, prefix: string): Pro
   return { sourceUrl, sinkUrl, sourceDb, sinkDb };
 }
 
+/** Drops (slots first) and creates a database with a fixed name, for the demo and the bench. */
+export async function dropDatabase(adminUrl: string, name: string): Promise<void> {
+  await withClient(adminUrl, async (client) => {
+    await client.query(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL`, [name]);
+    await client.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, [name]).catch(() => undefined);
+    await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  });
+}
+
+export async function recreateDatabase(adminUrl: string, name: string, schemaSql: string): Promise<string> {
+  await dropDatabase(adminUrl, name);
+  await withClient(adminUrl, (client) => client.query(`CREATE DATABASE ${name}`));
+  const url = databaseUrl(adminUrl, name);
+  await withClient(url, (client) => client.query(schemaSql));
+  return url;
+}
+
 export { withClient };

@@ -11,7 +11,7 @@ import cliProgress from 'cli-progress';
 import pg from 'pg';
 import { resolveServers } from '../harness/servers.ts';
 import { historyCount, waitForSinkToCatchUp } from './convergence.ts';
-import { databaseUrl, withClient } from './databases.ts';
+import { recreateDatabase, withClient } from './databases.ts';
 import { PipelineProcesses } from './pipeline.ts';
 
 const CHANGES = Number(process.env.DEMO_CHANGES ?? 20_000);
@@ -20,17 +20,6 @@ const PIPELINE = 'demo';
 const SOURCE_DB = 'cdc_demo_source';
 const SINK_DB = 'cdc_demo_sink';
 
-async function recreateDatabase(adminUrl: string, name: string, schema: string): Promise<string> {
-  await withClient(adminUrl, async (client) => {
-    await client.query(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL`, [name]);
-    await client.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, [name]).catch(() => undefined);
-    await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    await client.query(`CREATE DATABASE ${name}`);
-  });
-  const url = databaseUrl(adminUrl, name);
-  await withClient(url, (client) => client.query(schema));
-  return url;
-}
 
 async function slotLagBytes(sourceUrl: string): Promise<number> {
   return withClient(sourceUrl, async (client: pg.Client) => {
