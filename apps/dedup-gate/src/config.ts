@@ -5,17 +5,11 @@
 import { parseAssignment } from '@cdc/relay';
 import { env, z } from '@cdc/runtime';
 
-const requiredCount = (example: string) =>
-  z
-    .string({ required_error: `required, for example ${example}` })
-    .regex(/^[1-9][0-9]*$/, `a positive integer, for example ${example}`)
-    .transform(Number);
-
 export const schema = z
   .object({
     PIPELINE: env.name(),
     /** Total partition count of the pipeline. */
-    PARTITIONS: requiredCount('4'),
+    PARTITIONS: env.requiredCount('4'),
     ASSIGNED_PARTITIONS: z.string().default('all'),
     REDIS_URL: env.url(['redis', 'rediss'], 'redis://127.0.0.1:6379'),
     /** How long an eventId stays claimed; longer than any replay we expect to absorb (default 15 min). */

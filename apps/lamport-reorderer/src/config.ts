@@ -5,17 +5,11 @@
 import { parseAssignment } from '@cdc/relay';
 import { env, z } from '@cdc/runtime';
 
-const requiredCount = (example: string) =>
-  z
-    .string({ required_error: `required, for example ${example}` })
-    .regex(/^[1-9][0-9]*$/, `a positive integer, for example ${example}`)
-    .transform(Number);
-
 export const schema = z
   .object({
     PIPELINE: env.name(),
     /** Total partition count of the pipeline (the reader hashes keys over it). */
-    PARTITIONS: requiredCount('4'),
+    PARTITIONS: env.requiredCount('4'),
     ASSIGNED_PARTITIONS: z.string().default('all'),
     SOURCES: env.list().refine((list) => list.length > 0, 'required: comma list of source ids, for example pg1,pg2'),
     BUFFER_MAX_EVENTS: env.positiveInt(50_000),

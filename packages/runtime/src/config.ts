@@ -35,6 +35,12 @@ export const env = {
       }, `must be a ${protocols.join('/')} URL, for example ${example}`),
   port: (fallback: number) => z.coerce.number().int().min(0).max(65535).default(fallback),
   positiveInt: (fallback: number) => z.coerce.number().int().positive().default(fallback),
+  /** A required count with no sensible default (e.g. PARTITIONS): absent is an error, not 0. */
+  requiredCount: (example: string) =>
+    z
+      .string({ required_error: `required, for example ${example}` })
+      .regex(/^[1-9][0-9]*$/, `a positive integer, for example ${example}`)
+      .transform(Number),
   name: (fallback?: string) => {
     const base = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'letters, digits, _ and - only (1-64)');
     return fallback === undefined ? base : base.default(fallback);
