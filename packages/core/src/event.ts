@@ -27,6 +27,8 @@ export type EventId = string & { readonly [eventIdBrand]: true };
 export interface ChangeEvent {
   readonly kind: 'change';
   readonly source: string;
+  /** Name of the source database (current_database()); absent in events from older readers. */
+  readonly database?: string;
   /** `schema.table` */
   readonly table: string;
   /** Primary-key (or replica-identity) column names, in key order. */
