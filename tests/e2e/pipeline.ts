@@ -21,7 +21,11 @@ export interface PipelineSpec {
   readonly pipeline: string;
   readonly partitions: number;
   readonly sources: readonly SourceSpec[];
-  readonly sinkUrl: string;
+  /** The PostgreSQL sink; required when `sinks` includes 'postgres' (the default). */
+  readonly sinkUrl?: string;
+  /** Committers to run: 'committer' (PostgreSQL) and/or 'committer-kafka'. Default ['postgres']. */
+  readonly sinks?: readonly ('postgres' | 'kafka')[];
+  readonly kafka?: { readonly topicPrefix: string; readonly checkpointTopic: string; readonly env?: Readonly<Record<string, string>> };
   readonly servers: ServerUrls;
   /** Reorderer processes; partitions are dealt round-robin. Default 2. */
   readonly reorderers?: number;
@@ -42,6 +46,7 @@ export class PipelineProcesses {
 
   private constructor(spec: PipelineSpec) {
     this.#spec = spec;
+    const sinks = spec.sinks ?? ['postgres'];
     const common = {
       PIPELINE: spec.pipeline,
       PARTITIONS: String(spec.partitions),
@@ -60,6 +65,7 @@ export class PipelineProcesses {
           TABLES: source.tables.join(','),
           ETCD_URL: spec.servers.etcd,
           HEARTBEAT_INTERVAL_MS: '500',
+          SINKS: sinks.join(','),
         },
       });
     }
@@ -75,10 +81,28 @@ export class PipelineProcesses {
       entry: 'apps/dedup-gate/src/main.ts',
       env: { ...common, ASSIGNED_PARTITIONS: 'all', REDIS_URL: spec.servers.redis },
     });
-    this.#definitions.set('committer', {
-      entry: 'apps/committer/src/main.ts',
-      env: { ...common, SINK_DATABASE_URL: spec.sinkUrl, ETCD_URL: spec.servers.etcd },
-    });
+    if (sinks.includes('postgres')) {
+      if (spec.sinkUrl === undefined) throw new Error('a PostgreSQL sink needs sinkUrl');
+      this.#definitions.set('committer', {
+        entry: 'apps/committer/src/main.ts',
+        env: { ...common, SINK: 'postgres', SINK_DATABASE_URL: spec.sinkUrl, ETCD_URL: spec.servers.etcd },
+      });
+    }
+    if (sinks.includes('kafka')) {
+      if (spec.kafka === undefined) throw new Error('a Kafka sink needs the kafka options');
+      this.#definitions.set('committer-kafka', {
+        entry: 'apps/committer/src/main.ts',
+        env: {
+          ...common,
+          SINK: 'kafka',
+          KAFKA_BROKERS: spec.servers.kafkaBrokers.join(','),
+          KAFKA_TOPIC_PREFIX: spec.kafka.topicPrefix,
+          KAFKA_CHECKPOINT_TOPIC: spec.kafka.checkpointTopic,
+          ETCD_URL: spec.servers.etcd,
+          ...spec.kafka.env,
+        },
+      });
+    }
   }
 
   static async start(spec: PipelineSpec): Promise<PipelineProcesses> {
@@ -102,6 +126,17 @@ export class PipelineProcesses {
     const running = this.#running.get(name);
     if (!running) throw new Error(`no running app named ${name}`);
     return running;
+  }
+
+  /**
+   * Starts another process from `definition`'s configuration under the name `as` (a
+   * replacement while the original is SIGSTOPped, say). Stopped with the others.
+   */
+  async launchAs(definition: string, as: string): Promise<ManagedProcess> {
+    const found = this.#definitions.get(definition);
+    if (!found) throw new Error(`unknown app ${definition}; known: ${this.names.join(', ')}`);
+    this.#definitions.set(as, found);
+    return this.#launch(as);
   }
 
   restarts(name: string): number {

@@ -27,6 +27,12 @@ export const readerConfigSchema = z
     PUBLICATION_NAME: z.string().regex(/^[A-Za-z0-9_]{1,63}$/, 'letters, digits and _ only (1-63)').optional(),
     NATS_URL: env.url(['nats', 'tls'], 'nats://127.0.0.1:4222'),
     ETCD_URL: env.url(['http', 'https'], 'http://127.0.0.1:2379'),
+    // The slot is confirmed only through what every one of these sinks has committed.
+    SINKS: env
+      .list()
+      .default('postgres')
+      .refine((sinks) => sinks.length > 0, 'at least one sink name, for example postgres or postgres,kafka')
+      .refine((sinks) => sinks.every((sink) => /^[A-Za-z0-9_-]{1,64}$/.test(sink)), 'comma list of sink names (letters, digits, _ and -)'),
     HEARTBEAT_INTERVAL_MS: env.positiveInt(1_000),
     MAX_IN_FLIGHT: env.positiveInt(256),
     HEALTH_PORT: env.port(8080),

@@ -57,6 +57,7 @@ await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
     maxInFlight: config.MAX_IN_FLIGHT,
     bus,
     checkpoints,
+    sinks: config.SINKS,
     logger: log,
     prepared,
     signal,

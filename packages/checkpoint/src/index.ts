@@ -1,2 +1,2 @@
-export { CheckpointStore } from './store.ts';
+export { CheckpointStore, DEFAULT_SINK } from './store.ts';
 export type { PartitionCheckpoint, SourceAck } from './store.ts';

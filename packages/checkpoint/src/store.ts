@@ -1,10 +1,12 @@
 /**
  * Positions shared through etcd.
  *
- *   /checkpoints/<pipeline>/<partition>        PartitionCheckpoint, written by the committer
- *                                              after each sink COMMIT, attached to its lease
- *                                              (a dead committer's keys vanish: the reader then
- *                                              confirms nothing, which is safe).
+ *   /checkpoints/<pipeline>/<sink>/<partition> PartitionCheckpoint, written by the committer
+ *                                              of that sink after each sink COMMIT, attached to
+ *                                              its lease (a dead committer's keys vanish: the
+ *                                              reader then confirms nothing, which is safe).
+ *                                              The reader confirms only what EVERY sink it is
+ *                                              told of (SINKS) has committed.
  *   /cdc/<pipeline>/sources/<source>/acks      the reader's last confirmed LSNs with the
  *                                              Lamport stamp at each (a short ring), written
  *                                              BEFORE the LSN is confirmed to PostgreSQL, so a
@@ -34,6 +36,9 @@ export interface SourceAck {
 
 const ACK_RING = 32;
 
+/** The sink name of a committer that was given none: the PostgreSQL sink. */
+export const DEFAULT_SINK = 'postgres';
+
 export class CheckpointStore {
   readonly #client: Etcd3;
   readonly #logger: Logger;
@@ -59,17 +64,17 @@ export class CheckpointStore {
     return new CheckpointStore(client, options.logger, options.leaseTtlSeconds ?? 10);
   }
 
-  static partitionKey(pipeline: string, partition: number): string {
-    return `/checkpoints/${pipeline}/${partition}`;
+  static partitionKey(pipeline: string, partition: number, sink: string = DEFAULT_SINK): string {
+    return `/checkpoints/${pipeline}/${sink}/${partition}`;
   }
 
-  /** Writes partition checkpoints under this process's lease (re-granted if it was lost). */
-  async publishPartitions(pipeline: string, checkpoints: readonly PartitionCheckpoint[]): Promise<void> {
+  /** Writes a sink's partition checkpoints under this process's lease (re-granted if it was lost). */
+  async publishPartitions(pipeline: string, checkpoints: readonly PartitionCheckpoint[], sink: string = DEFAULT_SINK): Promise<void> {
     if (checkpoints.length === 0) return;
     const lease = this.#currentLease();
     try {
       for (const checkpoint of checkpoints) {
-        await lease.put(CheckpointStore.partitionKey(pipeline, checkpoint.partition)).value(JSON.stringify(checkpoint));
+        await lease.put(CheckpointStore.partitionKey(pipeline, checkpoint.partition, sink)).value(JSON.stringify(checkpoint));
       }
     } catch (error) {
       // A lost lease (LeaseInvalid) is replaced on the next call; the sink keeps the truth.
@@ -79,8 +84,8 @@ export class CheckpointStore {
     }
   }
 
-  async readPartitions(pipeline: string): Promise<Map<number, PartitionCheckpoint>> {
-    const entries = await this.#client.getAll().prefix(`/checkpoints/${pipeline}/`).strings();
+  async readPartitions(pipeline: string, sink: string = DEFAULT_SINK): Promise<Map<number, PartitionCheckpoint>> {
+    const entries = await this.#client.getAll().prefix(`/checkpoints/${pipeline}/${sink}/`).strings();
     const result = new Map<number, PartitionCheckpoint>();
     for (const value of Object.values(entries)) {
       const checkpoint = JSON.parse(value) as PartitionCheckpoint;

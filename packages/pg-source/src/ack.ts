@@ -47,6 +47,25 @@ export function committedEverywhere(
   return min;
 }
 
+/**
+ * With several sinks (a PostgreSQL and a Kafka committer beside each other), only what
+ * every one of them committed is committed: the minimum over sinks, undefined while any
+ * sink has not committed this source in every partition.
+ */
+export function committedByEverySink(
+  sinks: readonly ReadonlyMap<number, CheckpointPositions>[],
+  source: string,
+  partitions: number,
+): Lsn | undefined {
+  let min: Lsn | undefined;
+  for (const checkpoints of sinks) {
+    const lsn = committedEverywhere(checkpoints, source, partitions);
+    if (lsn === undefined) return undefined;
+    min = min === undefined ? lsn : Lsn.min(min, lsn);
+  }
+  return min;
+}
+
 interface Known extends Position {
   /** Commit counter when remembered; thinning keeps multiples of the stride. */
   readonly n: number;

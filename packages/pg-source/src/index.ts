@@ -19,7 +19,7 @@ export { TextPgoutputPlugin, HEARTBEAT_PREFIX } from './pgoutput.ts';
 export type { SourceMessage, InvalidMessage } from './pgoutput.ts';
 export { restoreLamport, slotAheadOfRing } from './lamport-restore.ts';
 export type { AckEntry, LamportRestore } from './lamport-restore.ts';
-export { AckTracker, committedEverywhere } from './ack.ts';
+export { AckTracker, committedEverywhere, committedByEverySink } from './ack.ts';
 export type { Position, CheckpointPositions } from './ack.ts';
 export { RawPublisher, PublisherClosedError } from './raw-publisher.ts';
 export type { RawPublisherOptions, Watermark } from './raw-publisher.ts';

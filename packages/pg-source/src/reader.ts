@@ -21,10 +21,10 @@
  * never interleaved with the events of a transaction being published.
  */
 import type { Bus } from '@cdc/bus';
-import type { CheckpointStore } from '@cdc/checkpoint';
+import { DEFAULT_SINK, type CheckpointStore } from '@cdc/checkpoint';
 import { CdcError, LamportClock, Lsn, backoffDelay, errorMessage, retry, sleep } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
-import { AckTracker, committedEverywhere } from './ack.ts';
+import { AckTracker, committedByEverySink } from './ack.ts';
 import type { SourceTable } from './catalog.ts';
 import { withSource } from './connection.ts';
 import { PgoutputDecoder, type Decoded } from './decoder.ts';
@@ -49,6 +49,8 @@ export interface ReaderOptions {
   readonly publicationName: string;
   readonly bus: Bus;
   readonly checkpoints: CheckpointStore;
+  /** Sink names whose committers' checkpoints gate slot feedback (all of them). Default ['postgres']. */
+  readonly sinks?: readonly string[];
   readonly logger: Logger;
   /** The result of setupSource(), when the caller ran it already. */
   readonly prepared?: PreparedSource;
@@ -479,8 +481,8 @@ export class Reader {
     try {
       const session = this.#session;
       if (!session?.streaming) return;
-      const checkpoints = await options.checkpoints.readPartitions(options.pipeline);
-      const committed = committedEverywhere(checkpoints, options.source, options.partitions);
+      const sinks = await Promise.all((options.sinks ?? [DEFAULT_SINK]).map((sink) => options.checkpoints.readPartitions(options.pipeline, sink)));
+      const committed = committedByEverySink(sinks, options.source, options.partitions);
       const target = committed === undefined ? undefined : this.#tracker.confirmable(committed);
       if (target) {
         // The ring first: a restart must find the stamp for whatever the slot says.

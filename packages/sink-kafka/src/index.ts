@@ -1,4 +1,46 @@
 /**
  * @cdc/sink-kafka — the committer's Kafka sink: deduped.<p> → Kafka topics, exactly once.
+ *
+ *   const committer = await KafkaCommitter.start({
+ *     pipeline: 'orders', partitions: 4, brokers: ['127.0.0.1:9092'], bus, checkpointStore, logger,
+ *     records: { topicPrefix: 'orders', tombstones: true, transactionMetadata: false },
+ *   });
+ *   const error = await committer.done; // resolves when drained or fenced
+ *
+ * Invariants: a batch of whole source transactions and the committer's checkpoint are
+ * one Kafka transaction under a stable transactional id; a restarted committer fences
+ * its predecessor and resumes after the last committed checkpoint (read_committed);
+ * records are Debezium's PostgreSQL envelope, keyed by primary key.
  */
-export {};
+export { KafkaCommitter } from './committer.ts';
+export type { KafkaCommitterOptions, KafkaCommitterStats, KafkaCommitterState } from './committer.ts';
+export { TransactionalProducer, chunksByBytes } from './producer.ts';
+export type { Compression, OutgoingRecord, TransactionalProducerOptions } from './producer.ts';
+export { buildRecords, checkRecordOptions } from './records.ts';
+export type { RecordOptions, BuiltRecords, Refusal } from './records.ts';
+export { encodeCheckpoint, decodeCheckpoint, readCheckpointThroughBarrier, ensureCheckpointTopic } from './checkpoint-topic.ts';
+export {
+  KafkaFencedError,
+  KafkaTransactionError,
+  TopicCreationError,
+  RecordTooLargeError,
+  isFencedError,
+  isMessageTooLarge,
+  kafkaErrorTypes,
+} from './errors.ts';
+export {
+  toDebeziumRecord,
+  toDebeziumRecords,
+  tombstoneFor,
+  transactionBegin,
+  transactionEnd,
+  transactionId,
+  transactionOrders,
+  countByTable,
+  SOURCE_VERSION,
+} from './envelope.ts';
+export type { DebeziumRecord, EnvelopeOptions, TransactionOrder, TransactionRef } from './envelope.ts';
+export { convertValue, PgType, DEFAULT_UNAVAILABLE_VALUE_PLACEHOLDER } from './values.ts';
+export type { DebeziumValue, DecimalHandlingMode, ValueOptions } from './values.ts';
+export { parseTopicRoutes, createTopicRouter, defaultTopic, assertTopicName, InvalidTopicNameError } from './routing.ts';
+export type { TopicRoute, TopicRouter, TopicRouterOptions } from './routing.ts';

@@ -17,7 +17,7 @@
  * `done` resolves (never rejects) with the error that stopped it, if any.
  */
 import { Bus, StreamGapError, type BusMessage, type StreamReader } from '@cdc/bus';
-import type { CheckpointStore, PartitionCheckpoint } from '@cdc/checkpoint';
+import { DEFAULT_SINK, type CheckpointStore, type PartitionCheckpoint } from '@cdc/checkpoint';
 import {
   CdcError,
   UnreachableError,
@@ -46,6 +46,8 @@ export interface CommitterOptions {
   readonly bus: Bus;
   /** Where committed positions go for slot feedback; omit to skip (tests). */
   readonly checkpointStore?: CheckpointStore | undefined;
+  /** This sink's name in etcd (the reader's SINKS); default 'postgres'. */
+  readonly sinkName?: string;
   readonly logger: Logger;
   /** Source table → sink table (`schema.table`); default: the same name. */
   readonly tableMap?: ReadonlyMap<string, string>;
@@ -520,7 +522,7 @@ export class Committer {
     if (this.#publishing !== undefined || this.#etcdDirty.size === 0) return;
     const checkpoints = [...this.#etcdDirty.values()];
     this.#etcdDirty.clear();
-    this.#publishing = store.publishPartitions(this.#options.pipeline, checkpoints).then(
+    this.#publishing = store.publishPartitions(this.#options.pipeline, checkpoints, this.#options.sinkName ?? DEFAULT_SINK).then(
       () => {
         this.#publishing = undefined;
         this.#publishPositions();

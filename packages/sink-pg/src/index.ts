@@ -14,6 +14,9 @@
  */
 export { Committer } from './committer.ts';
 export type { CommitterOptions, CommitterStats, CommitterState } from './committer.ts';
+export { MergedFeed } from './feed.ts';
+export { PositionPublisher } from './positions.ts';
+export type { MergedFeedOptions, FeedStats } from './feed.ts';
 export { PartitionMerger, sameTransaction } from './merge.ts';
 export type { LaneStart, LaneCheckpoint, MergeBatch, MergedEvent, Watermark, PushResult } from './merge.ts';
 export { planEvent, buildStatements, DEFAULT_GROUP_LIMITS } from './apply.ts';

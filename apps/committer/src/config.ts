@@ -1,0 +1,87 @@
+/**
+ * The committer's environment, parsed once at start-up. SINK chooses the sink; each
+ * sink's variables are required only for it. Every bad variable is named in one error.
+ *
+ * Two sinks beside each other are two committer processes (SINK=postgres and
+ * SINK=kafka) with their own checkpoints; the reader's SINKS lists both so the slot
+ * is confirmed only through what both committed.
+ */
+import { parseTableMap } from '@cdc/sink-pg';
+import { env, z } from '@cdc/runtime';
+
+const tableMap = z
+  .string()
+  .optional()
+  .transform((value, context) => {
+    try {
+      return parseTableMap(value);
+    } catch (error) {
+      context.addIssue({ code: z.ZodIssueCode.custom, message: error instanceof Error ? error.message : String(error) });
+      return z.NEVER;
+    }
+  });
+
+const etcdUrls = z
+  .string({ required_error: 'required, for example http://127.0.0.1:2379 (comma-separated for a cluster)' })
+  .refine(
+    (value) => value.split(',').every((url) => /^https?:\/\/[^\s/]+/.test(url.trim())),
+    'must be http(s) URLs, for example http://127.0.0.1:2379 (comma-separated for a cluster)',
+  );
+
+const BROKER = /^[A-Za-z0-9.-]+:\d{1,5}$/;
+
+const booleanFlag = (fallback: boolean) =>
+  z
+    .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'true or false' })
+    .default(fallback ? 'true' : 'false')
+    .transform((value) => value === 'true' || value === '1' || value === 'yes');
+
+export const committerConfigSchema = z
+  .object({
+    PIPELINE: env.name(),
+    PARTITIONS: env.requiredCount('8'),
+    SINK: z.enum(['postgres', 'kafka'], { message: "'postgres' or 'kafka'" }).default('postgres'),
+    /** Name of this sink's positions in etcd (the reader's SINKS). Default: SINK. */
+    SINK_NAME: env.name().optional(),
+    NATS_URL: env.url(['nats', 'tls'], 'nats://127.0.0.1:4222'),
+    ETCD_URL: etcdUrls,
+    BATCH_MAX_EVENTS: env.positiveInt(2000),
+    BATCH_LINGER_MS: z.coerce.number().int().min(0).max(60_000).default(50),
+    HEALTH_PORT: env.port(8080),
+    LOG_LEVEL: env.logLevel(),
+    // --- SINK=postgres
+    SINK_DATABASE_URL: env.url(['postgres', 'postgresql'], 'postgres://user:password@host:5432/sink').optional(),
+    TABLE_MAP: tableMap,
+    // --- SINK=kafka
+    KAFKA_BROKERS: env
+      .list()
+      .refine((brokers) => brokers.every((broker) => BROKER.test(broker)), 'comma list of host:port, for example 127.0.0.1:9092')
+      .optional(),
+    /** Topic of a table: <prefix>.<schema>.<table>. Default: PIPELINE. */
+    KAFKA_TOPIC_PREFIX: z.string().regex(/^[A-Za-z0-9._-]{1,200}$/, 'letters, digits, ., _ and - only').optional(),
+    /** schema.table=topic or schema.*=topic, comma-separated; first match wins. */
+    KAFKA_TOPIC_ROUTES: z.string().optional(),
+    KAFKA_TOMBSTONES: booleanFlag(true),
+    KAFKA_TRANSACTION_METADATA: booleanFlag(false),
+    KAFKA_TRANSACTIONAL_ID: z.string().regex(/^[A-Za-z0-9._-]{1,200}$/, 'letters, digits, ., _ and - only').optional(),
+    KAFKA_CHECKPOINT_TOPIC: z.string().regex(/^[A-Za-z0-9._-]{1,249}$/, 'a Kafka topic name').default('cdc.checkpoints'),
+    KAFKA_COMPRESSION: z.enum(['none', 'gzip'], { message: "'none' or 'gzip'" }).default('none'),
+    KAFKA_MAX_REQUEST_BYTES: env.positiveInt(900_000),
+    KAFKA_MAX_MESSAGE_BYTES: z.coerce.number().int().positive().optional(),
+    KAFKA_TRANSACTION_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(900_000).default(60_000),
+    KAFKA_TOPIC_PARTITIONS: env.positiveInt(1),
+    KAFKA_REPLICATION_FACTOR: env.positiveInt(1),
+    /** Test failpoint (chaos tests only): hold each Kafka transaction open this long before its commit. */
+    CDC_TEST_HOLD_BEFORE_COMMIT_MS: z.coerce.number().int().min(0).max(60_000).default(0),
+  })
+  .superRefine((config, context) => {
+    if (config.SINK === 'postgres' && config.SINK_DATABASE_URL === undefined) {
+      context.addIssue({ code: z.ZodIssueCode.custom, path: ['SINK_DATABASE_URL'], message: 'required with SINK=postgres, for example postgres://user:password@host:5432/sink' });
+    }
+    if (config.SINK === 'kafka' && (config.KAFKA_BROKERS === undefined || config.KAFKA_BROKERS.length === 0)) {
+      context.addIssue({ code: z.ZodIssueCode.custom, path: ['KAFKA_BROKERS'], message: 'required with SINK=kafka, for example 127.0.0.1:9092' });
+    }
+  })
+  .transform((config) => ({ ...config, SINK_NAME: config.SINK_NAME ?? config.SINK, KAFKA_TOPIC_PREFIX: config.KAFKA_TOPIC_PREFIX ?? config.PIPELINE }));
+
+export type CommitterConfig = z.output<typeof committerConfigSchema>;

@@ -1,0 +1,220 @@
+/**
+ * What every committer reads: the deduped.<p> partitions of one pipeline, merged into
+ * batches of whole source transactions (PartitionMerger), from the checkpoints its sink
+ * stores. The sink side (PostgreSQL, Kafka) only applies a batch and its checkpoints in
+ * one transaction of its own, then calls `committed`.
+ *
+ *   deduped.0 ─┐
+ *   deduped.1 ─┼─► StreamReader × P ─► PartitionMerger ─► next() ─► MergeBatch
+ *   deduped.P ─┘        ▲
+ *                       └── rewind(): back to the last committed checkpoints
+ *
+ * Undecodable messages are dead-lettered here and count as consumed, so a partition
+ * keeps moving. The feed owns its readers: close() closes them.
+ */
+import { Bus, StreamGapError, type BusMessage, type StreamReader } from '@cdc/bus';
+import { sleep, stageSubject, streamName, type DeadLetter } from '@cdc/core';
+import type { Logger } from '@cdc/runtime';
+import { decodeOrdered } from './decode.ts';
+import { PartitionMerger, type LaneCheckpoint, type LaneStart, type MergeBatch } from './merge.ts';
+
+export interface MergedFeedOptions {
+  readonly pipeline: string;
+  readonly bus: Bus;
+  readonly logger: Logger;
+  /** Name in dead letters and logs ('committer'). */
+  readonly stage: string;
+  readonly maxEvents: number;
+  readonly lingerMs: number;
+  /** Bound on events buffered per partition before it stops being read. */
+  readonly maxBuffered: number;
+}
+
+export interface FeedStats {
+  readonly deadLettered: number;
+  readonly replaysSkipped: number;
+  readonly lateEvents: number;
+}
+
+/** Sleep between polls while no partition has anything buffered. */
+const POLL_IDLE_MS = 5;
+
+export class MergedFeed {
+  readonly #options: MergedFeedOptions;
+  readonly #stream: string;
+  readonly #readers = new Map<number, StreamReader>();
+  /** Checkpoints the sink holds: where a rewind restarts. */
+  readonly #committed = new Map<number, LaneStart>();
+  readonly #stats = { deadLettered: 0, replaysSkipped: 0, lateEvents: 0 };
+  #merger: PartitionMerger;
+
+  private constructor(options: MergedFeedOptions, starts: readonly LaneStart[]) {
+    this.#options = options;
+    this.#stream = streamName(options.pipeline, 'deduped');
+    for (const start of starts) this.#committed.set(start.partition, start);
+    this.#merger = new PartitionMerger(starts);
+  }
+
+  /**
+   * Opens a reader per partition at its stored sequence. A stored position the stream no
+   * longer holds means messages may be gone: StreamGapError, loudly, before reading.
+   */
+  static async open(options: MergedFeedOptions, starts: readonly LaneStart[]): Promise<MergedFeed> {
+    const feed = new MergedFeed(options, starts);
+    await feed.#assertNoGap(starts);
+    try {
+      await feed.#openReaders();
+    } catch (error) {
+      await feed.close();
+      throw error;
+    }
+    return feed;
+  }
+
+  stats(): FeedStats {
+    return { ...this.#stats };
+  }
+
+  /** The checkpoints the sink holds, as last told by `committed` (or the starts). */
+  committedStarts(): LaneStart[] {
+    return [...this.#committed.values()];
+  }
+
+  /**
+   * The next batch (whole source transactions, up to `maxEvents` unless one transaction
+   * is larger), waiting at most the linger time for it to fill. Undefined when nothing
+   * moved. A read failure rewinds to the committed checkpoints and rethrows.
+   */
+  async next(signal: AbortSignal): Promise<MergeBatch | undefined> {
+    try {
+      await this.#fill(signal);
+    } catch (error) {
+      this.#options.logger.warn({ err: error }, 'reading partitions failed; rewinding to the committed checkpoints');
+      await this.rewind();
+      throw error;
+    }
+    return this.#merger.take(this.#options.maxEvents);
+  }
+
+  /** The sink committed these checkpoints: a later rewind starts from them. */
+  committed(checkpoints: readonly LaneCheckpoint[]): void {
+    for (const checkpoint of checkpoints) this.#committed.set(checkpoint.partition, { ...checkpoint });
+  }
+
+  /**
+   * Forgets everything buffered and reads again from `starts` (default: the committed
+   * checkpoints). A sink that re-read its own checkpoints after an uncertain failure
+   * passes them here.
+   */
+  async rewind(starts?: readonly LaneStart[]): Promise<void> {
+    if (starts !== undefined) {
+      await this.#assertNoGap(starts);
+      for (const start of starts) this.#committed.set(start.partition, start);
+    }
+    await this.#closeReaders();
+    this.#merger = new PartitionMerger([...this.#committed.values()]);
+    await this.#openReaders();
+  }
+
+  async close(): Promise<void> {
+    await this.#closeReaders();
+  }
+
+  async #assertNoGap(starts: readonly LaneStart[]): Promise<void> {
+    const firstSeq = await this.#options.bus.firstSequence(this.#stream);
+    for (const start of starts) {
+      if ((start.lastKey !== undefined || start.watermark !== undefined) && start.resumeSeq < firstSeq) {
+        throw new StreamGapError(this.#stream, stageSubject(this.#options.pipeline, 'deduped', start.partition), start.resumeSeq, firstSeq);
+      }
+    }
+  }
+
+  async #openReaders(): Promise<void> {
+    for (const start of this.#committed.values()) {
+      const reader = await this.#options.bus.openReader({
+        stream: this.#stream,
+        subject: stageSubject(this.#options.pipeline, 'deduped', start.partition),
+        startSeq: start.resumeSeq,
+        bufferMessages: Math.min(1_000, this.#options.maxBuffered),
+      });
+      this.#readers.set(start.partition, reader);
+    }
+  }
+
+  async #closeReaders(): Promise<void> {
+    for (const reader of this.#readers.values()) await this.#options.bus.closeReader(reader).catch(() => undefined);
+    this.#readers.clear();
+  }
+
+  /**
+   * Reads partitions until a full batch is releasable or the linger time is up. Polls
+   * take only what the readers already buffered (a wait on one idle partition must not
+   * hold up the others), with short sleeps while nothing arrives.
+   */
+  async #fill(signal: AbortSignal): Promise<void> {
+    const deadline = Date.now() + this.#options.lingerMs;
+    for (;;) {
+      const received = await this.#poll(signal);
+      if (this.#merger.releasableAtLeast(this.#options.maxEvents)) return;
+      const left = deadline - Date.now();
+      if (left <= 0 || signal.aborted) return;
+      if (received === 0) await sleep(Math.min(POLL_IDLE_MS, left), signal).catch(() => undefined);
+    }
+  }
+
+  async #poll(signal: AbortSignal): Promise<number> {
+    const { maxBuffered } = this.#options;
+    const wanted = [...this.#readers].filter(([partition]) => this.#merger.wantsMore(partition, maxBuffered));
+    const polled = await Promise.all(
+      wanted.map(async ([partition, reader]) => {
+        const room = Math.max(1, maxBuffered - this.#merger.buffered(partition));
+        return { partition, messages: await reader.nextBatch(Math.min(room, 1_000), 0, signal) };
+      }),
+    );
+    let received = 0;
+    for (const { partition, messages } of polled) {
+      received += messages.length;
+      for (const message of messages) await this.#accept(partition, message);
+    }
+    return received;
+  }
+
+  async #accept(partition: number, message: BusMessage): Promise<void> {
+    const subject = stageSubject(this.#options.pipeline, 'deduped', partition);
+    const decoded = decodeOrdered(message.data, { subject, partition });
+    if (decoded instanceof Error) {
+      // Dead-lettered before it counts as consumed; if this fails, the rewind reads it again.
+      await this.#deadLetter({
+        stage: this.#options.stage,
+        reason: decoded.message,
+        code: decoded.code,
+        partition,
+        subject,
+        payload: new TextDecoder().decode(message.data),
+        at: new Date().toISOString(),
+        ...(decoded.context.eventId ? { eventId: decoded.context.eventId } : {}),
+        ...(decoded.context.table ? { table: decoded.context.table } : {}),
+      });
+      this.#merger.push(partition, message.seq, undefined);
+      return;
+    }
+    const result = this.#merger.push(partition, message.seq, decoded);
+    if (result === 'replay') this.#stats.replaysSkipped += 1;
+    if (result === 'late' && decoded.kind === 'change') {
+      this.#stats.lateEvents += 1;
+      this.#options.logger.warn(
+        { partition, lsn: decoded.commitLsn, event_id: decoded.eventId, trace_id: decoded.traceId },
+        'event arrived after its watermark was released; applying it on its own',
+      );
+    }
+  }
+
+  async #deadLetter(letter: DeadLetter): Promise<void> {
+    await this.#options.bus.deadLetter(this.#options.pipeline, letter);
+    this.#stats.deadLettered += 1;
+    this.#options.logger.warn(
+      { code: letter.code, partition: letter.partition, event_id: letter.eventId, table: letter.table },
+      `message dead-lettered: ${letter.reason}`,
+    );
+  }
+}
