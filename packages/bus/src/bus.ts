@@ -104,7 +104,7 @@ export class Bus {
   }
 
   publisher(options: { maxInFlight: number; timeoutMs?: number }): AckedPublisher {
-    return new AckedPublisher(this.js, options);
+    return new AckedPublisher(this.nc, options);
   }
 
   /** The newest message on a subject, or undefined when the subject is empty. */

@@ -137,6 +137,7 @@ export class RawPublisher {
     if (this.#closed) return;
     this.#closed = true;
     for (const waiter of this.#waiters.splice(0)) waiter.reject(new PublisherClosedError());
+    this.#publisher.close();
   }
 
   async #acquire(): Promise<void> {

@@ -239,6 +239,8 @@ export class Relay {
     await this.#closeReader();
     this.#pending = undefined;
     this.#reopenAt = undefined;
+    // Acks still due to the old publisher are ignored: the state is rebuilt from the output.
+    this.#publisher?.close();
     this.#publisher = this.#options.bus.publisher({
       maxInFlight: this.#options.maxInFlight ?? 256,
       ...(this.#options.publishTimeoutMs !== undefined ? { timeoutMs: this.#options.publishTimeoutMs } : {}),
