@@ -124,9 +124,14 @@ export class TestContext implements AsyncDisposable {
 
   /** A kafkajs client (no connection of its own); use the helpers below for connections. */
   kafka(clientId = uniqueName('client')): Kafka {
+    return this.kafkaFor(this.servers.kafkaBrokers, clientId);
+  }
+
+  /** A kafkajs client for other brokers (a scratch broker of the test's own). */
+  kafkaFor(brokers: readonly string[], clientId = uniqueName('client')): Kafka {
     return new Kafka({
       clientId,
-      brokers: [...this.servers.kafkaBrokers],
+      brokers: [...brokers],
       // kafkajs logs every retried response (coordinator loading, concurrent transactions)
       // at ERROR; failures that matter reject the call anyway. CDC_TEST_KAFKA_LOG=warn|info|debug.
       logLevel: kafkaLogLevel(),
