@@ -86,13 +86,16 @@ type Tuple = Readonly<Record<string, unknown>>;
 
 export class PgoutputDecoder {
   readonly #source: string;
+  /** current_database() of the source, carried in every event (Debezium's source.db). */
+  readonly #database: string | undefined;
   readonly #tables: ReadonlyMap<string, DecoderTable>;
   readonly #clock: LamportClock;
   readonly #relations = new Map<number, KnownRelation>();
   #tx: Transaction | undefined;
 
-  constructor(options: { source: string; tables: Iterable<DecoderTable>; clock: LamportClock }) {
+  constructor(options: { source: string; database?: string; tables: Iterable<DecoderTable>; clock: LamportClock }) {
     this.#source = options.source;
+    this.#database = options.database;
     this.#tables = new Map([...options.tables].map((t) => [t.table, t]));
     this.#clock = options.clock;
   }
@@ -270,6 +273,7 @@ export class PgoutputDecoder {
     const event: ChangeEvent = {
       kind: 'change',
       source: this.#source,
+      ...(this.#database === undefined ? {} : { database: this.#database }),
       table: relation.table,
       keyColumns: relation.keyColumns ?? [],
       key,

@@ -517,6 +517,7 @@ export class Reader {
   #newDecoder(lamport: bigint): PgoutputDecoder {
     return new PgoutputDecoder({
       source: this.#options.source,
+      database: this.#prepared.database,
       tables: this.#prepared.tables.map((table: SourceTable) => ({ table: table.table, keyColumns: table.keyColumns })),
       clock: new LamportClock(lamport),
     });
