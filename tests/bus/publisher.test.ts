@@ -6,9 +6,9 @@
 import { Bus, PublishError } from '@cdc/bus';
 import { STAGES, stageSubject, streamName } from '@cdc/core';
 import pino from 'pino';
-import { describe, expect, test } from '../harness/index.ts';
+import { describe, expect, test, type TestContext } from '../harness/index.ts';
 
-async function pipelineBus(ctx: Parameters<Parameters<typeof test>[1]>[0]['ctx'], prefix: string): Promise<{ bus: Bus; name: string }> {
+async function pipelineBus(ctx: TestContext, prefix: string): Promise<{ bus: Bus; name: string }> {
   const name = ctx.uniqueName(prefix);
   const bus = await Bus.connect({ url: ctx.servers.nats, name: `test:${name}`, logger: pino({ level: 'silent' }) });
   ctx.defer('bus close', () => bus.close());
@@ -38,8 +38,14 @@ describe('bus publisher', () => {
     expect(publisher.stats.duplicates).toBe(1);
 
     const reader = await bus.openReader({ stream: streamName(name, 'raw'), subject, startSeq: 1 });
-    const read = await reader.nextBatch(500, 2_000);
+    const read: Awaited<ReturnType<typeof reader.nextBatch>> = [];
+    while (read.length < 301) {
+      const batch = await reader.nextBatch(500, 2_000);
+      if (batch.length === 0) break;
+      read.push(...batch);
+    }
     await bus.closeReader(reader);
+    expect(read).toHaveLength(300);
     expect(read.map((m) => m.json<{ i: number }>().i)).toEqual(Array.from({ length: 300 }, (_, i) => i));
     expect(read[41]?.header('Nats-Msg-Id')).toBe('m41');
     expect(read[41]?.header('Cdc-Resume-Seq')).toBe('42');
