@@ -1,6 +1,6 @@
 import { Lsn } from '@cdc/core';
 import { describe, expect, it } from 'vitest';
-import { AckTracker, committedEverywhere } from '../src/ack.ts';
+import { AckTracker, committedByEverySink, committedEverywhere } from '../src/ack.ts';
 
 const at = (text: string): Lsn => Lsn.parse(text);
 
@@ -21,6 +21,20 @@ describe('committedEverywhere', () => {
       [2, { positions: { pg1: '1/0' } }],
     ]);
     expect(committedEverywhere(checkpoints, 'pg1', 3)).toBe(at('0/9'));
+  });
+});
+
+describe('committedByEverySink', () => {
+  const full = (lsn: string) => new Map([0, 1].map((p) => [p, { positions: { pg1: lsn } }]));
+
+  it('is the minimum over sinks: a PostgreSQL sink ahead of Kafka confirms only what Kafka has', () => {
+    expect(committedByEverySink([full('0/500'), full('0/300')], 'pg1', 2)).toBe(at('0/300'));
+    expect(committedByEverySink([full('0/300'), full('0/500')], 'pg1', 2)).toBe(at('0/300'));
+  });
+
+  it('is undefined while any sink has no position in some partition (a stopped committer)', () => {
+    expect(committedByEverySink([full('0/500'), new Map()], 'pg1', 2)).toBeUndefined();
+    expect(committedByEverySink([full('0/500'), new Map([[0, { positions: { pg1: '0/900' } }]])], 'pg1', 2)).toBeUndefined();
   });
 });
 
