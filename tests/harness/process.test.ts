@@ -15,6 +15,16 @@ function alive(pid: number): boolean {
 }
 
 describe('ManagedProcess', () => {
+  test('a runner stopped by SIGTERM takes the apps it spawned with it (no orphans)', async ({ ctx }) => {
+    const runner = ctx.spawnApp('tests/harness/fixtures/runner.ts');
+    const spawned = await runner.waitForLine(/"msg":"spawned"/, 30_000);
+    const appPid = (JSON.parse(spawned.line) as { pid: number }).pid;
+    expect(alive(appPid)).toBe(true);
+    runner.kill('SIGTERM');
+    await runner.waitForExit(10_000);
+    await waitFor(() => !alive(appPid), { what: `the runner's app (pid ${appPid}) to be gone`, timeoutMs: 10_000 });
+  });
+
   test('spawnApp runs a TypeScript app with the server URLs in its env and stops it with SIGTERM', async ({ ctx }) => {
     const app = ctx.spawnApp(APP, { env: { EXTRA: 'yes' } });
     const started = await app.waitForLine(/"msg":"started"/, 20_000);

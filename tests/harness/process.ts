@@ -55,9 +55,19 @@ const LIVE = Symbol.for('cdc.tests.harness.liveProcesses');
 const registry = globalThis as typeof globalThis & { [LIVE]?: Set<ManagedProcess> };
 const live: Set<ManagedProcess> = (registry[LIVE] ??= (() => {
   const set = new Set<ManagedProcess>();
-  process.once('exit', () => {
+  const killAll = (): void => {
     for (const child of set) child.kill('SIGKILL');
-  });
+  };
+  process.once('exit', killAll);
+  // A runner stopped by a signal never reaches 'exit': without this its apps (detached
+  // process groups) would outlive it, and an orphaned reader's walsender keeps
+  // PostgreSQL from shutting down. Kill them, then let the signal take its course.
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      killAll();
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+    });
+  }
   return set;
 })());
 
