@@ -1,83 +1,439 @@
 /**
- * `pnpm bench`: end-to-end throughput of the four apps on this machine, measured side by
- * side in one run — the same workload through 1 partition and through 4 — with each
- * app's peak resident memory. A benchmark, not a test: it prints numbers and ratios and
- * asserts only that the sink equals the source (a fast wrong answer is no result).
+ * `pnpm bench` (issue #5): how fast the four apps move changes on this machine, next to
+ * the physical limit, in ONE run. Figures, not asserts — the only hard check is that the
+ * sink equals the source after every workload (a fast wrong answer is no result).
  *
- *   BENCH_CHANGES=20000 pnpm bench
+ * For each workload (fresh source + sink databases, a fresh pipeline of real processes,
+ * sink = PostgreSQL):
+ *   1. a publication and two extra pgoutput slots are created on the source (the limit);
+ *   2. the pipeline starts and a sampler reads every 250 ms the source rows written, the
+ *      last_seq of the RAW / ORDERED / DEDUPED streams, the sink rows applied and each
+ *      app's RSS;
+ *   3. the generator (a server-side procedure, @cdc/testkit runBenchWorkload) writes;
+ *   4. the bench waits (bounded) for the sink to hold every change, verifies sink ==
+ *      source (@cdc/testkit verifier), reads latency/throughput from the sink's
+ *      applied_at column, and stops the pipeline;
+ *   5. the same WAL is drained by pg_recvlogical (--endpos = the workload's end LSN) and
+ *      by pg-logical-replication's PgoutputPlugin in this process: the limit.
+ * Results: bench/results/<ISO time>.json (machine, config, every number, samples) and the
+ * tables below printed at the end. Every process and object the bench creates is removed
+ * at the end, on failure and on Ctrl-C.
+ *
+ * Workloads (BENCH_WORKLOADS, comma list, default all, in this order):
+ *   single-row   single-row transactions, as fast as the generator goes     (audit_events)
+ *   txn-100      100-row transactions                                        (audit_events)
+ *   wide-rows    100-row transactions of rows with a 2 KB note, TOASTed (STORAGE EXTERNAL; accounts)
+ *   latency      BENCH_LATENCY_ROWS_PER_TXN-row transactions paced at BENCH_LATENCY_RATE changes/s
+ *                for BENCH_LATENCY_SECONDS, synchronous_commit on (latency workload)
+ *   one-big-txn  ONE transaction of BENCH_BIG_TXN_ROWS rows (INSERT ... SELECT generate_series)
+ *
+ * Environment (defaults in brackets; BENCH_QUICK=1 shrinks the sizes for a smoke run):
+ *   BENCH_QUICK=1                 sizes 5k / 10k / 3k, latency 5 s, big transaction 20k
+ *   BENCH_WORKLOADS               [single-row,txn-100,wide-rows,latency,one-big-txn]
+ *   BENCH_PARTITIONS              [4]      partitions P
+ *   BENCH_REORDERERS              [2]      reorderer processes (partitions dealt round-robin)
+ *   BENCH_SINGLE_ROW_CHANGES      [30000]  (quick 5000)
+ *   BENCH_TXN100_CHANGES          [60000]  (quick 10000)
+ *   BENCH_BIG_TXN_ROWS            [1000000] (quick 20000) rows of the one big transaction
+ *   BENCH_WIDE_CHANGES            [20000]  (quick 3000)
+ *   BENCH_LATENCY_RATE            [5000]   offered changes/s (paced by the generator)
+ *   BENCH_LATENCY_SECONDS         [10]     (quick 5)
+ *   BENCH_LATENCY_CLIENTS         [4]      generator sessions sharing the offered rate
+ *   BENCH_LATENCY_ROWS_PER_TXN    [10]     rows per transaction of the latency workload
+ *   BENCH_GENERATOR_CLIENTS       [2]      generator sessions of the throughput workloads
+ *   BENCH_SAMPLE_MS               [250]    sampling period
+ *   BENCH_DRAIN_TIMEOUT_S         [900]    bound for the pipeline to drain one workload
+ *   BENCH_LIMIT_TIMEOUT_S         [180]    bound for each limit drain
+ *   BENCH_RESULTS_DIR             [bench/results]
+ *   BENCH_ECHO=1                  copy the apps' logs to stderr
  */
-import { readFileSync } from 'node:fs';
-import { runWorkload, verifySourceAgainstSink, WATCHED_TABLES, SINK_SCHEMA_SQL, SOURCE_SCHEMA_SQL } from '@cdc/testkit';
-import { resolveServers } from '../tests/harness/servers.ts';
-import { waitForSinkToCatchUp } from '../tests/e2e/convergence.ts';
-import { dropDatabase, recreateDatabase } from '../tests/e2e/databases.ts';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import pg from 'pg';
+import { streamName } from '@cdc/core';
+import {
+  applyBenchSchema,
+  runBenchWorkload,
+  verifySourceAgainstSink,
+  SINK_SCHEMA_SQL,
+  SOURCE_SCHEMA_SQL,
+  WATCHED_TABLES,
+  type BenchRowShape,
+  type BenchWorkloadResult,
+} from '@cdc/testkit';
+import { resolveServers, type ServerUrls } from '../tests/harness/servers.ts';
+import { dropDatabase, recreateDatabase, withClient } from '../tests/e2e/databases.ts';
 import { PipelineProcesses } from '../tests/e2e/pipeline.ts';
+import { lastApplied, round, rssSummary, sinkLatency, slowestStage, stageRates } from './analysis.ts';
+import { loadConfig, type BenchConfig, type WorkloadName } from './config.ts';
+import { createLimitSlots, drainWithNode, drainWithRecvlogical, dropLimitSlots, pgRecvlogicalPath, type LimitResult } from './limit.ts';
+import { markdownLines, summaryLines, checkTargets, type WorkloadResult } from './report.ts';
+import { memoryKb, Sampler, type Sample } from './sampler.ts';
 
-const CHANGES = Number(process.env.BENCH_CHANGES ?? 20_000);
+interface WorkloadSpec {
+  readonly name: WorkloadName;
+  readonly description: string;
+  readonly shape: BenchRowShape;
+  readonly table: 'audit_events' | 'accounts';
+  readonly changes: number;
+  readonly rowsPerTxn: number;
+  readonly clients: number;
+  readonly rate: number;
+  readonly synchronousCommit: boolean;
+}
 
-function peakRssKb(pid: number | undefined): number {
-  if (pid === undefined) return 0;
-  try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    return Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
-  } catch {
-    return 0;
+function specs(config: BenchConfig): WorkloadSpec[] {
+  const all: Record<WorkloadName, WorkloadSpec> = {
+    'single-row': {
+      name: 'single-row', description: 'single-row transactions, small rows', shape: 'small', table: 'audit_events',
+      changes: config.singleRowChanges, rowsPerTxn: 1, clients: config.generatorClients, rate: 0, synchronousCommit: false,
+    },
+    'txn-100': {
+      name: 'txn-100', description: '100-row transactions, small rows', shape: 'small', table: 'audit_events',
+      changes: config.txn100Changes, rowsPerTxn: 100, clients: config.generatorClients, rate: 0, synchronousCommit: false,
+    },
+    'one-big-txn': {
+      name: 'one-big-txn', description: `one transaction of ${config.bigTxnRows} small rows`, shape: 'small', table: 'audit_events',
+      changes: config.bigTxnRows, rowsPerTxn: config.bigTxnRows, clients: 1, rate: 0, synchronousCommit: false,
+    },
+    'wide-rows': {
+      name: 'wide-rows', description: '100-row transactions, 2 KB TOASTed note per row', shape: 'wide', table: 'accounts',
+      changes: config.wideRowChanges, rowsPerTxn: 100, clients: config.generatorClients, rate: 0, synchronousCommit: false,
+    },
+    latency: {
+      name: 'latency',
+      description: `${config.latencyRowsPerTxn}-row transactions paced at ${config.latencyRate} changes/s for ${config.latencySeconds} s`,
+      shape: 'small', table: 'audit_events', changes: config.latencyRate * config.latencySeconds, rowsPerTxn: config.latencyRowsPerTxn,
+      clients: config.latencyClients, rate: config.latencyRate,
+      // Latency needs each commit flushed at once: logical decoding only sends flushed WAL.
+      // Flushing costs one fsync per commit, which is why the default is 10 rows per
+      // transaction (500 commits/s at 5,000 changes/s): with single-row transactions the
+      // generator alone stalled at ~1,300 commits/s on this shared 2-core machine.
+      synchronousCommit: true,
+    },
+  };
+  return config.workloads.map((name) => all[name]);
+}
+
+/** LIFO clean-up steps, run once — by the normal path or by a signal handler, whichever comes first. */
+class Cleanup {
+  readonly #steps: { label: string; run: () => Promise<unknown> }[] = [];
+  defer(label: string, run: () => Promise<unknown>): void {
+    this.#steps.push({ label, run });
+  }
+  async run(): Promise<void> {
+    while (this.#steps.length > 0) {
+      const step = this.#steps.pop();
+      if (!step) break;
+      const bounded = Promise.race([step.run(), new Promise((_, reject) => setTimeout(() => reject(new Error('timed out after 30 s')), 30_000))]);
+      await bounded.catch((error: unknown) => console.error(`cleanup: ${step.label}: ${error instanceof Error ? error.message : String(error)}`));
+    }
   }
 }
 
+const cleanups = new Set<Cleanup>();
+let interrupted = false;
 
-interface Result {
-  readonly partitions: number;
-  readonly changesPerSecond: number;
-  readonly seconds: number;
-  readonly rssKb: Record<string, number>;
-  readonly ok: boolean;
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+function log(message: string): void {
+  console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}`);
 }
 
-async function runOnce(partitions: number, adminUrl: string, servers: Awaited<ReturnType<typeof resolveServers>>['urls']): Promise<Result> {
-  const sourceUrl = await recreateDatabase(adminUrl, `cdc_bench_p${partitions}_src`, SOURCE_SCHEMA_SQL);
-  const sinkUrl = await recreateDatabase(adminUrl, `cdc_bench_p${partitions}_sink`, SINK_SCHEMA_SQL);
-  // The reader creates its slot at start: changes committed before it are not captured,
-  // so the apps start first and the clock runs from the first write to the last apply.
-  const pipeline = await PipelineProcesses.start({
-    pipeline: `bench_p${partitions}_${Date.now().toString(36)}`,
-    partitions,
-    sources: [{ id: 'src1', databaseUrl: sourceUrl, tables: WATCHED_TABLES }],
-    sinkUrl,
-    servers,
-    reorderers: Math.min(2, partitions),
-  });
-  const started = Date.now();
-  await runWorkload({ databaseUrl: sourceUrl, totalChanges: CHANGES, clients: 4, seed: 5 });
-  const rssKb: Record<string, number> = {};
+async function deleteStreams(natsUrl: string, pipeline: string): Promise<void> {
+  const nc = await connect({ servers: natsUrl.replace(/^nats:\/\//, ''), name: 'cdc-bench-cleanup' });
   try {
-    const caught = await waitForSinkToCatchUp({ sourceUrls: [sourceUrl], sinkUrl, timeoutMs: 600_000 });
-    const seconds = (Date.now() - started) / 1000;
-    for (const name of pipeline.names) rssKb[name] = peakRssKb(pipeline.process(name).pid);
-    const report = await verifySourceAgainstSink(sourceUrl, sinkUrl);
-    return { partitions, changesPerSecond: caught.applied / seconds, seconds, rssKb, ok: report.ok && caught.caughtUp };
+    const jsm = await jetstreamManager(nc, { timeout: 5_000 });
+    for (const stage of ['raw', 'ordered', 'deduped', 'dlq'] as const) await jsm.streams.delete(streamName(pipeline, stage)).catch(() => false);
   } finally {
-    await pipeline.stop();
-    for (const db of [`cdc_bench_p${partitions}_src`, `cdc_bench_p${partitions}_sink`]) await dropDatabase(adminUrl, db).catch(() => undefined);
+    await nc.close();
   }
+}
+
+async function committedChanges(sinkUrl: string): Promise<number> {
+  return withClient(sinkUrl, async (client: pg.Client) => Number((await client.query<{ n: string }>('SELECT count(*) AS n FROM change_history')).rows[0]?.n ?? 0));
+}
+
+/** Waits until the sink committed every change; bounded; fails fast when an app died or nothing moves for 90 s. */
+async function waitForDrain(options: {
+  sampler: Sampler;
+  baseline: Sample;
+  pipeline: PipelineProcesses;
+  sinkUrl: string;
+  changes: number;
+  timeoutMs: number;
+  label: string;
+}): Promise<void> {
+  const deadline = Date.now() + options.timeoutMs;
+  const stallMs = 90_000;
+  let lastProgress = Date.now();
+  let lastSignature = '';
+  let lastLog = 0;
+  const streamSlack = Math.max(1_000, options.changes * 0.02);
+  while (Date.now() < deadline) {
+    if (interrupted) throw new Error('interrupted');
+    for (const name of options.pipeline.names) {
+      const status = options.pipeline.process(name).status;
+      if (status) throw new Error(`${name} exited (code ${status.code}, signal ${status.signal}) during ${options.label}: ${lastWords(options.pipeline.process(name))}`);
+    }
+    const latest = options.sampler.latest ?? options.baseline;
+    const applied = latest.sink - options.baseline.sink;
+    if (applied >= options.changes && (await committedChanges(options.sinkUrl)) >= options.changes) return;
+    // Progress = the sink moved, or a stream moved by more than heartbeats would.
+    const q = (value: number): number => Math.floor(value / streamSlack);
+    const signature = `${latest.source}:${latest.sink}:${q(latest.raw)}:${q(latest.ordered)}:${q(latest.deduped)}`;
+    if (signature !== lastSignature) {
+      lastSignature = signature;
+      lastProgress = Date.now();
+    } else if (Date.now() - lastProgress > stallMs) {
+      throw new Error(
+        `${options.label}: no progress for ${stallMs / 1000} s (source ${latest.source - options.baseline.source}, raw ${latest.raw - options.baseline.raw}, ` +
+          `ordered ${latest.ordered - options.baseline.ordered}, deduped ${latest.deduped - options.baseline.deduped}, sink ${applied} of ${options.changes})`,
+      );
+    }
+    if (Date.now() - lastLog > 5_000) {
+      lastLog = Date.now();
+      log(
+        `  ${options.label}: source ${latest.source - options.baseline.source}, raw ${latest.raw - options.baseline.raw}, ordered ${latest.ordered - options.baseline.ordered}, ` +
+          `deduped ${latest.deduped - options.baseline.deduped}, sink ${applied} / ${options.changes}`,
+      );
+    }
+    await sleep(250);
+  }
+  throw new Error(`${options.label}: the sink did not hold all ${options.changes} changes within ${options.timeoutMs / 1000} s`);
+}
+
+/** The error lines of a dead app: its last error-level log line and the first lines of its last stack trace. */
+function lastWords(app: { stdout: readonly string[]; stderr: readonly string[] }): string {
+  const errorLog = [...app.stdout].reverse().find((line) => /"level":(50|60)/.test(line));
+  const stderr = app.stderr.slice(-30);
+  const start = stderr.findIndex((line) => /Error|error:/.test(line));
+  const trace = (start >= 0 ? stderr.slice(start, start + 4) : stderr.slice(-4)).map((line) => line.trim()).join(' | ');
+  return [errorLog?.slice(0, 600), trace].filter(Boolean).join(' || ');
+}
+
+function compactSamples(samples: readonly Sample[], t0: number): { columns: string[]; rows: number[][]; rssKb: Record<string, number[][]> } {
+  const rssKb: Record<string, number[][]> = {};
+  for (const sample of samples) for (const [app, [rss]] of Object.entries(sample.rss)) (rssKb[app] ??= []).push([sample.t - t0, rss]);
+  return {
+    columns: ['ms', 'source', 'raw', 'ordered', 'deduped', 'sink'],
+    rows: samples.map((s) => [s.t - t0, s.source, s.raw, s.ordered, s.deduped, s.sink]),
+    rssKb,
+  };
+}
+
+async function runWorkloadSpec(spec: WorkloadSpec, index: number, config: BenchConfig, servers: ServerUrls): Promise<WorkloadResult> {
+  const tag = `${process.pid}_${index}`;
+  const sourceDb = `cdc_bench_${tag}_src`;
+  const sinkDb = `cdc_bench_${tag}_sink`;
+  const pipelineName = `bench_${tag}_${Date.now().toString(36)}`;
+  const cleanup = new Cleanup();
+  cleanups.add(cleanup);
+  const base = { name: spec.name, description: spec.description, sink: 'postgres' as const, partitions: config.partitions, changes: spec.changes, rowsPerTxn: spec.rowsPerTxn, shape: spec.shape };
+  let generator: BenchWorkloadResult | undefined;
+  let partial: Partial<WorkloadResult> = {};
+  const limit: { recvlogical?: LimitResult; node?: LimitResult } = {};
+  try {
+    log(`${spec.name}: ${spec.description}; ${spec.changes.toLocaleString('en-US')} changes, P=${config.partitions}`);
+    cleanup.defer('drop databases', async () => {
+      await dropDatabase(servers.postgres, sourceDb);
+      await dropDatabase(servers.postgres, sinkDb);
+    });
+    const sourceUrl = await recreateDatabase(servers.postgres, sourceDb, SOURCE_SCHEMA_SQL);
+    const sinkUrl = await recreateDatabase(servers.postgres, sinkDb, SINK_SCHEMA_SQL);
+    await applyBenchSchema(sourceUrl, 'source');
+    await applyBenchSchema(sinkUrl, 'sink');
+    const slots = await createLimitSlots(sourceUrl, tag);
+    cleanup.defer('drop limit slots', () => dropLimitSlots(sourceUrl, slots));
+
+    cleanup.defer('delete streams', () => deleteStreams(servers.nats, pipelineName));
+    const pipeline = await PipelineProcesses.start({
+      pipeline: pipelineName,
+      partitions: config.partitions,
+      reorderers: config.reorderers,
+      sources: [{ id: 'src1', databaseUrl: sourceUrl, tables: WATCHED_TABLES }],
+      sinkUrl,
+      servers,
+      echo: config.echo,
+      // Shorter dedup window than the 15 min default: the bench's keys leave the shared Redis soon.
+      extraEnv: { DEDUP_WINDOW_MS: '180000' },
+    });
+    cleanup.defer('stop pipeline', () => pipeline.stop());
+    const pids = (): Record<string, number | undefined> => Object.fromEntries(pipeline.names.map((name) => [name, pipeline.process(name).pid]));
+    const sampler = await Sampler.start({ natsUrl: servers.nats, sourceUrl, sinkUrl, pipeline: pipelineName, pids, periodMs: config.sampleMs });
+    cleanup.defer('stop sampler', () => sampler.stop());
+    await sleep(1_000); // let the apps settle (first heartbeats) before the clock starts
+    const baseline = (await sampler.sampleNow()) as Sample;
+
+    generator = await runBenchWorkload({
+      databaseUrl: sourceUrl,
+      shape: spec.shape,
+      changes: spec.changes,
+      rowsPerTxn: spec.rowsPerTxn,
+      clients: spec.clients,
+      ratePerSecond: spec.rate,
+      synchronousCommit: spec.synchronousCommit,
+    });
+    log(`  generator: ${Math.round(generator.changesPerSecond).toLocaleString('en-US')} changes/s (${((generator.finishedAt - generator.startedAt) / 1000).toFixed(1)} s), WAL ends at ${generator.endLsn}`);
+    const generatorInfo = {
+      changesPerSecond: generator.changesPerSecond,
+      seconds: (generator.finishedAt - generator.startedAt) / 1000,
+      clients: spec.clients,
+      offeredPerSecond: spec.rate > 0 ? spec.rate : null,
+      synchronousCommit: spec.synchronousCommit,
+      endLsn: generator.endLsn,
+    };
+    partial = { generator: generatorInfo };
+
+    await waitForDrain({ sampler, baseline, pipeline, sinkUrl, changes: spec.changes, timeoutMs: config.drainTimeoutMs, label: spec.name });
+    await sampler.sampleNow();
+    const finalRss: Record<string, [number, number]> = {};
+    for (const [name, pid] of Object.entries(pids())) finalRss[name] = memoryKb(pid);
+    await sampler.stop();
+    const samples = sampler.samples.filter((s) => s.t >= baseline.t);
+
+    // One transaction: nothing can flow before its commit (proto 1), so the clock starts there.
+    const bigTxn = spec.rowsPerTxn >= spec.changes && spec.changes > 1;
+    const clockStart = bigTxn ? generator.finishedAt : generator.startedAt;
+    const lastAppliedAt = (await lastApplied(sinkUrl, spec.table)) ?? Date.now();
+    const seconds = Math.max(0.001, (lastAppliedAt - clockStart) / 1000);
+    const stages = stageRates(samples, baseline, spec.changes, generator.startedAt);
+    const report = await verifySourceAgainstSink(sourceUrl, sinkUrl);
+    log(`  pipeline: ${Math.round(spec.changes / seconds).toLocaleString('en-US')} changes/s (${seconds.toFixed(1)} s); ${report.summary}`);
+    let latency: WorkloadResult['latency'];
+    if (spec.rate > 0) {
+      const measured = await sinkLatency(sinkUrl, spec.table);
+      const drainedAfter = lastAppliedAt - generator.finishedAt;
+      const offeredOk = generator.changesPerSecond >= spec.rate * 0.95;
+      const sustained = offeredOk && drainedAfter <= 1_000;
+      const note = !offeredOk
+        ? `the GENERATOR reached only ${Math.round(generator.changesPerSecond)}/s of ${spec.rate}/s offered`
+        : sustained
+          ? `the pipeline sustained ${spec.rate}/s (sink caught up ${drainedAfter} ms after the generator stopped)`
+          : `the pipeline could NOT sustain ${spec.rate}/s: the sink finished ${(drainedAfter / 1000).toFixed(1)} s after the generator stopped, so latency measures queueing`;
+      latency = { ...measured, p50Ms: round(measured.p50Ms), p99Ms: round(measured.p99Ms), maxMs: round(measured.maxMs), offeredPerSecond: spec.rate, sustained, note };
+      log(`  latency: p50 ${latency.p50Ms} ms, p99 ${latency.p99Ms} ms, max ${latency.maxMs} ms — ${note}`);
+    }
+    let toastBytes: number | undefined;
+    if (spec.shape === 'wide') {
+      toastBytes = await withClient(sourceUrl, async (client: pg.Client) =>
+        Number((await client.query<{ b: string }>(`SELECT pg_total_relation_size(reltoastrelid) AS b FROM pg_class WHERE relname = 'accounts'`)).rows[0]?.b ?? 0),
+      );
+    }
+    partial = {
+      generator: generatorInfo,
+      pipeline: {
+        clockStart: bigTxn ? 'source-commit' : 'generator-start',
+        seconds,
+        changesPerSecond: spec.changes / seconds,
+        drainedAfterGeneratorMs: lastAppliedAt - generator.finishedAt,
+        verified: report.ok,
+        verifySummary: report.summary,
+      },
+      stages,
+      ...(slowestStage(stages) ? { slowestStage: slowestStage(stages) } : {}),
+      rss: rssSummary(samples, baseline, finalRss),
+      ...(latency ? { latency } : {}),
+      ...(toastBytes === undefined ? {} : { toastBytes }),
+      samples: compactSamples(samples, generator.startedAt),
+    };
+
+    // The limit, on an otherwise idle pipeline: stop the apps first.
+    await pipeline.stop();
+    limit.recvlogical = await drainWithRecvlogical({ sourceUrl, slots, endLsn: generator.endLsn, changes: spec.changes, timeoutMs: config.limitTimeoutMs });
+    limit.node = await drainWithNode({ sourceUrl, slots, endLsn: generator.endLsn, changes: spec.changes, timeoutMs: config.limitTimeoutMs });
+    const describe = (r: LimitResult): string => (r.ok ? `${Math.round(r.changesPerSecond).toLocaleString('en-US')} changes/s (${r.seconds.toFixed(2)} s)` : `failed: ${r.error}`);
+    log(`  limit: pg_recvlogical ${describe(limit.recvlogical)}; node pgoutput ${describe(limit.node)}`);
+    if (limit.node.ok && limit.node.decodedChanges !== spec.changes) log(`  note: node pgoutput decoded ${limit.node.decodedChanges} changes, expected ${spec.changes}`);
+    const pipelineRate = spec.changes / seconds;
+    return {
+      ...base,
+      ok: report.ok,
+      ...partial,
+      limit,
+      ratio: {
+        vsRecvlogical: limit.recvlogical.ok ? pipelineRate / limit.recvlogical.changesPerSecond : null,
+        vsNode: limit.node.ok ? pipelineRate / limit.node.changesPerSecond : null,
+      },
+    };
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    log(`  ${spec.name} FAILED: ${message}`);
+    return { ...base, ok: false, error: message, ...partial, limit };
+  } finally {
+    await cleanup.run();
+    cleanups.delete(cleanup);
+  }
+}
+
+async function serverVersion(adminUrl: string): Promise<string> {
+  return withClient(adminUrl, async (client: pg.Client) => String((await client.query<{ v: string }>(`SELECT current_setting('server_version') AS v`)).rows[0]?.v ?? '?'));
 }
 
 async function main(): Promise<number> {
+  const config = loadConfig();
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (interrupted) return;
+    interrupted = true;
+    console.error(`\n${signal}: stopping the pipeline and removing what the bench created…`);
+    void Promise.all([...cleanups].map((c) => c.run())).finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
   const servers = await resolveServers();
-  const results: Result[] = [];
-  for (const partitions of [1, 4]) results.push(await runOnce(partitions, servers.urls.postgres, servers.urls));
-  console.log(`\nend to end, ${CHANGES} changes written by 4 clients, first write to last apply:`);
-  for (const r of results) {
-    const rss = Object.entries(r.rssKb).map(([name, kb]) => `${name} ${(kb / 1024).toFixed(0)} MB`).join(', ');
-    console.log(`  P=${r.partitions}: ${r.changesPerSecond.toFixed(0)} changes/s (${r.seconds.toFixed(1)} s) ${r.ok ? 'verified' : 'MISMATCH'}; peak RSS: ${rss}`);
+  const cpus = os.cpus();
+  const machine = {
+    cpus: cpus.length,
+    model: cpus[0]?.model ?? 'unknown',
+    memoryGb: os.totalmem() / 2 ** 30,
+    totalMemoryBytes: os.totalmem(),
+    node: process.version,
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    loadAverageAtStart: os.loadavg(),
+    postgres: await serverVersion(servers.urls.postgres),
+    pgRecvlogical: pgRecvlogicalPath() ?? null,
+  };
+  const startedAt = new Date();
+  log(`${machine.cpus} cores (${machine.model}), node ${machine.node}, PostgreSQL ${machine.postgres}${config.quick ? ' — QUICK mode (small sizes)' : ''}`);
+  log(`sizes: single-row ${config.singleRowChanges}, txn-100 ${config.txn100Changes}, one-big-txn ${config.bigTxnRows} rows in ONE transaction, wide-rows ${config.wideRowChanges}, latency ${config.latencyRate}/s × ${config.latencySeconds} s`);
+  const results: WorkloadResult[] = [];
+  try {
+    let index = 0;
+    for (const spec of specs(config)) {
+      if (interrupted) break;
+      results.push(await runWorkloadSpec(spec, index++, config, servers.urls));
+    }
+  } finally {
+    await servers.stop();
   }
-  const [one, four] = results;
-  if (one && four) console.log(`  ratio P=4 / P=1: ${(four.changesPerSecond / one.changesPerSecond).toFixed(2)}x`);
-  await servers.stop();
+  const finishedAt = new Date();
+  const output = {
+    issue: 5,
+    startedAt: startedAt.toISOString(),
+    finishedAt: finishedAt.toISOString(),
+    machine,
+    config,
+    targets: checkTargets(results),
+    workloads: results,
+  };
+  mkdirSync(config.resultsDir, { recursive: true });
+  const file = join(config.resultsDir, `${startedAt.toISOString().replace(/:/g, '-').replace(/\.\d+Z$/, 'Z')}.json`);
+  writeFileSync(file, `${JSON.stringify(output, null, 1)}\n`);
+  for (const line of summaryLines(results, machine, config.partitions)) console.log(line);
+  console.log(`\nmarkdown (bench/README.md):\n`);
+  for (const line of markdownLines(results)) console.log(line);
+  console.log(`\nresults: ${file} (${((finishedAt.getTime() - startedAt.getTime()) / 60_000).toFixed(1)} min)`);
   return results.every((r) => r.ok) ? 0 : 1;
 }
 
-main().then((code) => process.exit(code), (error: unknown) => {
-  console.error(`bench failed: ${error instanceof Error ? error.message : String(error)}`);
-  process.exit(1);
-});
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    console.error(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    void Promise.all([...cleanups].map((c) => c.run())).finally(() => process.exit(1));
+  },
+);

@@ -3,3 +3,5 @@ export { runWorkload, writeNoise } from './workload.ts';
 export type { WorkloadOptions, WorkloadResult } from './workload.ts';
 export { verifySourceAgainstSink, verifySourcesAgainstSink } from './verify.ts';
 export type { VerifyReport, TableDiff } from './verify.ts';
+export { applyBenchSchema, runBenchWorkload } from './bench-workloads.ts';
+export type { BenchRowShape, BenchWorkloadOptions, BenchWorkloadResult } from './bench-workloads.ts';

@@ -1,0 +1,82 @@
+/**
+ * The bench's knobs, all from BENCH_* environment variables (documented in
+ * bench/pipeline.bench.ts and bench/README.md). Parsed once; a bad value is an error
+ * naming the variable.
+ */
+
+export type WorkloadName = 'single-row' | 'txn-100' | 'one-big-txn' | 'wide-rows' | 'latency';
+
+// The big transaction last: it is the longest, and a stall there costs the others nothing.
+export const ALL_WORKLOADS: readonly WorkloadName[] = ['single-row', 'txn-100', 'wide-rows', 'latency', 'one-big-txn'];
+
+export interface BenchConfig {
+  readonly quick: boolean;
+  readonly partitions: number;
+  readonly reorderers: number;
+  readonly workloads: readonly WorkloadName[];
+  readonly singleRowChanges: number;
+  readonly txn100Changes: number;
+  readonly bigTxnRows: number;
+  readonly wideRowChanges: number;
+  readonly latencyRate: number;
+  readonly latencySeconds: number;
+  readonly latencyClients: number;
+  readonly latencyRowsPerTxn: number;
+  readonly generatorClients: number;
+  readonly sampleMs: number;
+  /** Upper bound for the pipeline to drain one workload. */
+  readonly drainTimeoutMs: number;
+  readonly limitTimeoutMs: number;
+  readonly resultsDir: string;
+  readonly echo: boolean;
+}
+
+function int(name: string, fallback: number, errors: string[], min = 1): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw.trim() === '') return fallback;
+  const value = Number(raw.replace(/_/g, ''));
+  if (!Number.isInteger(value) || value < min) {
+    errors.push(`${name}=${JSON.stringify(raw)} must be an integer >= ${min}`);
+    return fallback;
+  }
+  return value;
+}
+
+export function loadConfig(): BenchConfig {
+  const errors: string[] = [];
+  const quick = process.env.BENCH_QUICK === '1';
+  const scale = (full: number, small: number): number => (quick ? small : full);
+  const workloadsRaw = process.env.BENCH_WORKLOADS?.trim();
+  let workloads: WorkloadName[] = [...ALL_WORKLOADS];
+  if (workloadsRaw) {
+    workloads = [];
+    for (const name of workloadsRaw.split(',').map((item) => item.trim()).filter(Boolean)) {
+      if ((ALL_WORKLOADS as readonly string[]).includes(name)) workloads.push(name as WorkloadName);
+      else errors.push(`BENCH_WORKLOADS: unknown workload ${JSON.stringify(name)} (known: ${ALL_WORKLOADS.join(', ')})`);
+    }
+  }
+  const partitions = int('BENCH_PARTITIONS', 4, errors);
+  const config: BenchConfig = {
+    quick,
+    partitions,
+    reorderers: Math.min(partitions, int('BENCH_REORDERERS', 2, errors)),
+    workloads,
+    singleRowChanges: int('BENCH_SINGLE_ROW_CHANGES', scale(30_000, 5_000), errors),
+    txn100Changes: int('BENCH_TXN100_CHANGES', scale(60_000, 10_000), errors),
+    bigTxnRows: int('BENCH_BIG_TXN_ROWS', scale(1_000_000, 20_000), errors),
+    wideRowChanges: int('BENCH_WIDE_CHANGES', scale(20_000, 3_000), errors),
+    latencyRate: int('BENCH_LATENCY_RATE', 5_000, errors),
+    latencySeconds: int('BENCH_LATENCY_SECONDS', scale(10, 5), errors),
+    latencyClients: int('BENCH_LATENCY_CLIENTS', 4, errors),
+    latencyRowsPerTxn: int('BENCH_LATENCY_ROWS_PER_TXN', 10, errors),
+    generatorClients: int('BENCH_GENERATOR_CLIENTS', 2, errors),
+    sampleMs: int('BENCH_SAMPLE_MS', 250, errors, 50),
+    drainTimeoutMs: int('BENCH_DRAIN_TIMEOUT_S', 900, errors) * 1000,
+    limitTimeoutMs: int('BENCH_LIMIT_TIMEOUT_S', 180, errors) * 1000,
+    resultsDir: process.env.BENCH_RESULTS_DIR ?? 'bench/results',
+    echo: process.env.BENCH_ECHO === '1',
+  };
+  if (workloads.length === 0) errors.push('BENCH_WORKLOADS selects no workload');
+  if (errors.length > 0) throw new RangeError(`bad bench configuration:\n  ${errors.join('\n  ')}`);
+  return config;
+}

@@ -1,0 +1,195 @@
+/**
+ * The physical limit: the same WAL the pipeline read, drained again by tools that only
+ * decode pgoutput and throw the result away.
+ *
+ *   pg_recvlogical  PostgreSQL's own client (C), pgoutput proto 1, --endpos = the workload's
+ *                   end LSN, output to /dev/null: what the walsender can send;
+ *   node pgoutput   pg-logical-replication's PgoutputPlugin in this process (the library the
+ *                   reader uses), counting inserts and discarding them: what one Node
+ *                   process can decode before doing anything else.
+ *
+ * Both slots are created (after their publication: pgoutput looks the publication up as of
+ * each change) BEFORE the workload writes, and drained AFTER the pipeline stopped, so they
+ * read exactly the pipeline's WAL without competing with it for the two cores.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import pg from 'pg';
+import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replication';
+import { WATCHED_TABLES } from '@cdc/testkit';
+
+export interface LimitSlots {
+  readonly publication: string;
+  readonly recvlogicalSlot: string;
+  readonly nodeSlot: string;
+}
+
+export interface LimitResult {
+  readonly tool: 'pg_recvlogical' | 'node-pgoutput';
+  readonly ok: boolean;
+  readonly seconds: number;
+  readonly changesPerSecond: number;
+  /** node-pgoutput: inserts decoded (must equal the workload's changes). */
+  readonly decodedChanges?: number;
+  readonly error?: string;
+}
+
+async function withClient<T>(url: string, run: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await run(client);
+  } finally {
+    await client.end();
+  }
+}
+
+export async function createLimitSlots(sourceUrl: string, tag: string): Promise<LimitSlots> {
+  const slots: LimitSlots = {
+    publication: `bench_limit_${tag}`,
+    recvlogicalSlot: `bench_limit_recv_${tag}`,
+    nodeSlot: `bench_limit_node_${tag}`,
+  };
+  await withClient(sourceUrl, async (client) => {
+    await client.query(`CREATE PUBLICATION ${slots.publication} FOR TABLE ${WATCHED_TABLES.join(', ')}`);
+    for (const slot of [slots.recvlogicalSlot, slots.nodeSlot]) {
+      await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
+    }
+  });
+  return slots;
+}
+
+export async function dropLimitSlots(sourceUrl: string, slots: LimitSlots): Promise<void> {
+  await withClient(sourceUrl, async (client) => {
+    for (const slot of [slots.recvlogicalSlot, slots.nodeSlot]) {
+      await client.query(
+        `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`,
+        [slot],
+      );
+      for (let attempt = 0; attempt < 20; attempt++) {
+        try {
+          await client.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
+          break;
+        } catch {
+          await new Promise((resolve) => setTimeout(resolve, 250));
+        }
+      }
+    }
+    await client.query(`DROP PUBLICATION IF EXISTS ${slots.publication}`);
+  });
+}
+
+export function pgRecvlogicalPath(): string | undefined {
+  const found = spawnSync('sh', ['-c', 'command -v pg_recvlogical'], { encoding: 'utf8' });
+  const path = found.stdout.trim();
+  return found.status === 0 && path !== '' ? path : undefined;
+}
+
+/** pg_recvlogical --start ... --endpos=<end>: wall time of the whole process (connect included, a few ms). */
+export function drainWithRecvlogical(options: {
+  sourceUrl: string;
+  slots: LimitSlots;
+  endLsn: string;
+  changes: number;
+  timeoutMs: number;
+}): Promise<LimitResult> {
+  const binary = pgRecvlogicalPath();
+  if (binary === undefined) {
+    return Promise.resolve({ tool: 'pg_recvlogical', ok: false, seconds: 0, changesPerSecond: 0, error: 'pg_recvlogical not installed' });
+  }
+  const args = [
+    '-d', options.sourceUrl,
+    `--slot=${options.slots.recvlogicalSlot}`,
+    '--start',
+    `--endpos=${options.endLsn}`,
+    '--no-loop',
+    '-F', '0',
+    '-f', '/dev/null',
+    '-o', 'proto_version=1',
+    '-o', `publication_names=${options.slots.publication}`,
+  ];
+  return new Promise((resolve) => {
+    const started = performance.now();
+    const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr = (stderr + chunk.toString()).slice(-2000);
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs);
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      const seconds = (performance.now() - started) / 1000;
+      const ok = code === 0;
+      resolve({
+        tool: 'pg_recvlogical',
+        ok,
+        seconds,
+        changesPerSecond: ok ? options.changes / seconds : 0,
+        ...(ok ? {} : { error: signal ? `killed (${signal}) after ${options.timeoutMs} ms` : `exit ${code}: ${stderr.trim()}` }),
+      });
+    });
+    child.once('error', (error) => {
+      clearTimeout(timer);
+      resolve({ tool: 'pg_recvlogical', ok: false, seconds: 0, changesPerSecond: 0, error: error.message });
+    });
+  });
+}
+
+function lsnValue(text: string | null | undefined): bigint {
+  if (!text) return 0n;
+  const [high, low] = text.split('/');
+  return (BigInt(`0x${high ?? '0'}`) << 32n) + BigInt(`0x${low ?? '0'}`);
+}
+
+/** pg-logical-replication + PgoutputPlugin in this process; stops at the first commit ending at or past endLsn. */
+export async function drainWithNode(options: {
+  sourceUrl: string;
+  slots: LimitSlots;
+  endLsn: string;
+  changes: number;
+  timeoutMs: number;
+}): Promise<LimitResult> {
+  const end = lsnValue(options.endLsn);
+  const service = new LogicalReplicationService(
+    { connectionString: options.sourceUrl },
+    { acknowledge: { auto: false, timeoutSeconds: 0 } },
+  );
+  const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [options.slots.publication] });
+  let decoded = 0;
+  let failure: Error | undefined;
+  const started = performance.now();
+  let finished = 0;
+  const done = new Promise<void>((resolve) => {
+    service.on('data', (lsn: string, message: { tag: string; commitEndLsn?: string | null }) => {
+      if (message.tag === 'insert' || message.tag === 'update' || message.tag === 'delete') decoded += 1;
+      const reached = message.tag === 'commit' ? lsnValue(message.commitEndLsn) >= end : lsnValue(lsn) >= end;
+      if (reached && finished === 0) {
+        finished = performance.now();
+        resolve();
+      }
+    });
+    service.on('error', (error: Error) => {
+      failure = error;
+      resolve();
+    });
+  });
+  const timeout = new Promise<'timeout'>((resolve) => {
+    const timer = setTimeout(() => resolve('timeout'), options.timeoutMs);
+    void done.then(() => clearTimeout(timer));
+  });
+  const subscription = service.subscribe(plugin, options.slots.nodeSlot).catch((error: unknown) => {
+    failure ??= error instanceof Error ? error : new Error(String(error));
+  });
+  const outcome = await Promise.race([done, timeout]);
+  await service.stop().catch(() => undefined);
+  await Promise.race([subscription, new Promise((resolve) => setTimeout(resolve, 5_000))]);
+  const seconds = ((finished || performance.now()) - started) / 1000;
+  const ok = outcome !== 'timeout' && failure === undefined && finished > 0;
+  return {
+    tool: 'node-pgoutput',
+    ok,
+    seconds,
+    changesPerSecond: ok ? decoded / seconds : 0,
+    decodedChanges: decoded,
+    ...(ok ? {} : { error: outcome === 'timeout' ? `no commit past ${options.endLsn} within ${options.timeoutMs} ms` : (failure?.message ?? 'stopped early') }),
+  };
+}

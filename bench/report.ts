@@ -1,0 +1,188 @@
+/**
+ * The human side of a bench run: the summary tables printed at the end (and the
+ * markdown table bench/README.md carries), and the targets of issue #5, met or missed.
+ */
+import type { LatencyReport, RssSummary, StageName, StageRate } from './analysis.ts';
+import type { LimitResult } from './limit.ts';
+
+export interface WorkloadResult {
+  readonly name: string;
+  readonly description: string;
+  readonly sink: 'postgres';
+  readonly partitions: number;
+  readonly changes: number;
+  readonly rowsPerTxn: number;
+  readonly shape: 'small' | 'wide';
+  readonly ok: boolean;
+  readonly error?: string;
+  readonly generator?: {
+    readonly changesPerSecond: number;
+    readonly seconds: number;
+    readonly clients: number;
+    readonly offeredPerSecond: number | null;
+    readonly synchronousCommit: boolean;
+    readonly endLsn: string;
+  };
+  readonly pipeline?: {
+    /** Clock start: the first source commit (generator start), or the one commit of a one-transaction workload. */
+    readonly clockStart: 'generator-start' | 'source-commit';
+    readonly seconds: number;
+    readonly changesPerSecond: number;
+    readonly drainedAfterGeneratorMs: number;
+    readonly verified: boolean;
+    readonly verifySummary: string;
+  };
+  readonly limit: { readonly recvlogical?: LimitResult; readonly node?: LimitResult };
+  readonly ratio?: { readonly vsRecvlogical: number | null; readonly vsNode: number | null };
+  readonly stages?: readonly StageRate[];
+  readonly slowestStage?: { readonly stage: StageName; readonly changesPerSecond: number; readonly addedMs: number };
+  readonly rss?: Record<string, RssSummary>;
+  readonly latency?: LatencyReport & { readonly offeredPerSecond: number; readonly sustained: boolean; readonly note: string };
+  readonly toastBytes?: number;
+  readonly samples?: unknown;
+}
+
+export interface TargetCheck {
+  readonly target: string;
+  readonly met: boolean | null;
+  readonly measured: string;
+  readonly slowestStage?: string;
+}
+
+const fmt = (value: number | null | undefined, digits = 0): string =>
+  value === null || value === undefined || !Number.isFinite(value) ? '—' : value.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+
+const mb = (kb: number): string => `${Math.round(kb / 1024)}`;
+
+function describeSlowest(slowest: { stage: string; changesPerSecond: number; addedMs: number }): string {
+  const added = Number.isFinite(slowest.addedMs) ? `+${(slowest.addedMs / 1000).toFixed(1)} s after its input was complete` : 'never completed';
+  return `${slowest.stage} (own rate ${fmt(slowest.changesPerSecond)}/s, ${added})`;
+}
+
+export const SMALL_ROW_WORKLOADS = ['single-row', 'txn-100', 'one-big-txn'];
+
+export function checkTargets(results: readonly WorkloadResult[]): TargetCheck[] {
+  const checks: TargetCheck[] = [];
+  for (const result of results.filter((r) => SMALL_ROW_WORKLOADS.includes(r.name))) {
+    const rate = result.pipeline?.changesPerSecond ?? null;
+    checks.push({
+      target: `>= 20,000 changes/s end to end, small rows (${result.name})`,
+      met: rate === null ? null : rate >= 20_000 && result.ok,
+      measured: rate === null ? (result.error ?? 'no result') : `${fmt(rate)} changes/s${result.ok ? '' : ' (NOT verified)'}`,
+      ...(result.slowestStage ? { slowestStage: describeSlowest(result.slowestStage) } : {}),
+    });
+  }
+  const latency = results.find((r) => r.name === 'latency');
+  if (latency) {
+    const l = latency.latency;
+    checks.push({
+      target: `p99 <= 100 ms at ${fmt(l?.offeredPerSecond ?? null)} changes/s`,
+      met: l ? l.p99Ms <= 100 && latency.ok : null,
+      measured: l ? `p99 ${fmt(l.p99Ms, 1)} ms${l.sustained ? '' : ' (rate NOT sustained: queueing)'}` : (latency.error ?? 'no result'),
+      ...(latency.slowestStage ? { slowestStage: describeSlowest(latency.slowestStage) } : {}),
+    });
+  }
+  const apps = new Map<string, number>();
+  for (const result of results) for (const [app, rss] of Object.entries(result.rss ?? {})) apps.set(app, Math.max(apps.get(app) ?? 0, rss.peakKb));
+  for (const [app, peakKb] of apps) {
+    checks.push({ target: `${app} <= 200 MB RSS (peak over all workloads)`, met: peakKb <= 200 * 1024, measured: `${mb(peakKb)} MB` });
+  }
+  const big = results.find((r) => r.name === 'one-big-txn');
+  if (big?.rss) {
+    for (const [app, rss] of Object.entries(big.rss)) {
+      checks.push({
+        target: `${app} flat through the ${fmt(big.changes)}-row transaction (growth <= 50 MB)`,
+        met: rss.growthKb <= 50 * 1024,
+        measured: `${mb(rss.startKb)} → max ${mb(rss.maxSampledKb)} MB (+${mb(rss.growthKb)} MB)`,
+      });
+    }
+  }
+  return checks;
+}
+
+function table(header: string[], rows: string[][]): string[] {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)];
+}
+
+function markdown(header: string[], rows: string[][]): string[] {
+  return [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)];
+}
+
+function mainRows(results: readonly WorkloadResult[]): { header: string[]; rows: string[][] } {
+  const header = ['workload', 'changes', 'generator/s', 'pg_recvlogical/s', 'node pgoutput/s', 'pipeline/s', 'pipeline/limit', 'verified', 'slowest stage'];
+  const rows = results.map((r) => [
+    r.name,
+    fmt(r.changes),
+    fmt(r.generator?.changesPerSecond),
+    r.limit.recvlogical?.ok ? fmt(r.limit.recvlogical.changesPerSecond) : 'failed',
+    r.limit.node?.ok ? fmt(r.limit.node.changesPerSecond) : 'failed',
+    r.pipeline ? fmt(r.pipeline.changesPerSecond) : 'failed',
+    r.ratio?.vsRecvlogical != null ? `${(r.ratio.vsRecvlogical * 100).toFixed(1)} %` : '—',
+    r.pipeline?.verified ? 'yes' : 'NO',
+    r.slowestStage ? `${r.slowestStage.stage}${Number.isFinite(r.slowestStage.addedMs) ? ` (+${(r.slowestStage.addedMs / 1000).toFixed(1)} s)` : ' (stuck)'}` : '—',
+  ]);
+  return { header, rows };
+}
+
+function stageRows(results: readonly WorkloadResult[]): { header: string[]; rows: string[][] } {
+  const header = ['workload', 'generator/s', 'reader/s', 'reorderer/s', 'gate/s', 'committer/s', 'done at (s): reader / reorderer / gate / committer'];
+  const rows = results.map((r) => {
+    const by = (stage: StageName): StageRate | undefined => r.stages?.find((s) => s.stage === stage);
+    const done = (['reader', 'reorderer', 'gate', 'committer'] as const).map((s) => {
+      const at = by(s)?.doneAtMs;
+      return at === null || at === undefined ? '—' : (at / 1000).toFixed(1);
+    });
+    return [r.name, ...(['generator', 'reader', 'reorderer', 'gate', 'committer'] as const).map((s) => fmt(by(s)?.changesPerSecond)), done.join(' / ')];
+  });
+  return { header, rows };
+}
+
+function rssRows(results: readonly WorkloadResult[]): { header: string[]; rows: string[][] } {
+  const apps = [...new Set(results.flatMap((r) => Object.keys(r.rss ?? {})))];
+  const header = ['workload', ...apps.map((a) => `${a} MB (+growth)`)];
+  const rows = results.map((r) => [r.name, ...apps.map((a) => (r.rss?.[a] ? `${mb(r.rss[a].peakKb)} (+${mb(r.rss[a].growthKb)})` : '—'))]);
+  return { header, rows };
+}
+
+export function summaryLines(results: readonly WorkloadResult[], machine: { cpus: number; model: string; memoryGb: number; node: string }, partitions: number): string[] {
+  const lines: string[] = [];
+  lines.push('', `== cdc bench: ${machine.cpus} cores (${machine.model}), ${machine.memoryGb.toFixed(0)} GB, node ${machine.node}, P=${partitions}, sink=postgres ==`, '');
+  const main = mainRows(results);
+  lines.push('throughput (changes/s; pipeline = first source commit → last sink commit; limit = same WAL drained by a decoder that discards):');
+  lines.push(...table(main.header, main.rows), '');
+  const stages = stageRows(results);
+  lines.push("each stage's own rate (5–95 % of the changes, from 250 ms samples of stream last_seq / sink rows; heartbeats included)");
+  lines.push('and when it held all changes (s after the generator started); slowest stage = the one adding the most time after its input was complete:');
+  lines.push(...table(stages.header, stages.rows), '');
+  const rss = rssRows(results);
+  lines.push('peak RSS per app (VmHWM, MB) and growth of sampled VmRSS during the workload:');
+  lines.push(...table(rss.header, rss.rows), '');
+  for (const r of results) {
+    if (r.latency) {
+      const l = r.latency;
+      lines.push(
+        `latency at ${fmt(l.offeredPerSecond)} changes/s offered (${fmt(r.generator?.changesPerSecond)} achieved), source write → sink commit, ${fmt(l.rows)} rows: ` +
+          `p50 ${fmt(l.p50Ms, 1)} ms, p99 ${fmt(l.p99Ms, 1)} ms, max ${fmt(l.maxMs, 1)} ms`,
+      );
+      lines.push(`  ${l.note}`);
+    }
+    if (r.error) lines.push(`${r.name}: ERROR ${r.error}`);
+  }
+  for (const r of results) if (r.toastBytes !== undefined) lines.push(`${r.name}: TOAST table holds ${(r.toastBytes / 1048576).toFixed(1)} MB (the 2 KB notes are stored out of line)`);
+  lines.push('', 'targets:');
+  for (const check of checkTargets(results)) {
+    const verdict = check.met === null ? 'n/a   ' : check.met ? 'MET   ' : 'MISSED';
+    lines.push(`  ${verdict} ${check.target}: ${check.measured}${!check.met && check.slowestStage ? `; slowest stage: ${check.slowestStage}` : ''}`);
+  }
+  return lines;
+}
+
+/** The tables again in markdown, for bench/README.md. */
+export function markdownLines(results: readonly WorkloadResult[]): string[] {
+  const main = mainRows(results);
+  const stages = stageRows(results);
+  const rss = rssRows(results);
+  return [...markdown(main.header, main.rows), '', ...markdown(stages.header, stages.rows), '', ...markdown(rss.header, rss.rows)];
+}

@@ -1,0 +1,157 @@
+/**
+ * Every BENCH_SAMPLE_MS (default 250 ms), one sample of where each stage is:
+ *   source   change_history_id_seq.last_value on the source — rows the generator wrote
+ *            (sequences are not transactional: counts rows as they are written);
+ *   raw, ordered, deduped   last_seq of the pipeline's JetStream streams (jsm.streams.info):
+ *            messages each stage published, heartbeats/watermarks included;
+ *   sink     change_history_id_seq.last_value on the sink — rows the committer applied
+ *            (written, possibly not yet committed; the history trigger adds one per change);
+ *   rss      VmRSS and VmHWM of every app process (/proc/<pid>/status), in kB.
+ * Samples never overlap: a slow one delays the next. Reading a sequence is O(1), unlike
+ * count(*), so sampling does not load the servers being measured.
+ */
+import { readFileSync } from 'node:fs';
+import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import pg from 'pg';
+import { streamName, type Stage } from '@cdc/core';
+
+export interface Sample {
+  /** ms since the epoch */
+  readonly t: number;
+  readonly source: number;
+  readonly raw: number;
+  readonly ordered: number;
+  readonly deduped: number;
+  readonly sink: number;
+  /** app name → [VmRSS kB, VmHWM kB] */
+  readonly rss: Record<string, [number, number]>;
+}
+
+export function memoryKb(pid: number | undefined): [number, number] {
+  if (pid === undefined) return [0, 0];
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    return [Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0), Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0)];
+  } catch {
+    return [0, 0];
+  }
+}
+
+async function sequenceValue(client: pg.Client): Promise<number> {
+  const result = await client.query<{ last_value: string; is_called: boolean }>('SELECT last_value, is_called FROM change_history_id_seq');
+  const row = result.rows[0];
+  return row && row.is_called ? Number(row.last_value) : 0;
+}
+
+export class Sampler {
+  readonly samples: Sample[] = [];
+  readonly #nc: NatsConnection;
+  readonly #jsm: JetStreamManager;
+  readonly #source: pg.Client;
+  readonly #sink: pg.Client;
+  readonly #pipeline: string;
+  readonly #pids: () => Record<string, number | undefined>;
+  readonly #periodMs: number;
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<void> | undefined;
+  #stopped = false;
+  #errors = 0;
+
+  private constructor(
+    nc: NatsConnection,
+    jsm: JetStreamManager,
+    source: pg.Client,
+    sink: pg.Client,
+    options: { pipeline: string; pids: () => Record<string, number | undefined>; periodMs: number },
+  ) {
+    this.#nc = nc;
+    this.#jsm = jsm;
+    this.#source = source;
+    this.#sink = sink;
+    this.#pipeline = options.pipeline;
+    this.#pids = options.pids;
+    this.#periodMs = options.periodMs;
+  }
+
+  static async start(options: {
+    natsUrl: string;
+    sourceUrl: string;
+    sinkUrl: string;
+    pipeline: string;
+    pids: () => Record<string, number | undefined>;
+    periodMs: number;
+  }): Promise<Sampler> {
+    const nc = await connect({ servers: options.natsUrl.replace(/^nats:\/\//, ''), name: 'cdc-bench-sampler' });
+    const source = new pg.Client({ connectionString: options.sourceUrl, application_name: 'cdc-bench-sampler' });
+    const sink = new pg.Client({ connectionString: options.sinkUrl, application_name: 'cdc-bench-sampler' });
+    try {
+      const jsm = await jetstreamManager(nc, { timeout: 5_000 });
+      await source.connect();
+      await sink.connect();
+      const sampler = new Sampler(nc, jsm, source, sink, options);
+      await sampler.#sampleOnce();
+      sampler.#schedule();
+      return sampler;
+    } catch (error) {
+      await Promise.allSettled([nc.close(), source.end(), sink.end()]);
+      throw error;
+    }
+  }
+
+  get latest(): Sample | undefined {
+    return this.samples[this.samples.length - 1];
+  }
+
+  get errors(): number {
+    return this.#errors;
+  }
+
+  /** Takes one sample now (outside the schedule), e.g. right before and after the workload. */
+  async sampleNow(): Promise<Sample | undefined> {
+    await this.#running;
+    await this.#sampleOnce();
+    return this.latest;
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    await this.#running;
+    await Promise.allSettled([this.#nc.close(), this.#source.end(), this.#sink.end()]);
+  }
+
+  #schedule(): void {
+    if (this.#stopped) return;
+    this.#timer = setTimeout(() => {
+      this.#running = this.#sampleOnce().finally(() => this.#schedule());
+    }, this.#periodMs);
+  }
+
+  async #lastSeq(stage: Stage): Promise<number> {
+    try {
+      const info = await this.#jsm.streams.info(streamName(this.#pipeline, stage));
+      return info.state.last_seq;
+    } catch {
+      return 0; // not created yet
+    }
+  }
+
+  async #sampleOnce(): Promise<void> {
+    try {
+      const t = Date.now();
+      const [source, sink, raw, ordered, deduped] = await Promise.all([
+        sequenceValue(this.#source),
+        sequenceValue(this.#sink),
+        this.#lastSeq('raw'),
+        this.#lastSeq('ordered'),
+        this.#lastSeq('deduped'),
+      ]);
+      const rss: Record<string, [number, number]> = {};
+      for (const [name, pid] of Object.entries(this.#pids())) rss[name] = memoryKb(pid);
+      this.samples.push({ t, source, raw, ordered, deduped, sink, rss });
+    } catch {
+      this.#errors += 1;
+    }
+  }
+}
