@@ -59,11 +59,13 @@ describe('Kafka sink: exactly once under kill -9 and a paused zombie', () => {
         await child.waitForLine(FAILPOINT, 60_000, { from: child.stdoutCount });
       };
 
-      // Spread the kills over the workload: a random pause, then the next transaction in flight.
+      // Spread the kills over the workload (longer in the full run): a random pause, then the
+      // next transaction in flight.
+      const spreadMs = FULL ? 10_000 : 2_000;
       let seed = 4242;
       const random = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
       for (let kill = 0; kill < KILLS; kill++) {
-        await new Promise((resolve) => setTimeout(resolve, 500 + random() * 2_000));
+        await new Promise((resolve) => setTimeout(resolve, 500 + random() * spreadMs));
         await midTransaction('committer-kafka');
         await pipeline.kill('committer-kafka');
         await new Promise((resolve) => setTimeout(resolve, random() * 500));
