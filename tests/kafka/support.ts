@@ -32,18 +32,35 @@ export async function readTopics(
   topics: readonly (string | RegExp)[],
   options: { readUncommitted?: boolean; kafka?: Kafka; topicTimeoutMs?: number } = {},
 ): Promise<TopicReader> {
-  const kafka = options.kafka ?? ctx.kafka();
-  // Subscribing to a topic that does not exist yet fails: the committer creates topics
-  // when their first record is due, so wait (bounded) for the named ones.
+  const reader = await consumeTopics(options.kafka ?? ctx.kafka(), topics, options);
+  ctx.defer('kafka topic reader', () => reader.close());
+  return reader;
+}
+
+/**
+ * The same without a test context (the demo): the caller closes it. Topics named
+ * exactly are waited for (bounded): the committer creates them when their first record
+ * is due, and subscribing to a topic that does not exist yet fails.
+ */
+export async function consumeTopics(
+  kafka: Kafka,
+  topics: readonly (string | RegExp)[],
+  options: { readUncommitted?: boolean; topicTimeoutMs?: number } = {},
+): Promise<TopicReader> {
   const named = topics.filter((topic): topic is string => typeof topic === 'string');
   if (named.length > 0) {
-    const admin = await ctx.kafkaAdmin(kafka);
-    await waitFor(async () => {
-      const existing = new Set(await admin.listTopics());
-      return named.every((topic) => existing.has(topic));
-    }, { what: `topics ${named.join(', ')}`, timeoutMs: options.topicTimeoutMs ?? 120_000 });
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      await waitFor(async () => {
+        const existing = new Set(await admin.listTopics());
+        return named.every((topic) => existing.has(topic));
+      }, { what: `topics ${named.join(', ')}`, timeoutMs: options.topicTimeoutMs ?? 120_000 });
+    } finally {
+      await admin.disconnect();
+    }
   }
-  const groupId = `test-reader-${randomUUID()}`;
+  const groupId = `cdc-reader-${randomUUID()}`;
   const consumer = kafka.consumer({
     groupId,
     readUncommitted: options.readUncommitted ?? false,
@@ -59,8 +76,13 @@ export async function readTopics(
     if (closed) return;
     closed = true;
     await consumer.disconnect().catch(() => undefined);
+    const admin = kafka.admin();
+    await admin
+      .connect()
+      .then(() => admin.deleteGroups([groupId]))
+      .catch(() => undefined)
+      .finally(() => admin.disconnect().catch(() => undefined));
   };
-  ctx.defer(`kafka reader ${groupId}`, close);
   const crashes: unknown[] = [];
   consumer.on(consumer.events.CRASH, (event) => crashes.push(event.payload.error));
   await consumer.subscribe({ topics: [...topics], fromBeginning: true });

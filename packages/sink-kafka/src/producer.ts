@@ -64,8 +64,10 @@ export class TransactionalProducer {
    * and key keep their order (one in-flight request; requests sent one after another).
    */
   async commitTransaction(records: readonly OutgoingRecord[], beforeCommit?: () => Promise<void>): Promise<void> {
+    if (this.#fenced) throw new KafkaFencedError(this.transactionalId);
     const producer = this.#producer;
-    if (producer === undefined || this.#fenced) throw new KafkaFencedError(this.transactionalId);
+    // Not connected: a reset() failed (broker down); the caller retries the reset first.
+    if (producer === undefined) throw new KafkaTransactionError(this.transactionalId, 'begin', new Error('producer not initialised'));
     let step = 'begin';
     const transaction = await producer.transaction().catch((error: unknown) => {
       throw this.#classify(step, error);
