@@ -58,7 +58,8 @@ export class AckedPublisher {
   readonly #inFlight = new Map<number, InFlight>();
   /** Published, not yet handed to the connection. */
   #queue: Outgoing[] = [];
-  readonly #waiters: (() => void)[] = [];
+  /** Callers waiting for a slot, FIFO (a relay may queue thousands: no Array.shift). */
+  readonly #waiters = new Fifo<() => void>();
   readonly #drained: (() => void)[] = [];
   #subscription: Subscription | undefined;
   #sendScheduled: NodeJS.Immediate | undefined;
@@ -228,6 +229,35 @@ export class AckedPublisher {
       this.#sweep = undefined;
     }
     return this.#failure;
+  }
+}
+
+/** A FIFO with O(1) shift. */
+class Fifo<T> {
+  #items: (T | undefined)[] = [];
+  #head = 0;
+
+  get length(): number {
+    return this.#items.length - this.#head;
+  }
+
+  push(item: T): void {
+    this.#items.push(item);
+  }
+
+  shift(): T | undefined {
+    if (this.#head >= this.#items.length) return undefined;
+    const item = this.#items[this.#head];
+    this.#items[this.#head] = undefined;
+    this.#head += 1;
+    if (this.#head === this.#items.length) {
+      this.#items = [];
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    return item;
   }
 }
 
