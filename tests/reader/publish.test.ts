@@ -43,11 +43,13 @@ describe('reader: what it publishes', () => {
     // Exactly the documented shape.
     const first = events[0]!;
     expect(Object.keys(first).sort()).toEqual(
-      ['after', 'before', 'columnTypes', 'commitLsn', 'commitTs', 'eventId', 'key', 'keyColumns', 'kind', 'lamport', 'lsn', 'op', 'seq', 'source', 'table', 'traceId', 'unchanged', 'xid'].sort(),
+      ['after', 'before', 'columnTypes', 'commitLsn', 'commitTs', 'database', 'eventId', 'key', 'keyColumns', 'kind', 'lamport', 'lsn', 'op', 'seq', 'source', 'table', 'traceId', 'unchanged', 'xid'].sort(),
     );
+    const database = (await db.query<{ name: string }>('SELECT current_database() AS name')).rows[0]?.name;
     expect(first).toMatchObject({
       kind: 'change',
       source: 'pg1',
+      database,
       table,
       keyColumns: ['id'],
       before: null,
