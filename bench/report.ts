@@ -170,6 +170,8 @@ export function summaryLines(results: readonly WorkloadResult[], machine: { cpus
     }
     if (r.error) lines.push(`${r.name}: ERROR ${r.error}`);
   }
+  const big = results.find((r) => r.name === 'one-big-txn');
+  if (big) lines.push(`one-big-txn: ${fmt(big.changes)} rows in ONE source transaction${big.changes === 1_000_000 ? '' : " (smaller than the issue's 1,000,000: BENCH_BIG_TXN_ROWS)"}`);
   for (const r of results) if (r.toastBytes !== undefined) lines.push(`${r.name}: TOAST table holds ${(r.toastBytes / 1048576).toFixed(1)} MB (the 2 KB notes are stored out of line)`);
   lines.push('', 'targets:');
   for (const check of checkTargets(results)) {
