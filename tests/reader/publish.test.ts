@@ -1,4 +1,4 @@
-import { computeEventId, partitionOf } from '@cdc/core';
+import { computeEventId, partitionOf, type ChangeEvent } from '@cdc/core';
 import { describe, expect, test } from '../harness/index.ts';
 import { ReaderWorld } from './support.ts';
 
@@ -105,5 +105,36 @@ describe('reader: what it publishes', () => {
       expect(hb.msgId).toBe(`hb:pg1:${(hb.message as { lamport: string }).lamport}:${partition}`);
     }
     expect(reader.stats()).toMatchObject({ state: 'streaming', captured: 10, deadLettered: 0, restarts: 0 });
+  });
+});
+
+describe('reader: progress inside a large transaction', () => {
+  test('every N events of an open transaction, a progress mark follows them in every partition, naming the last one published', async ({ ctx }) => {
+    const world = await ReaderWorld.create(ctx, { partitions: 2, tables: { items: '(id int PRIMARY KEY, v text)' } });
+    const table = world.table('items');
+    await world.start({ progressEveryEvents: 4 });
+    await world.db.query(`INSERT INTO ${table} SELECT g, 'v' || g FROM generate_series(1, 10) g`); // one transaction, 10 events
+    await world.db.query(`INSERT INTO ${table} VALUES (100, 'small')`); // 1 event: no progress
+
+    const events = await world.waitForChanges(11);
+    const big = events.slice(0, 10).map((r) => r.message);
+    await world.waitForWatermark(BigInt(events.at(-1)!.message.lamport));
+    const raw = await world.raw();
+    const progress = raw.filter((r) => (r.message.kind as string) === 'progress');
+    // After events seq 3 and seq 7 (the 4th and 8th): one mark per partition each, none for the small transaction.
+    expect(progress).toHaveLength(4);
+    for (const [i, seq] of [3, 3, 7, 7].entries()) {
+      expect(progress[i]?.message).toEqual({ kind: 'progress', source: 'pg1', lamport: big[0]!.lamport, commitLsn: big[0]!.commitLsn, seq });
+    }
+    for (let partition = 0; partition < 2; partition++) {
+      for (const seq of [3, 7]) {
+        const markIndex = raw.findIndex((r) => r.partition === partition && (r.message.kind as string) === 'progress' && (r.message as unknown as { seq: number }).seq === seq);
+        expect(progress.find((r) => r.partition === partition && (r.message as unknown as { seq: number }).seq === seq)?.msgId).toBe(`pg:pg1:${big[0]!.commitLsn}:${seq}:${partition}`);
+        // Every event it covers (this transaction up to seq, in any partition) was stored before it.
+        for (const covered of big.filter((e) => e.seq <= seq)) {
+          expect(raw.findIndex((r) => r.message.kind === 'change' && (r.message as ChangeEvent).eventId === covered.eventId)).toBeLessThan(markIndex);
+        }
+      }
+    }
   });
 });

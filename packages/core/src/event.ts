@@ -71,6 +71,21 @@ export interface SourceHeartbeat {
 }
 
 /**
+ * Progress inside one large source transaction, published to every partition after every
+ * event of `source` with order key <= (lamport, source, commitLsn, seq) was acknowledged
+ * by JetStream. It lets the reorderer release the start of a transaction before its
+ * commit is read, so no stage has to hold a large transaction until its heartbeat.
+ * It carries no slot position: a point inside a transaction is not a commit end LSN.
+ */
+export interface SourceProgress {
+  readonly kind: 'progress';
+  readonly source: string;
+  readonly lamport: string;
+  readonly commitLsn: string;
+  readonly seq: number;
+}
+
+/**
  * A partition watermark after merging sources: every event with lamport <= `lamport`
  * was released before this message. `positions` is, per source, the commit end LSN
  * that is complete in this partition once everything before this message is applied.
@@ -81,7 +96,7 @@ export interface PartitionHeartbeat {
   readonly positions: Readonly<Record<string, string>>;
 }
 
-export type RawMessage = ChangeEvent | SourceHeartbeat;
+export type RawMessage = ChangeEvent | SourceHeartbeat | SourceProgress;
 export type OrderedMessage = ChangeEvent | PartitionHeartbeat;
 
 /** Stable text for a key: JSON of its values. */

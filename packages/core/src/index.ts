@@ -20,6 +20,7 @@ export { computeEventId, partitionOf, asPartition, keyText } from './event.ts';
 export type {
   ChangeEvent,
   SourceHeartbeat,
+  SourceProgress,
   PartitionHeartbeat,
   RawMessage,
   OrderedMessage,

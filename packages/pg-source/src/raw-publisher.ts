@@ -9,6 +9,7 @@
  *    The window is ours, not AckedPublisher's, so every publish leaves in call order.
  *  - A watermark is published only after every earlier publish was acknowledged
  *    (flush), then to every partition (idle partitions advance too), then flushed again.
+ *    So is a progress mark inside a large transaction (publishProgress).
  *  - The first failed publish fails this publisher for good and is reported once through
  *    `onFailure`: later events may have been stored after the lost one, so the caller
  *    restarts the session from the slot and the replay (same ids) fills the hole.
@@ -23,6 +24,7 @@ import {
   type DeadLetter,
   type PoisonEventError,
   type SourceHeartbeat,
+  type SourceProgress,
 } from '@cdc/core';
 
 export interface Watermark {
@@ -90,15 +92,28 @@ export class RawPublisher {
   /** Every event sent so far is acknowledged, then the watermark is stored in every partition. */
   async publishWatermark(watermark: Watermark): Promise<void> {
     await this.flush();
-    const { pipeline, source, partitions } = this.#options;
+    const { source } = this.#options;
     const heartbeat: SourceHeartbeat = { kind: 'heartbeat', source, lamport: watermark.lamport.toString(), lsn: watermark.lsn };
+    await this.#toEveryPartition(heartbeat, (partition) => `hb:${source}:${heartbeat.lamport}:${partition}`);
+  }
+
+  /**
+   * Inside a large transaction: every event sent so far (all of this transaction up to
+   * `seq`, and everything before it) is acknowledged, then that promise is stored in every
+   * partition, so the reorderer may release them before the commit is read.
+   */
+  async publishProgress(at: { readonly lamport: string; readonly commitLsn: string; readonly seq: number }): Promise<void> {
+    await this.flush();
+    const { source } = this.#options;
+    const progress: SourceProgress = { kind: 'progress', source, lamport: at.lamport, commitLsn: at.commitLsn, seq: at.seq };
+    await this.#toEveryPartition(progress, (partition) => `pg:${source}:${at.commitLsn}:${at.seq}:${partition}`);
+  }
+
+  async #toEveryPartition(message: SourceHeartbeat | SourceProgress, msgIdOf: (partition: number) => string): Promise<void> {
+    const { pipeline, partitions } = this.#options;
     const acks: Promise<unknown>[] = [];
     for (let partition = 0; partition < partitions; partition++) {
-      acks.push(
-        this.#publisher.publish(stageSubject(pipeline, 'raw', partition), heartbeat, {
-          msgId: `hb:${source}:${heartbeat.lamport}:${partition}`,
-        }),
-      );
+      acks.push(this.#publisher.publish(stageSubject(pipeline, 'raw', partition), message, { msgId: msgIdOf(partition) }));
     }
     const results = await Promise.allSettled(acks);
     const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');

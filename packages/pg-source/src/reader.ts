@@ -58,6 +58,12 @@ export interface ReaderOptions {
   readonly maxInFlight?: number;
   /** WAL heartbeat interval while watched tables are idle. Default 1000. */
   readonly heartbeatIntervalMs?: number;
+  /**
+   * Inside a transaction, a progress mark (SourceProgress) after every this many events,
+   * so the reorderer releases a large transaction as it streams instead of holding it
+   * whole until its commit. Default 5000.
+   */
+  readonly progressEveryEvents?: number;
   /** How often a newly committed transaction is turned into a watermark. Default 50. */
   readonly watermarkIntervalMs?: number;
   /** How often etcd checkpoints are read for slot feedback. Default 500. */
@@ -125,6 +131,8 @@ export class Reader {
   #lastStatusAt = 0;
 
   #captured = 0;
+  /** Events of the open transaction since its last progress mark. */
+  #sinceProgress = 0;
   #transactions = 0;
   #heartbeatTransactions = 0;
   #dataTransactions = 0;
@@ -413,6 +421,10 @@ export class Reader {
         if (this.#log.isLevelEnabled('trace')) {
           this.#log.trace({ event_id: event.eventId, trace_id: event.traceId, lsn: event.lsn, table: event.table, op: event.op }, 'published');
         }
+        if (++this.#sinceProgress >= (this.#options.progressEveryEvents ?? 5_000)) {
+          this.#sinceProgress = 0;
+          await publisher.publishProgress(event);
+        }
         return;
       }
       case 'commit': {
@@ -432,6 +444,7 @@ export class Reader {
         return;
       }
       case 'begin':
+        this.#sinceProgress = 0;
         return;
     }
   }

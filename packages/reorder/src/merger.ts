@@ -14,6 +14,19 @@
  * its events with lamport <= W was acknowledged, so they precede the heartbeat in the
  * input stream. Having read the heartbeat, we have read all of them.
  *
+ * Progress inside a large transaction (SourceProgress P = (lamport, source, commitLsn,
+ * seq)): the reader promises every event of its own with order key <= P was acknowledged.
+ * So each source bounds what may still come from it: its heartbeat W bounds it by
+ * "lamport <= W", its progress (when ahead of W) by "key <= P". Everything at or below
+ * the smallest bound over all sources is complete and is released, in order; a partial
+ * bound (a progress) releases the start of a transaction without a watermark (the
+ * published watermark stays below the open transaction's lamport). Waiting for our own
+ * source's promise is what keeps this safe when the raw stream is out of order: a publish
+ * that failed is re-sent by a restarted reader AFTER later events were stored, so an
+ * event released on arrival could overtake one still missing, which would then be
+ * dropped as a replay. Progress marks are not anchors: after a restart, events of an
+ * open transaction simply wait for the next one (or the heartbeat).
+ *
  * Bounded buffer (`maxBuffered`): when full, an event with a key above every buffered
  * key is refused ('full'); one below evicts the highest buffered event (which counts as
  * refused). Heartbeats are always taken: a heartbeat that unblocks the buffer may lie
@@ -33,6 +46,7 @@
  */
 import {
   IllegalStateError,
+  Lsn,
   compareOrderKeys,
   formatOrderKey,
   orderKeyOf,
@@ -57,6 +71,8 @@ export interface SourceStats {
   evicted: number;
   heartbeats: number;
   staleHeartbeats: number;
+  /** Progress marks inside large transactions that moved the source's bound. */
+  progress: number;
 }
 
 export interface MergerCounters {
@@ -70,7 +86,7 @@ export interface MergerCounters {
 export function createCounters(sources: readonly string[]): MergerCounters {
   const stats: Record<string, SourceStats> = {};
   for (const source of sources) {
-    stats[source] = { accepted: 0, duplicates: 0, replayed: 0, outOfOrder: 0, late: 0, refused: 0, evicted: 0, heartbeats: 0, staleHeartbeats: 0 };
+    stats[source] = { accepted: 0, duplicates: 0, replayed: 0, outOfOrder: 0, late: 0, refused: 0, evicted: 0, heartbeats: 0, staleHeartbeats: 0, progress: 0 };
   }
   return { sources: stats, unknownSource: 0, released: 0, watermarks: 0, reopens: 0 };
 }
@@ -137,6 +153,24 @@ interface Mark {
   readonly seq: number;
 }
 
+interface Progress {
+  readonly key: OrderKey;
+  readonly seq: number;
+}
+
+/** What may still arrive from a source: only keys above this bound. `key` undefined: above lamport. */
+interface Bound {
+  readonly lamport: bigint;
+  readonly key: OrderKey | undefined;
+}
+
+function compareBounds(a: Bound, b: Bound): number {
+  if (a.lamport !== b.lamport) return a.lamport < b.lamport ? -1 : 1;
+  if (a.key === undefined) return b.key === undefined ? 0 : 1;
+  if (b.key === undefined) return -1;
+  return compareOrderKeys(a.key, b.key);
+}
+
 export class LamportMerger<P = undefined> {
   readonly #sources: readonly string[];
   readonly #maxBuffered: number;
@@ -152,6 +186,8 @@ export class LamportMerger<P = undefined> {
   readonly #ids = new Map<string, Entry<P>>();
   /** Per source, ascending; [0] is the newest heartbeat <= released watermark when there is one. */
   readonly #marks = new Map<string, Mark[]>();
+  /** Per source, the newest progress inside a transaction above its heartbeat. */
+  readonly #progress = new Map<string, Progress>();
   readonly #lastArrival = new Map<string, OrderKey>();
   #lastReleasedKey: OrderKey | undefined;
   #restoredKey: OrderKey | undefined;
@@ -221,6 +257,18 @@ export class LamportMerger<P = undefined> {
       if (!replay) stats.heartbeats += 1;
       return 'heartbeat';
     }
+    if (message.kind === 'progress') {
+      const key: OrderKey = { lamport: BigInt(message.lamport), source: message.source, commitLsn: Lsn.parse(message.commitLsn), seq: message.seq };
+      const heartbeat = this.#marks.get(message.source)?.at(-1)?.lamport;
+      const current = this.#progress.get(message.source);
+      if ((heartbeat !== undefined && key.lamport <= heartbeat) || (current && compareOrderKeys(key, current.key) <= 0)) {
+        if (!replay) stats.staleHeartbeats += 1;
+        return 'stale-heartbeat';
+      }
+      this.#progress.set(message.source, { key, seq: inputSeq });
+      if (!replay) stats.progress += 1;
+      return 'heartbeat';
+    }
 
     const event = message;
     const key = orderKeyOf(event);
@@ -272,18 +320,28 @@ export class LamportMerger<P = undefined> {
 
   /** Everything releasable now, in order-key order, then at most one watermark. */
   release(): Released<P>[] {
-    let minW: bigint | undefined;
+    // The smallest bound over all sources; a source never heard from holds everything back.
+    let bound: Bound | undefined;
     for (const source of this.#sources) {
       const w = this.#marks.get(source)?.at(-1)?.lamport;
-      if (w === undefined) return [];
-      if (minW === undefined || w < minW) minW = w;
+      const progress = this.#progress.get(source)?.key;
+      let own: Bound;
+      if (progress && (w === undefined || progress.lamport > w)) own = { lamport: progress.lamport, key: progress };
+      else if (w !== undefined) own = { lamport: w, key: undefined };
+      else return [];
+      if (bound === undefined || compareBounds(own, bound) < 0) bound = own;
     }
-    if (minW === undefined) return [];
+    if (bound === undefined) return [];
+    const upTo = bound;
+    // Complete lamports: all of them below an open transaction, or up to the heartbeat.
+    const minW = upTo.key ? upTo.lamport - 1n : upTo.lamport;
     const limit = this.#refused?.minKey;
     let wm = minW;
     if (limit && limit.lamport <= wm) wm = limit.lamport - 1n;
 
-    const releasable = (entry: Entry<P>): boolean => entry.key.lamport <= minW && (!limit || compareOrderKeys(entry.key, limit) < 0);
+    const releasable = (entry: Entry<P>): boolean =>
+      (upTo.key ? compareOrderKeys(entry.key, upTo.key) <= 0 : entry.key.lamport <= upTo.lamport) &&
+      (!limit || compareOrderKeys(entry.key, limit) < 0);
     const prefixes: Entry<P>[][] = [];
     for (const queue of this.#queues.values()) {
       let n = 0;
@@ -352,6 +410,7 @@ export class LamportMerger<P = undefined> {
       for (const entry of kept) this.#ids.set(entry.event.eventId, entry);
     }
     for (const [source, marks] of this.#marks) this.#marks.set(source, marks.filter((mark) => mark.seq < inputSeq));
+    for (const [source, progress] of this.#progress) if (progress.seq >= inputSeq) this.#progress.delete(source);
     this.#refused = undefined;
     this.#releasedWhileRefusing = false;
     this.#nextSeq = inputSeq;

@@ -228,6 +228,7 @@ function logStats(logger: Logger, transform: ReorderTransform): void {
         refused: stats.refused,
         evicted: stats.evicted,
         accepted: stats.accepted,
+        progress: stats.progress,
       },
       'reorder stats',
     );

@@ -1,4 +1,4 @@
-import { compareOrderKeys, orderKeyOf, type ChangeEvent, type PartitionHeartbeat, type RawMessage } from '@cdc/core';
+import { Lsn, compareOrderKeys, orderKeyOf, type ChangeEvent, type OrderKey, type PartitionHeartbeat, type RawMessage } from '@cdc/core';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { LamportMerger, createCounters, type MergerCounters, type Released } from '../src/merger.ts';
@@ -66,20 +66,33 @@ describe('LamportMerger (property)', () => {
       fc.property(scenario, fc.integer({ min: 1, max: 7 }), (s, releaseEvery) => {
         const { names, streams, input, expected } = build(s);
         const merger = new LamportMerger({ sources: names, maxBuffered: 1_000_000 });
+        // What each source has promised so far: its newest heartbeat (everything <= lamport)
+        // and its newest progress inside a transaction (everything of its own <= key).
         const newest = new Map<string, bigint>();
+        const progress = new Map<string, OrderKey>();
         const output: Released<undefined>[] = [];
         input.forEach((message, index) => {
           merger.accept(message, index + 1, undefined);
           if (message.kind === 'heartbeat') {
             newest.set(message.source, BigInt(message.lamport) > (newest.get(message.source) ?? -1n) ? BigInt(message.lamport) : (newest.get(message.source) as bigint));
           }
+          if (message.kind === 'progress') {
+            const key = { lamport: BigInt(message.lamport), source: message.source, commitLsn: Lsn.parse(message.commitLsn), seq: message.seq };
+            const current = progress.get(message.source);
+            if (!current || compareOrderKeys(key, current) > 0) progress.set(message.source, key);
+          }
           if ((index + 1) % releaseEvery === 0 || index === input.length - 1) {
-            const minW = names.every((n) => newest.has(n)) ? names.map((n) => newest.get(n) as bigint).reduce((a, b) => (b < a ? b : a)) : undefined;
+            // Released only below every source's promise: lamport <= its heartbeat, or key <= its progress.
+            const promised = (source: string, key: OrderKey): boolean => {
+              const w = newest.get(source);
+              const p = progress.get(source);
+              return (w !== undefined && key.lamport <= w) || (p !== undefined && compareOrderKeys(key, p) <= 0);
+            };
             const released = merger.release();
             for (const item of released) {
               if (item.kind === 'change') {
-                expect(minW).toBeDefined();
-                expect(BigInt(item.event.lamport)).toBeLessThanOrEqual(minW as bigint);
+                const key = orderKeyOf(item.event);
+                for (const n of names) expect(promised(n, key)).toBe(true);
               }
             }
             output.push(...released);
@@ -208,6 +221,42 @@ describe('LamportMerger (examples)', () => {
     expect(out[1]).toMatchObject({ kind: 'watermark', watermark: { lamport: '7', positions: { b: '0/7' } } });
     // a's only heartbeat (10) is above 7: no position for a yet.
     expect(out[1]?.kind === 'watermark' && out[1].watermark.positions.a).toBeUndefined();
+  });
+
+  it('a progress mark releases the start of an open transaction without a watermark; its heartbeat releases the rest', () => {
+    const m = new LamportMerger({ sources: ['a'], maxBuffered: 100 });
+    const pr = (lamport: number, commit: number, seq: number) => ({ kind: 'progress', source: 'a', lamport: String(lamport), commitLsn: `0/${commit.toString(16)}`, seq }) as const;
+    for (let seq = 0; seq < 6; seq++) m.accept(e('a', 7, 32, seq), seq + 1, undefined);
+    expect(m.release()).toEqual([]); // no promise from a yet
+    expect(m.accept(pr(7, 32, 2), 7, undefined)).toBe('heartbeat');
+    const first = m.release();
+    expect(first.map((r) => (r.kind === 'change' ? r.event.seq : r.kind))).toEqual([0, 1, 2, 'watermark']);
+    // The watermark stays below the open transaction's lamport.
+    expect(first.at(-1)).toMatchObject({ kind: 'watermark', watermark: { lamport: '6' } });
+    expect(m.buffered).toBe(3);
+    // A replayed event of the released part is a replay, not a new event; an older progress is stale.
+    expect(m.accept(e('a', 7, 32, 1), 2, undefined)).toBe('duplicate');
+    expect(m.accept(pr(7, 32, 1), 8, undefined)).toBe('stale-heartbeat');
+    m.accept(hb('a', 7, 40), 9, undefined);
+    const rest = m.release();
+    expect(rest.map((r) => (r.kind === 'change' ? r.event.seq : r.kind))).toEqual([3, 4, 5, 'watermark']);
+    expect(rest.at(-1)).toMatchObject({ kind: 'watermark', watermark: { lamport: '7', positions: { a: '0/28' } } });
+    expect(m.accept(pr(7, 32, 5), 10, undefined)).toBe('stale-heartbeat'); // below the heartbeat
+  });
+
+  it('with two sources, a progress of one releases only what the other has promised too', () => {
+    const m = new LamportMerger({ sources: ['a', 'b'], maxBuffered: 100 });
+    const pr = (lamport: number, commit: number, seq: number) => ({ kind: 'progress', source: 'a', lamport: String(lamport), commitLsn: `0/${commit.toString(16)}`, seq }) as const;
+    for (let seq = 0; seq < 4; seq++) m.accept(e('a', 7, 32, seq), seq + 1, undefined);
+    m.accept(e('b', 5, 16), 5, undefined);
+    m.accept(pr(7, 32, 3), 6, undefined);
+    expect(m.release()).toEqual([]); // b never promised anything
+    m.accept(hb('b', 6), 7, undefined);
+    // b: nothing <= 6 still to come; a: nothing <= (7,a,32,3). The bound is b's 6.
+    expect(m.release().map((r) => (r.kind === 'change' ? `${r.event.source}${r.event.lamport}` : r.kind))).toEqual(['b5', 'watermark']);
+    m.accept(hb('b', 9), 8, undefined);
+    // Now a's progress is the smaller bound: a's open transaction up to seq 3, no watermark past 6.
+    expect(m.release().map((r) => (r.kind === 'change' ? `${r.event.source}${r.event.seq}` : r.kind))).toEqual(['a0', 'a1', 'a2', 'a3']);
   });
 
   it('counts duplicates, out-of-order arrivals and late events per source', () => {

@@ -9,8 +9,12 @@ import { Lsn, computeEventId, type ChangeEvent, type EventId, type RawMessage, t
 import fc from 'fast-check';
 
 export interface SourcePlan {
-  /** Per transaction: lamport gap from the previous one (>= 1), events in it, heartbeat slack or none. */
-  readonly transactions: readonly { gap: number; events: number; heartbeat: number | null }[];
+  /**
+   * Per transaction: lamport gap from the previous one (>= 1), events in it, heartbeat slack
+   * or none, and optionally a progress mark after event `progress mod events` (as the reader
+   * sends inside a large transaction, after every event up to it was acknowledged).
+   */
+  readonly transactions: readonly { gap: number; events: number; heartbeat: number | null; progress?: number | null }[];
   /** Replays: after message `at`, send again the `length` messages before it. */
   readonly replays: readonly { at: number; length: number }[];
 }
@@ -67,6 +71,9 @@ export function buildSource(source: string, plan: SourcePlan): SourceStream {
       const e = event(source, lamport, commit, seq);
       base.push(e);
       events.push(e);
+      if (tx.progress !== undefined && tx.progress !== null && tx.progress % tx.events === seq) {
+        base.push({ kind: 'progress', source, lamport: lamport.toString(), commitLsn: e.commitLsn, seq });
+      }
     }
     const next = plan.transactions[index + 1];
     // A heartbeat promises every event <= its lamport came before it: it must stay below the next transaction.
@@ -98,6 +105,7 @@ export const sourcePlan = (maxTx = 12): fc.Arbitrary<SourcePlan> =>
         gap: fc.integer({ min: 1, max: 4 }),
         events: fc.integer({ min: 1, max: 3 }),
         heartbeat: fc.option(fc.integer({ min: 0, max: 3 }), { freq: 2 }),
+        progress: fc.option(fc.nat(5), { freq: 2 }),
       }),
       { minLength: 0, maxLength: maxTx },
     ),
