@@ -19,8 +19,9 @@ import { WATCHED_TABLES } from '@cdc/testkit';
 
 export interface LimitSlots {
   readonly publication: string;
-  readonly recvlogicalSlot: string;
-  readonly nodeSlot: string;
+  /** One slot per attempt: a drained slot cannot be read again. */
+  readonly recvlogicalSlots: readonly string[];
+  readonly nodeSlots: readonly string[];
 }
 
 export interface LimitResult {
@@ -31,6 +32,15 @@ export interface LimitResult {
   /** node-pgoutput: inserts decoded (must equal the workload's changes). */
   readonly decodedChanges?: number;
   readonly error?: string;
+  /** Every attempt's changes/s (0 = failed); the result is the best one. */
+  readonly attempts?: readonly number[];
+}
+
+/** The best of several attempts: on a shared machine the limit is what the tool CAN do. */
+export function bestOf(results: readonly LimitResult[]): LimitResult | undefined {
+  const ok = results.filter((r) => r.ok);
+  const best = ok.length > 0 ? ok.reduce((a, b) => (b.changesPerSecond > a.changesPerSecond ? b : a)) : results[results.length - 1];
+  return best ? { ...best, attempts: results.map((r) => Math.round(r.changesPerSecond)) } : undefined;
 }
 
 async function withClient<T>(url: string, run: (client: pg.Client) => Promise<T>): Promise<T> {
@@ -43,15 +53,15 @@ async function withClient<T>(url: string, run: (client: pg.Client) => Promise<T>
   }
 }
 
-export async function createLimitSlots(sourceUrl: string, tag: string): Promise<LimitSlots> {
+export async function createLimitSlots(sourceUrl: string, tag: string, attempts: number): Promise<LimitSlots> {
   const slots: LimitSlots = {
     publication: `bench_limit_${tag}`,
-    recvlogicalSlot: `bench_limit_recv_${tag}`,
-    nodeSlot: `bench_limit_node_${tag}`,
+    recvlogicalSlots: Array.from({ length: attempts }, (_, i) => `bench_limit_recv_${tag}_${i}`),
+    nodeSlots: Array.from({ length: attempts }, (_, i) => `bench_limit_node_${tag}_${i}`),
   };
   await withClient(sourceUrl, async (client) => {
     await client.query(`CREATE PUBLICATION ${slots.publication} FOR TABLE ${WATCHED_TABLES.join(', ')}`);
-    for (const slot of [slots.recvlogicalSlot, slots.nodeSlot]) {
+    for (const slot of [...slots.recvlogicalSlots, ...slots.nodeSlots]) {
       await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
     }
   });
@@ -60,7 +70,7 @@ export async function createLimitSlots(sourceUrl: string, tag: string): Promise<
 
 export async function dropLimitSlots(sourceUrl: string, slots: LimitSlots): Promise<void> {
   await withClient(sourceUrl, async (client) => {
-    for (const slot of [slots.recvlogicalSlot, slots.nodeSlot]) {
+    for (const slot of [...slots.recvlogicalSlots, ...slots.nodeSlots]) {
       await client.query(
         `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`,
         [slot],
@@ -87,7 +97,8 @@ export function pgRecvlogicalPath(): string | undefined {
 /** pg_recvlogical --start ... --endpos=<end>: wall time of the whole process (connect included, a few ms). */
 export function drainWithRecvlogical(options: {
   sourceUrl: string;
-  slots: LimitSlots;
+  publication: string;
+  slot: string;
   endLsn: string;
   changes: number;
   timeoutMs: number;
@@ -98,14 +109,14 @@ export function drainWithRecvlogical(options: {
   }
   const args = [
     '-d', options.sourceUrl,
-    `--slot=${options.slots.recvlogicalSlot}`,
+    `--slot=${options.slot}`,
     '--start',
     `--endpos=${options.endLsn}`,
     '--no-loop',
     '-F', '0',
     '-f', '/dev/null',
     '-o', 'proto_version=1',
-    '-o', `publication_names=${options.slots.publication}`,
+    '-o', `publication_names=${options.publication}`,
   ];
   return new Promise((resolve) => {
     const started = performance.now();
@@ -143,7 +154,8 @@ function lsnValue(text: string | null | undefined): bigint {
 /** pg-logical-replication + PgoutputPlugin in this process; stops at the first commit ending at or past endLsn. */
 export async function drainWithNode(options: {
   sourceUrl: string;
-  slots: LimitSlots;
+  publication: string;
+  slot: string;
   endLsn: string;
   changes: number;
   timeoutMs: number;
@@ -153,7 +165,7 @@ export async function drainWithNode(options: {
     { connectionString: options.sourceUrl },
     { acknowledge: { auto: false, timeoutSeconds: 0 } },
   );
-  const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [options.slots.publication] });
+  const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [options.publication] });
   let decoded = 0;
   let failure: Error | undefined;
   const started = performance.now();
@@ -176,7 +188,7 @@ export async function drainWithNode(options: {
     const timer = setTimeout(() => resolve('timeout'), options.timeoutMs);
     void done.then(() => clearTimeout(timer));
   });
-  const subscription = service.subscribe(plugin, options.slots.nodeSlot).catch((error: unknown) => {
+  const subscription = service.subscribe(plugin, options.slot).catch((error: unknown) => {
     failure ??= error instanceof Error ? error : new Error(String(error));
   });
   const outcome = await Promise.race([done, timeout]);
