@@ -24,7 +24,7 @@ export class StreamReader {
         const result = await source.next();
         if (result.done) return { done: true, value: undefined };
         const msg = result.value;
-        return { done: false, value: toBusMessage({ subject: msg.subject, seq: msg.seq, data: msg.data, headers: msg.headers }) };
+        return { done: false, value: toBusMessage(msg) };
       },
     };
   }
