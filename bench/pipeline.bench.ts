@@ -121,13 +121,21 @@ function specs(config: BenchConfig): WorkloadSpec[] {
   return config.workloads.map((name) => all[name]);
 }
 
-/** LIFO clean-up steps, run once — by the normal path or by a signal handler, whichever comes first. */
+/**
+ * LIFO clean-up steps, run once: by the normal path or by a signal handler, whichever comes
+ * first; a second caller waits for the same run (so the process cannot exit mid-way).
+ */
 class Cleanup {
   readonly #steps: { label: string; run: () => Promise<unknown> }[] = [];
+  #running: Promise<void> | undefined;
   defer(label: string, run: () => Promise<unknown>): void {
     this.#steps.push({ label, run });
   }
-  async run(): Promise<void> {
+  run(): Promise<void> {
+    this.#running ??= this.#drain();
+    return this.#running;
+  }
+  async #drain(): Promise<void> {
     while (this.#steps.length > 0) {
       const step = this.#steps.pop();
       if (!step) break;
@@ -402,7 +410,10 @@ async function main(): Promise<number> {
     if (interrupted) return;
     interrupted = true;
     console.error(`\n${signal}: stopping the pipeline and removing what the bench created…`);
-    void Promise.all([...cleanups].map((c) => c.run())).finally(() => process.exit(130));
+    void Promise.all([...cleanups].map((c) => c.run())).finally(() => {
+      console.error('clean-up done');
+      process.exit(130);
+    });
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -437,6 +448,10 @@ async function main(): Promise<number> {
     }
   } finally {
     await servers.stop();
+  }
+  if (interrupted) {
+    // The signal handler finishes the clean-up and exits; no partial results file.
+    await new Promise(() => undefined);
   }
   const finishedAt = new Date();
   const output = {

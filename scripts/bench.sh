@@ -23,5 +23,7 @@ if [ -z "${POSTGRES_URL:-}" ] || [ -z "${NATS_URL:-}" ] || [ -z "${REDIS_URL:-}"
   # shellcheck disable=SC1091
   source .state/servers.env
 fi
-# Not exec: the trap above must run after the bench (which stops its own processes on Ctrl-C too).
-pnpm exec tsx bench/pipeline.bench.ts
+# One node process with tsx's loader (not the tsx CLI, which SIGKILLs its child when a
+# relayed Ctrl-C is not acknowledged within 30 ms): the bench's own SIGINT handler must get
+# to stop the apps and drop what it created. Not exec: the trap above must run afterwards.
+node --import tsx bench/pipeline.bench.ts
