@@ -151,7 +151,7 @@ function lsnValue(text: string | null | undefined): bigint {
   return (BigInt(`0x${high ?? '0'}`) << 32n) + BigInt(`0x${low ?? '0'}`);
 }
 
-/** pg-logical-replication + PgoutputPlugin in this process; stops at the first commit ending at or past endLsn. */
+/** pg-logical-replication + PgoutputPlugin in this process, until the workload's last commit. */
 export async function drainWithNode(options: {
   sourceUrl: string;
   publication: string;
@@ -173,7 +173,10 @@ export async function drainWithNode(options: {
   const done = new Promise<void>((resolve) => {
     service.on('data', (lsn: string, message: { tag: string; commitEndLsn?: string | null }) => {
       if (message.tag === 'insert' || message.tag === 'update' || message.tag === 'delete') decoded += 1;
-      const reached = message.tag === 'commit' ? lsnValue(message.commitEndLsn) >= end : lsnValue(lsn) >= end;
+      // Done at the commit that completes the workload's changes; or, should a change be
+      // missing, at the first transaction that begins past the end LSN. (Stopping at a commit
+      // whose end LSN passed endLsn once cut the last 25 of 20,000 TOASTed rows.)
+      const reached = (message.tag === 'commit' && decoded >= options.changes) || (message.tag === 'begin' && lsnValue(lsn) >= end);
       if (reached && finished === 0) {
         finished = performance.now();
         resolve();
