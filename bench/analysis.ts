@@ -106,18 +106,33 @@ export interface RssSummary {
   readonly startKb: number;
   /** Highest sampled VmRSS during the workload, kB. */
   readonly maxSampledKb: number;
-  /** maxSampledKb - startKb */
+  /** maxSampledKb - startKb: warm-up included. */
   readonly growthKb: number;
+  /**
+   * Median VmRSS over the last quarter of the workload's samples minus the median over
+   * 10–35 %: growth that continues after warm-up, i.e. memory that scales with the work.
+   * Flat means this stays small (the targets use <= 25 MB).
+   */
+  readonly driftKb: number;
+}
+
+function median(values: number[]): number {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] as number;
 }
 
 export function rssSummary(samples: readonly Sample[], baseline: Sample, final: Record<string, [number, number]>): Record<string, RssSummary> {
   const out: Record<string, RssSummary> = {};
+  const n = samples.length;
   for (const [app, [, hwm]] of Object.entries(final)) {
     const startKb = baseline.rss[app]?.[0] ?? 0;
-    let maxSampledKb = 0;
-    for (const sample of samples) maxSampledKb = Math.max(maxSampledKb, sample.rss[app]?.[0] ?? 0);
+    const series = samples.map((sample) => sample.rss[app]?.[0] ?? 0);
+    const maxSampledKb = Math.max(0, ...series);
+    const early = series.slice(Math.floor(n * 0.1), Math.max(Math.floor(n * 0.1) + 1, Math.floor(n * 0.35)));
+    const late = series.slice(Math.floor(n * 0.75));
     const peakKb = Math.max(hwm, maxSampledKb);
-    out[app] = { peakKb, startKb, maxSampledKb, growthKb: Math.max(0, maxSampledKb - startKb) };
+    out[app] = { peakKb, startKb, maxSampledKb, growthKb: Math.max(0, maxSampledKb - startKb), driftKb: median(late) - median(early) };
   }
   return out;
 }
