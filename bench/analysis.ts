@@ -148,16 +148,17 @@ export interface LatencyReport {
 
 /**
  * Source write (written_at, same server clock) → sink commit, approximated by the newest
- * applied_at in the same sink transaction (rows of one sink transaction share xmin).
+ * applied_at in the same sink transaction (rows of one sink transaction share xmin); rows
+ * written from `fromMs` on (the warm-up before it is left out).
  */
-export async function sinkLatency(sinkUrl: string, table: string): Promise<LatencyReport> {
+export async function sinkLatency(sinkUrl: string, table: string, fromMs: number): Promise<LatencyReport> {
   const client = new pg.Client({ connectionString: sinkUrl });
   await client.connect();
   try {
     const sql = `
       WITH stamped AS (
         SELECT written_at, max(applied_at) OVER (PARTITION BY xmin::text::bigint) AS committed_at
-        FROM ${table} WHERE written_at IS NOT NULL AND applied_at IS NOT NULL
+        FROM ${table} WHERE written_at >= to_timestamp(${Number(fromMs) / 1000}) AND applied_at IS NOT NULL
       ), lat AS (
         SELECT written_at, extract(epoch FROM committed_at - written_at) * 1000 AS ms FROM stamped
       )`;

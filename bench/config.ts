@@ -22,6 +22,7 @@ export interface BenchConfig {
   readonly latencySeconds: number;
   readonly latencyClients: number;
   readonly latencyRowsPerTxn: number;
+  readonly latencyWarmupSeconds: number;
   readonly generatorClients: number;
   readonly sampleMs: number;
   /** Upper bound for the pipeline to drain one workload. */
@@ -73,6 +74,7 @@ export function loadConfig(): BenchConfig {
     latencySeconds: int('BENCH_LATENCY_SECONDS', scale(10, 5), errors),
     latencyClients: int('BENCH_LATENCY_CLIENTS', 4, errors),
     latencyRowsPerTxn: int('BENCH_LATENCY_ROWS_PER_TXN', 10, errors),
+    latencyWarmupSeconds: int('BENCH_LATENCY_WARMUP_SECONDS', 3, errors, 0),
     generatorClients: int('BENCH_GENERATOR_CLIENTS', 2, errors),
     sampleMs: int('BENCH_SAMPLE_MS', 250, errors, 50),
     drainTimeoutMs: int('BENCH_DRAIN_TIMEOUT_S', 900, errors) * 1000,

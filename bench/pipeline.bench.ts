@@ -41,6 +41,7 @@
  *   BENCH_LATENCY_SECONDS         [10]     (quick 5)
  *   BENCH_LATENCY_CLIENTS         [4]      generator sessions sharing the offered rate
  *   BENCH_LATENCY_ROWS_PER_TXN    [10]     rows per transaction of the latency workload
+ *   BENCH_LATENCY_WARMUP_SECONDS  [3]      same load, written and drained before the measured run (0 = none)
  *   BENCH_GENERATOR_CLIENTS       [2]      generator sessions of the throughput workloads
  *   BENCH_SAMPLE_MS               [250]    sampling period
  *   BENCH_DRAIN_TIMEOUT_S         [900]    bound for the pipeline to drain one workload
@@ -86,25 +87,27 @@ interface WorkloadSpec {
   readonly clients: number;
   readonly rate: number;
   readonly synchronousCommit: boolean;
+  /** Rows written (same shape and rate) and drained before the measured run: apps warm, not measured. */
+  readonly warmupChanges: number;
 }
 
 function specs(config: BenchConfig): WorkloadSpec[] {
   const all: Record<WorkloadName, WorkloadSpec> = {
     'single-row': {
       name: 'single-row', description: 'single-row transactions, small rows', shape: 'small', table: 'audit_events',
-      changes: config.singleRowChanges, rowsPerTxn: 1, clients: config.generatorClients, rate: 0, synchronousCommit: false,
+      changes: config.singleRowChanges, rowsPerTxn: 1, clients: config.generatorClients, rate: 0, synchronousCommit: false, warmupChanges: 0,
     },
     'txn-100': {
       name: 'txn-100', description: '100-row transactions, small rows', shape: 'small', table: 'audit_events',
-      changes: config.txn100Changes, rowsPerTxn: 100, clients: config.generatorClients, rate: 0, synchronousCommit: false,
+      changes: config.txn100Changes, rowsPerTxn: 100, clients: config.generatorClients, rate: 0, synchronousCommit: false, warmupChanges: 0,
     },
     'one-big-txn': {
       name: 'one-big-txn', description: `one transaction of ${config.bigTxnRows} small rows`, shape: 'small', table: 'audit_events',
-      changes: config.bigTxnRows, rowsPerTxn: config.bigTxnRows, clients: 1, rate: 0, synchronousCommit: false,
+      changes: config.bigTxnRows, rowsPerTxn: config.bigTxnRows, clients: 1, rate: 0, synchronousCommit: false, warmupChanges: 0,
     },
     'wide-rows': {
       name: 'wide-rows', description: '100-row transactions, 2 KB TOASTed note per row', shape: 'wide', table: 'accounts',
-      changes: config.wideRowChanges, rowsPerTxn: 100, clients: config.generatorClients, rate: 0, synchronousCommit: false,
+      changes: config.wideRowChanges, rowsPerTxn: 100, clients: config.generatorClients, rate: 0, synchronousCommit: false, warmupChanges: 0,
     },
     latency: {
       name: 'latency',
@@ -116,6 +119,9 @@ function specs(config: BenchConfig): WorkloadSpec[] {
       // transaction (500 commits/s at 5,000 changes/s): with single-row transactions the
       // generator alone stalled at ~1,300 commits/s on this shared 2-core machine.
       synchronousCommit: true,
+      // Latency is a steady-state figure: the first seconds of fresh apps (JIT, connections)
+      // would otherwise start a queue that the whole run then measures.
+      warmupChanges: config.latencyRate * config.latencyWarmupSeconds,
     },
   };
   return config.workloads.map((name) => all[name]);
@@ -175,6 +181,8 @@ async function waitForDrain(options: {
   pipeline: PipelineProcesses;
   sinkUrl: string;
   changes: number;
+  /** Changes the sink's history held before the baseline (a warm-up). */
+  committedBefore?: number;
   timeoutMs: number;
   label: string;
 }): Promise<void> {
@@ -192,7 +200,7 @@ async function waitForDrain(options: {
     }
     const latest = options.sampler.latest ?? options.baseline;
     const applied = latest.sink - options.baseline.sink;
-    if (applied >= options.changes && (await committedChanges(options.sinkUrl)) >= options.changes) return;
+    if (applied >= options.changes && (await committedChanges(options.sinkUrl)) >= (options.committedBefore ?? 0) + options.changes) return;
     // Progress = the sink moved, or a stream moved by more than heartbeats would.
     const q = (value: number): number => Math.floor(value / streamSlack);
     const signature = `${latest.source}:${latest.sink}:${q(latest.raw)}:${q(latest.ordered)}:${q(latest.deduped)}`;
@@ -277,6 +285,21 @@ async function runWorkloadSpec(spec: WorkloadSpec, index: number, config: BenchC
     const sampler = await Sampler.start({ natsUrl: servers.nats, sourceUrl, sinkUrl, pipeline: pipelineName, pids, periodMs: config.sampleMs });
     cleanup.defer('stop sampler', () => sampler.stop());
     await sleep(1_000); // let the apps settle (first heartbeats) before the clock starts
+    if (spec.warmupChanges > 0) {
+      const before = (await sampler.sampleNow()) as Sample;
+      await runBenchWorkload({
+        databaseUrl: sourceUrl,
+        shape: spec.shape,
+        changes: spec.warmupChanges,
+        rowsPerTxn: spec.rowsPerTxn,
+        clients: spec.clients,
+        ratePerSecond: spec.rate,
+        synchronousCommit: spec.synchronousCommit,
+        firstId: 1_000_000_000,
+      });
+      await waitForDrain({ sampler, baseline: before, pipeline, sinkUrl, changes: spec.warmupChanges, timeoutMs: config.drainTimeoutMs, label: `${spec.name} warm-up` });
+      log(`  warm-up: ${spec.warmupChanges} changes written and applied (not measured)`);
+    }
     const baseline = (await sampler.sampleNow()) as Sample;
 
     generator = await runBenchWorkload({
@@ -299,7 +322,7 @@ async function runWorkloadSpec(spec: WorkloadSpec, index: number, config: BenchC
     };
     partial = { generator: generatorInfo };
 
-    await waitForDrain({ sampler, baseline, pipeline, sinkUrl, changes: spec.changes, timeoutMs: config.drainTimeoutMs, label: spec.name });
+    await waitForDrain({ sampler, baseline, pipeline, sinkUrl, changes: spec.changes, committedBefore: spec.warmupChanges, timeoutMs: config.drainTimeoutMs, label: spec.name });
     await sampler.sampleNow();
     const finalRss: Record<string, [number, number]> = {};
     for (const [name, pid] of Object.entries(pids())) finalRss[name] = memoryKb(pid);
@@ -316,7 +339,7 @@ async function runWorkloadSpec(spec: WorkloadSpec, index: number, config: BenchC
     log(`  pipeline: ${Math.round(spec.changes / seconds).toLocaleString('en-US')} changes/s (${seconds.toFixed(1)} s); ${report.summary}`);
     let latency: WorkloadResult['latency'];
     if (spec.rate > 0) {
-      const measured = await sinkLatency(sinkUrl, spec.table);
+      const measured = await sinkLatency(sinkUrl, spec.table, generator.startedAt);
       const drainedAfter = lastAppliedAt - generator.finishedAt;
       const offeredOk = generator.changesPerSecond >= spec.rate * 0.95;
       const sustained = offeredOk && drainedAfter <= 1_000;
@@ -358,7 +381,8 @@ async function runWorkloadSpec(spec: WorkloadSpec, index: number, config: BenchC
     const recvRuns: LimitResult[] = [];
     const nodeRuns: LimitResult[] = [];
     for (let attempt = 0; attempt < config.limitAttempts; attempt++) {
-      const common = { sourceUrl, publication: slots.publication, endLsn: generator.endLsn, changes: spec.changes, timeoutMs: config.limitTimeoutMs };
+      // The slots were created before the warm-up: they drain it too.
+      const common = { sourceUrl, publication: slots.publication, endLsn: generator.endLsn, changes: spec.changes + spec.warmupChanges, timeoutMs: config.limitTimeoutMs };
       recvRuns.push(await drainWithRecvlogical({ ...common, slot: slots.recvlogicalSlots[attempt] as string }));
       nodeRuns.push(await drainWithNode({ ...common, slot: slots.nodeSlots[attempt] as string }));
     }
@@ -367,7 +391,9 @@ async function runWorkloadSpec(spec: WorkloadSpec, index: number, config: BenchC
     const describe = (r: LimitResult): string =>
       r.ok ? `${Math.round(r.changesPerSecond).toLocaleString('en-US')} changes/s (${r.seconds.toFixed(2)} s; attempts ${r.attempts?.join(', ')})` : `failed: ${r.error}`;
     log(`  limit: pg_recvlogical ${describe(limit.recvlogical)}; node pgoutput ${describe(limit.node)}`);
-    if (limit.node.ok && limit.node.decodedChanges !== spec.changes) log(`  note: node pgoutput decoded ${limit.node.decodedChanges} changes, expected ${spec.changes}`);
+    if (limit.node.ok && limit.node.decodedChanges !== spec.changes + spec.warmupChanges) {
+      log(`  note: node pgoutput decoded ${limit.node.decodedChanges} changes, expected ${spec.changes + spec.warmupChanges}`);
+    }
     const pipelineRate = spec.changes / seconds;
     return {
       ...base,
