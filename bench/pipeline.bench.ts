@@ -346,7 +346,7 @@ async function runWorkloadSpec(spec: WorkloadSpec, index: number, config: BenchC
       const note = !offeredOk
         ? `the GENERATOR reached only ${Math.round(generator.changesPerSecond)}/s of ${spec.rate}/s offered`
         : sustained
-          ? `the pipeline sustained ${spec.rate}/s (sink caught up ${drainedAfter} ms after the generator stopped)`
+          ? `the pipeline sustained ${spec.rate}/s (sink caught up ${Math.round(drainedAfter)} ms after the generator stopped)`
           : `the pipeline could NOT sustain ${spec.rate}/s: the sink finished ${(drainedAfter / 1000).toFixed(1)} s after the generator stopped, so latency measures queueing`;
       latency = { ...measured, p50Ms: round(measured.p50Ms), p99Ms: round(measured.p99Ms), maxMs: round(measured.maxMs), offeredPerSecond: spec.rate, sustained, note };
       log(`  latency: p50 ${latency.p50Ms} ms, p99 ${latency.p99Ms} ms, max ${latency.maxMs} ms — ${note}`);
