@@ -31,6 +31,10 @@ export interface BenchConfig {
   readonly limitAttempts: number;
   readonly resultsDir: string;
   readonly echo: boolean;
+  /** Each workload runs once per sink (the Kafka sink skips one-big-txn unless kafkaBigTxn). */
+  readonly sinks: readonly ('postgres' | 'kafka')[];
+  readonly kafkaCompression: 'none' | 'gzip';
+  readonly kafkaBigTxn: boolean;
 }
 
 function int(name: string, fallback: number, errors: string[], min = 1): number {
@@ -82,8 +86,25 @@ export function loadConfig(): BenchConfig {
     limitAttempts: int('BENCH_LIMIT_ATTEMPTS', 3, errors),
     resultsDir: process.env.BENCH_RESULTS_DIR ?? 'bench/results',
     echo: process.env.BENCH_ECHO === '1',
+    sinks: sinksFrom(process.env.BENCH_SINKS, errors),
+    kafkaCompression: process.env.BENCH_KAFKA_COMPRESSION === 'gzip' ? 'gzip' : 'none',
+    kafkaBigTxn: process.env.BENCH_KAFKA_BIG_TXN === '1',
   };
+  if (process.env.BENCH_KAFKA_COMPRESSION && !['none', 'gzip'].includes(process.env.BENCH_KAFKA_COMPRESSION)) {
+    errors.push(`BENCH_KAFKA_COMPRESSION=${JSON.stringify(process.env.BENCH_KAFKA_COMPRESSION)} must be none or gzip`);
+  }
   if (workloads.length === 0) errors.push('BENCH_WORKLOADS selects no workload');
   if (errors.length > 0) throw new RangeError(`bad bench configuration:\n  ${errors.join('\n  ')}`);
   return config;
+}
+
+function sinksFrom(raw: string | undefined, errors: string[]): ('postgres' | 'kafka')[] {
+  const names = (raw ?? 'postgres,kafka').split(',').map((item) => item.trim()).filter(Boolean);
+  const sinks: ('postgres' | 'kafka')[] = [];
+  for (const name of names) {
+    if (name === 'postgres' || name === 'kafka') sinks.push(name);
+    else errors.push(`BENCH_SINKS: unknown sink ${JSON.stringify(name)} (postgres, kafka)`);
+  }
+  if (sinks.length === 0) errors.push('BENCH_SINKS selects no sink');
+  return sinks;
 }

@@ -47,6 +47,11 @@
  *   BENCH_DRAIN_TIMEOUT_S         [900]    bound for the pipeline to drain one workload
  *   BENCH_LIMIT_TIMEOUT_S         [180]    bound for each limit drain
  *   BENCH_LIMIT_ATTEMPTS          [3]      drains per tool (one slot each); the best is the limit
+ *   BENCH_SINKS                   [postgres,kafka] each workload runs once per sink; the Kafka run is
+ *                                 read back by a read_committed consumer (exactly once checked against
+ *                                 the source history) and reuses the PostgreSQL run's limit
+ *   BENCH_KAFKA_COMPRESSION       [none]   none or gzip (KAFKA_COMPRESSION of the Kafka committer)
+ *   BENCH_KAFKA_BIG_TXN=1         also run one-big-txn into Kafka (the committer holds it whole: ~2 GB)
  *   BENCH_RESULTS_DIR             [bench/results]
  *   BENCH_ECHO=1                  copy the apps' logs to stderr
  */
@@ -76,6 +81,7 @@ import { loadConfig, type BenchConfig, type WorkloadName } from './config.ts';
 import { bestOf, createLimitSlots, drainWithNode, drainWithRecvlogical, dropLimitSlots, pgRecvlogicalPath, type LimitResult } from './limit.ts';
 import { markdownLines, summaryLines, checkTargets, type WorkloadResult } from './report.ts';
 import { memoryKb, Sampler, type Sample } from './sampler.ts';
+import { KafkaSinkProbe } from './kafka.ts';
 
 interface WorkloadSpec {
   readonly name: WorkloadName;
@@ -185,6 +191,8 @@ async function waitForDrain(options: {
   committedBefore?: number;
   timeoutMs: number;
   label: string;
+  /** Changes the sink holds in all (default: the PostgreSQL sink's change_history). */
+  sinkTotal?: () => Promise<number>;
 }): Promise<void> {
   const deadline = Date.now() + options.timeoutMs;
   const stallMs = 90_000;
@@ -200,7 +208,8 @@ async function waitForDrain(options: {
     }
     const latest = options.sampler.latest ?? options.baseline;
     const applied = latest.sink - options.baseline.sink;
-    if (applied >= options.changes && (await committedChanges(options.sinkUrl)) >= (options.committedBefore ?? 0) + options.changes) return;
+    const total = options.sinkTotal ?? (() => committedChanges(options.sinkUrl));
+    if (applied >= options.changes && (await total()) >= (options.committedBefore ?? 0) + options.changes) return;
     // Progress = the sink moved, or a stream moved by more than heartbeats would.
     const q = (value: number): number => Math.floor(value / streamSlack);
     const signature = `${latest.source}:${latest.sink}:${q(latest.raw)}:${q(latest.ordered)}:${q(latest.deduped)}`;
@@ -244,19 +253,33 @@ function compactSamples(samples: readonly Sample[], t0: number): { columns: stri
   };
 }
 
-async function runWorkloadSpec(spec: WorkloadSpec, index: number, config: BenchConfig, servers: ServerUrls): Promise<WorkloadResult> {
+async function runWorkloadSpec(
+  spec: WorkloadSpec,
+  sink: 'postgres' | 'kafka',
+  index: number,
+  config: BenchConfig,
+  servers: ServerUrls,
+  /** Kafka runs: the limit measured by the PostgreSQL run of the same workload (same WAL shape). */
+  sharedLimit?: { recvlogical?: LimitResult; node?: LimitResult },
+): Promise<WorkloadResult> {
   const tag = `${process.pid}_${index}`;
   const sourceDb = `cdc_bench_${tag}_src`;
   const sinkDb = `cdc_bench_${tag}_sink`;
   const pipelineName = `bench_${tag}_${Date.now().toString(36)}`;
   const cleanup = new Cleanup();
   cleanups.add(cleanup);
-  const base = { name: spec.name, description: spec.description, sink: 'postgres' as const, partitions: config.partitions, changes: spec.changes, rowsPerTxn: spec.rowsPerTxn, shape: spec.shape };
+  const kafka = sink === 'kafka';
+  const base = {
+    name: spec.name,
+    description: spec.description,
+    sink,
+    ...(kafka ? { kafkaCompression: config.kafkaCompression } : {}),
+    partitions: config.partitions, changes: spec.changes, rowsPerTxn: spec.rowsPerTxn, shape: spec.shape };
   let generator: BenchWorkloadResult | undefined;
   let partial: Partial<WorkloadResult> = {};
   const limit: { recvlogical?: LimitResult; node?: LimitResult } = {};
   try {
-    log(`${spec.name}: ${spec.description}; ${spec.changes.toLocaleString('en-US')} changes, P=${config.partitions}`);
+    log(`${spec.name} → ${sink}: ${spec.description}; ${spec.changes.toLocaleString('en-US')} changes, P=${config.partitions}`);
     cleanup.defer('drop databases', async () => {
       await dropDatabase(servers.postgres, sourceDb);
       await dropDatabase(servers.postgres, sinkDb);
@@ -265,8 +288,14 @@ async function runWorkloadSpec(spec: WorkloadSpec, index: number, config: BenchC
     const sinkUrl = await recreateDatabase(servers.postgres, sinkDb, SINK_SCHEMA_SQL);
     await applyBenchSchema(sourceUrl, 'source');
     await applyBenchSchema(sinkUrl, 'sink');
-    const slots = await createLimitSlots(sourceUrl, tag, config.limitAttempts);
-    cleanup.defer('drop limit slots', () => dropLimitSlots(sourceUrl, slots));
+    const slots = kafka ? undefined : await createLimitSlots(sourceUrl, tag, config.limitAttempts);
+    if (slots) cleanup.defer('drop limit slots', () => dropLimitSlots(sourceUrl, slots));
+    let probe: KafkaSinkProbe | undefined;
+    if (kafka) {
+      probe = await KafkaSinkProbe.start(servers.kafkaBrokers, WATCHED_TABLES.map((table) => `${pipelineName}.${table}`));
+      const opened = probe;
+      cleanup.defer('close kafka reader, delete topics', () => opened.close());
+    }
 
     cleanup.defer('delete streams', () => deleteStreams(servers.nats, pipelineName));
     const pipeline = await PipelineProcesses.start({
@@ -275,6 +304,8 @@ async function runWorkloadSpec(spec: WorkloadSpec, index: number, config: BenchC
       reorderers: config.reorderers,
       sources: [{ id: 'src1', databaseUrl: sourceUrl, tables: WATCHED_TABLES }],
       sinkUrl,
+      sinks: [sink],
+      kafka: { topicPrefix: pipelineName, checkpointTopic: 'cdc.bench.checkpoints', env: { KAFKA_COMPRESSION: config.kafkaCompression } },
       servers,
       echo: config.echo,
       // Shorter dedup window than the 15 min default: the bench's keys leave the shared Redis soon.
@@ -282,7 +313,16 @@ async function runWorkloadSpec(spec: WorkloadSpec, index: number, config: BenchC
     });
     cleanup.defer('stop pipeline', () => pipeline.stop());
     const pids = (): Record<string, number | undefined> => Object.fromEntries(pipeline.names.map((name) => [name, pipeline.process(name).pid]));
-    const sampler = await Sampler.start({ natsUrl: servers.nats, sourceUrl, sinkUrl, pipeline: pipelineName, pids, periodMs: config.sampleMs });
+    const sampler = await Sampler.start({
+      natsUrl: servers.nats,
+      sourceUrl,
+      sinkUrl,
+      pipeline: pipelineName,
+      pids,
+      periodMs: config.sampleMs,
+      ...(probe ? { sinkCount: () => (probe as KafkaSinkProbe).count() } : {}),
+    });
+    const sinkTotal = probe ? async () => (probe as KafkaSinkProbe).count() : undefined;
     cleanup.defer('stop sampler', () => sampler.stop());
     await sleep(1_000); // let the apps settle (first heartbeats) before the clock starts
     if (spec.warmupChanges > 0) {
@@ -297,7 +337,10 @@ async function runWorkloadSpec(spec: WorkloadSpec, index: number, config: BenchC
         synchronousCommit: spec.synchronousCommit,
         firstId: 1_000_000_000,
       });
-      await waitForDrain({ sampler, baseline: before, pipeline, sinkUrl, changes: spec.warmupChanges, timeoutMs: config.drainTimeoutMs, label: `${spec.name} warm-up` });
+      await waitForDrain({
+        sampler, baseline: before, pipeline, sinkUrl, changes: spec.warmupChanges, timeoutMs: config.drainTimeoutMs, label: `${spec.name} warm-up`,
+        ...(sinkTotal ? { sinkTotal } : {}),
+      });
       log(`  warm-up: ${spec.warmupChanges} changes written and applied (not measured)`);
     }
     const baseline = (await sampler.sampleNow()) as Sample;
@@ -322,7 +365,10 @@ async function runWorkloadSpec(spec: WorkloadSpec, index: number, config: BenchC
     };
     partial = { generator: generatorInfo };
 
-    await waitForDrain({ sampler, baseline, pipeline, sinkUrl, changes: spec.changes, committedBefore: spec.warmupChanges, timeoutMs: config.drainTimeoutMs, label: spec.name });
+    await waitForDrain({
+      sampler, baseline, pipeline, sinkUrl, changes: spec.changes, committedBefore: spec.warmupChanges, timeoutMs: config.drainTimeoutMs, label: spec.name,
+      ...(sinkTotal ? { sinkTotal } : {}),
+    });
     await sampler.sampleNow();
     const finalRss: Record<string, [number, number]> = {};
     for (const [name, pid] of Object.entries(pids())) finalRss[name] = memoryKb(pid);
@@ -332,14 +378,14 @@ async function runWorkloadSpec(spec: WorkloadSpec, index: number, config: BenchC
     // One transaction: nothing can flow before its commit (proto 1), so the clock starts there.
     const bigTxn = spec.rowsPerTxn >= spec.changes && spec.changes > 1;
     const clockStart = bigTxn ? generator.finishedAt : generator.startedAt;
-    const lastAppliedAt = (await lastApplied(sinkUrl, spec.table)) ?? Date.now();
+    const lastAppliedAt = (probe ? probe.lastTimestampMs() : await lastApplied(sinkUrl, spec.table)) ?? Date.now();
     const seconds = Math.max(0.001, (lastAppliedAt - clockStart) / 1000);
     const stages = stageRates(samples, baseline, spec.changes, generator.startedAt);
-    const report = await verifySourceAgainstSink(sourceUrl, sinkUrl);
+    const report = probe ? kafkaReport(await probe.verify(sourceUrl)) : await verifySourceAgainstSink(sourceUrl, sinkUrl);
     log(`  pipeline: ${Math.round(spec.changes / seconds).toLocaleString('en-US')} changes/s (${seconds.toFixed(1)} s); ${report.summary}`);
     let latency: WorkloadResult['latency'];
     if (spec.rate > 0) {
-      const measured = await sinkLatency(sinkUrl, spec.table, generator.startedAt);
+      const measured = probe ? { ...probe.latency(generator.startedAt), perSecond: [] } : await sinkLatency(sinkUrl, spec.table, generator.startedAt);
       const drainedAfter = lastAppliedAt - generator.finishedAt;
       const offeredOk = generator.changesPerSecond >= spec.rate * 0.95;
       const sustained = offeredOk && drainedAfter <= 1_000;
@@ -377,6 +423,22 @@ async function runWorkloadSpec(spec: WorkloadSpec, index: number, config: BenchC
 
     // The limit, on an otherwise idle pipeline: stop the apps first.
     await pipeline.stop();
+    if (kafka || slots === undefined) {
+      // Same workload, same WAL shape: the PostgreSQL run's limit stands for this one.
+      const pipelineRate = spec.changes / seconds;
+      const recv = sharedLimit?.recvlogical;
+      const node = sharedLimit?.node;
+      return {
+        ...base,
+        ok: report.ok,
+        ...partial,
+        limit: { ...(recv ? { recvlogical: recv } : {}), ...(node ? { node } : {}) },
+        ratio: {
+          vsRecvlogical: recv?.ok ? pipelineRate / recv.changesPerSecond : null,
+          vsNode: node?.ok ? pipelineRate / node.changesPerSecond : null,
+        },
+      };
+    }
     // Alternating attempts, best of each tool: the machine is shared, the limit is what the tool can do.
     const recvRuns: LimitResult[] = [];
     const nodeRuns: LimitResult[] = [];
@@ -413,6 +475,16 @@ async function runWorkloadSpec(spec: WorkloadSpec, index: number, config: BenchC
     await cleanup.run();
     cleanups.delete(cleanup);
   }
+}
+
+/** The Kafka verification in the shape the PostgreSQL verifier reports. */
+function kafkaReport(v: Awaited<ReturnType<KafkaSinkProbe['verify']>>): { ok: boolean; summary: string } {
+  return {
+    ok: v.ok && v.sourceChanges === v.kafkaChanges,
+    summary:
+      `kafka (read_committed): ${v.kafkaChanges} change records for ${v.sourceChanges} source changes, ${v.tombstones} tombstones; ` +
+      `missing ${v.missing}, duplicates ${v.duplicates}, per-key order violations ${v.orderViolations}`,
+  };
 }
 
 /** Which code was measured: HEAD plus uncommitted changes under apps/ and packages/ (others edit the same tree). */
@@ -469,8 +541,17 @@ async function main(): Promise<number> {
   try {
     let index = 0;
     for (const spec of specs(config)) {
-      if (interrupted) break;
-      results.push(await runWorkloadSpec(spec, index++, config, servers.urls));
+      let postgresLimit: WorkloadResult['limit'] | undefined;
+      for (const sink of config.sinks) {
+        if (interrupted) break;
+        if (sink === 'kafka' && spec.name === 'one-big-txn' && !config.kafkaBigTxn) {
+          log(`${spec.name} → kafka: skipped (the committer holds one source transaction whole; BENCH_KAFKA_BIG_TXN=1 to run it)`);
+          continue;
+        }
+        const result = await runWorkloadSpec(spec, sink, index++, config, servers.urls, postgresLimit);
+        if (sink === 'postgres') postgresLimit = result.limit;
+        results.push(result);
+      }
     }
   } finally {
     await servers.stop();

@@ -8,7 +8,9 @@ import type { LimitResult } from './limit.ts';
 export interface WorkloadResult {
   readonly name: string;
   readonly description: string;
-  readonly sink: 'postgres';
+  readonly sink: 'postgres' | 'kafka';
+  /** Kafka runs: producer compression used. */
+  readonly kafkaCompression?: string;
   readonly partitions: number;
   readonly changes: number;
   readonly rowsPerTxn: number;
@@ -110,14 +112,21 @@ function markdown(header: string[], rows: string[][]): string[] {
   return [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)];
 }
 
+/** Workload name, with the sink when it is not the PostgreSQL one. */
+export function label(r: Pick<WorkloadResult, 'name' | 'sink' | 'kafkaCompression'>): string {
+  if (r.sink === 'postgres') return r.name;
+  return `${r.name} → kafka${r.kafkaCompression && r.kafkaCompression !== 'none' ? ` (${r.kafkaCompression})` : ''}`;
+}
+
 function mainRows(results: readonly WorkloadResult[]): { header: string[]; rows: string[][] } {
   const header = ['workload', 'changes', 'generator/s', 'pg_recvlogical/s', 'node pgoutput/s', 'pipeline/s', 'pipeline/limit', 'verified', 'slowest stage'];
   const rows = results.map((r) => [
-    r.name,
+    label(r),
     fmt(r.changes),
     fmt(r.generator?.changesPerSecond),
-    r.limit.recvlogical?.ok ? fmt(r.limit.recvlogical.changesPerSecond) : 'failed',
-    r.limit.node?.ok ? fmt(r.limit.node.changesPerSecond) : 'failed',
+    // Absent (a Kafka run without a PostgreSQL run to share the limit of): '—'.
+    r.limit.recvlogical === undefined ? '—' : r.limit.recvlogical.ok ? fmt(r.limit.recvlogical.changesPerSecond) : 'failed',
+    r.limit.node === undefined ? '—' : r.limit.node.ok ? fmt(r.limit.node.changesPerSecond) : 'failed',
     r.pipeline ? fmt(r.pipeline.changesPerSecond) : 'failed',
     r.ratio?.vsRecvlogical != null ? `${(r.ratio.vsRecvlogical * 100).toFixed(1)} %` : '—',
     r.pipeline?.verified ? 'yes' : 'NO',
@@ -134,7 +143,7 @@ function stageRows(results: readonly WorkloadResult[]): { header: string[]; rows
       const at = by(s)?.doneAtMs;
       return at === null || at === undefined ? '—' : (at / 1000).toFixed(1);
     });
-    return [r.name, ...(['generator', 'reader', 'reorderer', 'gate', 'committer'] as const).map((s) => fmt(by(s)?.changesPerSecond)), done.join(' / ')];
+    return [label(r), ...(['generator', 'reader', 'reorderer', 'gate', 'committer'] as const).map((s) => fmt(by(s)?.changesPerSecond)), done.join(' / ')];
   });
   return { header, rows };
 }
@@ -143,13 +152,13 @@ function rssRows(results: readonly WorkloadResult[]): { header: string[]; rows: 
   const apps = [...new Set(results.flatMap((r) => Object.keys(r.rss ?? {})))];
   const header = ['workload', ...apps.map((a) => `${a} MB (+drift)`)];
   const drift = (kb: number): string => `${kb >= 0 ? '+' : '−'}${mb(Math.abs(kb))}`;
-  const rows = results.map((r) => [r.name, ...apps.map((a) => (r.rss?.[a] ? `${mb(r.rss[a].peakKb)} (${drift(r.rss[a].driftKb)})` : '—'))]);
+  const rows = results.map((r) => [label(r), ...apps.map((a) => (r.rss?.[a] ? `${mb(r.rss[a].peakKb)} (${drift(r.rss[a].driftKb)})` : '—'))]);
   return { header, rows };
 }
 
 export function summaryLines(results: readonly WorkloadResult[], machine: { cpus: number; model: string; memoryGb: number; node: string }, partitions: number): string[] {
   const lines: string[] = [];
-  lines.push('', `== cdc bench: ${machine.cpus} cores (${machine.model}), ${machine.memoryGb.toFixed(0)} GB, node ${machine.node}, P=${partitions}, sink=postgres ==`, '');
+  lines.push('', `== cdc bench: ${machine.cpus} cores (${machine.model}), ${machine.memoryGb.toFixed(0)} GB, node ${machine.node}, P=${partitions}, sinks=${[...new Set(results.map((r) => r.sink))].join('+')} ==`, '');
   const main = mainRows(results);
   lines.push('throughput (changes/s; pipeline = first source commit → last sink commit; limit = same WAL drained by a decoder that discards):');
   lines.push(...table(main.header, main.rows), '');

@@ -53,6 +53,7 @@ export class Sampler {
   readonly #pipeline: string;
   readonly #pids: () => Record<string, number | undefined>;
   readonly #periodMs: number;
+  readonly #sinkCount: (() => number) | undefined;
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
   #stopped = false;
@@ -63,7 +64,7 @@ export class Sampler {
     jsm: JetStreamManager,
     source: pg.Client,
     sink: pg.Client,
-    options: { pipeline: string; pids: () => Record<string, number | undefined>; periodMs: number },
+    options: { pipeline: string; pids: () => Record<string, number | undefined>; periodMs: number; sinkCount?: () => number },
   ) {
     this.#nc = nc;
     this.#jsm = jsm;
@@ -72,6 +73,7 @@ export class Sampler {
     this.#pipeline = options.pipeline;
     this.#pids = options.pids;
     this.#periodMs = options.periodMs;
+    this.#sinkCount = options.sinkCount;
   }
 
   static async start(options: {
@@ -81,6 +83,8 @@ export class Sampler {
     pipeline: string;
     pids: () => Record<string, number | undefined>;
     periodMs: number;
+    /** The sink's count of applied changes when it is not the PostgreSQL sink's history (Kafka). */
+    sinkCount?: () => number;
   }): Promise<Sampler> {
     const nc = await connect({ servers: options.natsUrl.replace(/^nats:\/\//, ''), name: 'cdc-bench-sampler' });
     const source = new pg.Client({ connectionString: options.sourceUrl, application_name: 'cdc-bench-sampler' });
@@ -142,7 +146,7 @@ export class Sampler {
       const t = Date.now();
       const [source, sink, raw, ordered, deduped] = await Promise.all([
         sequenceValue(this.#source),
-        sequenceValue(this.#sink),
+        this.#sinkCount ? this.#sinkCount() : sequenceValue(this.#sink),
         this.#lastSeq('raw'),
         this.#lastSeq('ordered'),
         this.#lastSeq('deduped'),

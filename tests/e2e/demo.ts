@@ -14,7 +14,7 @@ import { runWorkload, verifySourceAgainstSink, WATCHED_TABLES, SINK_SCHEMA_SQL, 
 import cliProgress from 'cli-progress';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
-import { consumeTopics } from '../kafka/support.ts';
+import { consumeTopics } from '../kafka/topics.ts';
 import { compareHistories, kafkaHistory, sourceHistory } from '../kafka/verify.ts';
 import { resolveServers } from '../harness/servers.ts';
 import { historyCount, waitForSinkToCatchUp } from './convergence.ts';

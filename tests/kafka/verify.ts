@@ -9,7 +9,7 @@
  * sends full before-images). Each delete is followed by its tombstone when enabled.
  */
 import { withClient } from '../e2e/databases.ts';
-import type { KafkaRecord } from './support.ts';
+import type { KafkaRecord } from './topics.ts';
 
 interface HistoryEntry {
   readonly kind: 'upsert' | 'delete';
