@@ -1,40 +1,32 @@
 /**
  * The committer: every partition of a pipeline into one PostgreSQL sink, exactly once.
  *
- *   deduped.0 ─┐                                   ┌─► sink: rows + cdc_checkpoint, one transaction
- *   deduped.1 ─┼─► PartitionMerger ─► MergeBatch ──┤
- *   deduped.P ─┘   (release ≤ min watermark)       └─► etcd /checkpoints/<pipeline>/<p> (after COMMIT)
+ *   deduped.0 ─┐                              ┌─► sink: rows + cdc_checkpoint, one transaction
+ *   deduped.1 ─┼─► MergedFeed ─► MergeBatch ──┤
+ *   deduped.P ─┘   (release ≤ min watermark)  └─► PositionPublisher ─► etcd /checkpoints/<pipeline>/<p> (after COMMIT)
  *
- * It runs the shared ConsumerLoop: fetch (read partitions, take a batch of whole source
+ * It runs the shared ConsumerLoop: fetch (the feed's next batch of whole source
  * transactions) → process (apply + COMMIT in the sink) → commit (publish positions to
  * etcd, in the background: the sink is the truth, etcd only feeds the reader's slot).
  * A batch whose processing failed is kept and offered again by the next fetch, so a
- * retry applies exactly the same events.
+ * retry applies exactly the same events; a failed read rewinds the feed to the
+ * committed checkpoints.
  *
  * States:
  *   running ──close()/signal──► draining ──► stopped
  *      └──── non-retriable error (FencedError, …) ──► failed
  * `done` resolves (never rejects) with the error that stopped it, if any.
  */
-import { Bus, StreamGapError, type BusMessage, type StreamReader } from '@cdc/bus';
-import { DEFAULT_SINK, type CheckpointStore, type PartitionCheckpoint } from '@cdc/checkpoint';
-import {
-  CdcError,
-  UnreachableError,
-  formatOrderKey,
-  retry,
-  sleep,
-  stageSubject,
-  streamName,
-  type ChangeEvent,
-  type DeadLetter,
-} from '@cdc/core';
+import type { Bus } from '@cdc/bus';
+import { DEFAULT_SINK, type CheckpointStore } from '@cdc/checkpoint';
+import { CdcError, UnreachableError, formatOrderKey, retry, stageSubject, type ChangeEvent, type DeadLetter } from '@cdc/core';
 import { ConsumerLoop, redactUrl, type ConsumerHandler, type Logger } from '@cdc/runtime';
 import pg from 'pg';
 import { acquireEpoch, readCheckpoints } from './checkpoints.ts';
 import { FencedError, fromPgError } from './errors.ts';
-import { decodeOrdered } from './decode.ts';
-import { PartitionMerger, type LaneCheckpoint, type LaneStart, type MergeBatch } from './merge.ts';
+import { MergedFeed } from './feed.ts';
+import type { LaneStart, MergeBatch } from './merge.ts';
+import { PositionPublisher } from './positions.ts';
 import { TableCatalog, ensureBookkeeping } from './schema.ts';
 import { SinkWriter, type Refusal } from './writer.ts';
 
@@ -83,31 +75,19 @@ interface PendingBatch {
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
-/** Sleep between polls while no partition has anything buffered. */
-const POLL_IDLE_MS = 5;
-/** Pause before re-sending positions after etcd refused them. */
-const ETCD_RETRY_MS = 1_000;
+/** What the committer counts itself (refusals as deadLettered); stats() adds the feed's replays, late events and undecodable messages. */
+type OwnStats = Mutable<Omit<CommitterStats, 'replaysSkipped' | 'lateEvents'>>;
 
 export class Committer {
   readonly #options: CommitterOptions;
   readonly #logger: Logger;
   readonly #pool: pg.Pool;
   readonly #writer: SinkWriter;
+  readonly #feed: MergedFeed;
+  readonly #positions: PositionPublisher;
   readonly #controller = new AbortController();
-  readonly #maxEvents: number;
-  readonly #lingerMs: number;
-  readonly #maxBuffered: number;
-  readonly #stream: string;
-  readonly #stats: Mutable<CommitterStats>;
-  readonly #readers = new Map<number, StreamReader>();
-  /** Checkpoints the sink holds: where a rewind restarts. */
-  readonly #committed = new Map<number, LaneStart>();
-  /** Partition checkpoints waiting to reach etcd (newest per partition). */
-  readonly #etcdDirty = new Map<number, PartitionCheckpoint>();
-  #merger: PartitionMerger;
+  readonly #stats: OwnStats;
   #pending: PendingBatch | undefined;
-  #publishing: Promise<void> | undefined;
-  #etcdRetry: NodeJS.Timeout | undefined;
   #loop: ConsumerLoop<PendingBatch> | undefined;
   #state: CommitterState = 'running';
   #fatal: unknown;
@@ -117,34 +97,22 @@ export class Committer {
   /** Resolves when the loop has ended, with the error that ended it (if any). */
   readonly done: Promise<Error | undefined>;
 
-  private constructor(options: CommitterOptions, pool: pg.Pool, epoch: number, starts: readonly LaneStart[], logger: Logger) {
+  private constructor(options: CommitterOptions, pool: pg.Pool, epoch: number, feed: MergedFeed, logger: Logger) {
     this.#options = options;
     this.#logger = logger;
     this.#pool = pool;
-    this.#maxEvents = options.batchMaxEvents ?? 2000;
-    this.#lingerMs = options.batchLingerMs ?? 50;
-    this.#maxBuffered = options.maxBufferedPerPartition ?? 4 * this.#maxEvents;
-    this.#stream = streamName(options.pipeline, 'deduped');
+    this.#feed = feed;
     const catalog = new TableCatalog(pool, options.tableMap);
     this.#writer = new SinkWriter({ pool, catalog, pipeline: options.pipeline, logger });
-    this.#stats = {
-      epoch,
-      applied: 0,
-      batches: 0,
-      transactions: 0,
-      deadLettered: 0,
-      replaysSkipped: 0,
-      lateEvents: 0,
-      rowsWritten: 0,
-      isolatedBatches: 0,
-      retries: 0,
-    };
-    for (const start of starts) {
-      this.#committed.set(start.partition, start);
-      // A restarted committer re-announces what the sink holds: its old keys died with its lease.
-      this.#markForEtcd({ partition: start.partition, resumeSeq: start.resumeSeq, lastKey: start.lastKey, watermark: start.watermark });
-    }
-    this.#merger = new PartitionMerger(starts);
+    this.#stats = { epoch, applied: 0, batches: 0, transactions: 0, deadLettered: 0, rowsWritten: 0, isolatedBatches: 0, retries: 0 };
+    this.#positions = new PositionPublisher({
+      store: options.checkpointStore,
+      pipeline: options.pipeline,
+      sink: options.sinkName ?? DEFAULT_SINK,
+      logger,
+    });
+    // A restarted committer re-announces what the sink holds: its old keys died with its lease.
+    for (const start of feed.committedStarts()) this.#positions.mark({ ...start, lastKey: start.lastKey, watermark: start.watermark }, epoch);
     if (options.signal?.aborted) this.#controller.abort(options.signal.reason);
     options.signal?.addEventListener('abort', () => this.#controller.abort(options.signal?.reason), { once: true });
     this.done = new Promise((resolve) => {
@@ -197,15 +165,21 @@ export class Committer {
       } finally {
         client.release();
       }
-      const stream = streamName(options.pipeline, 'deduped');
-      const firstSeq = await options.bus.firstSequence(stream);
-      for (const start of starts) {
-        // A stored position the stream no longer holds: messages may be gone. Stop loudly.
-        if ((start.lastKey !== undefined || start.watermark !== undefined) && start.resumeSeq < firstSeq) {
-          throw new StreamGapError(stream, stageSubject(options.pipeline, 'deduped', start.partition), start.resumeSeq, firstSeq);
-        }
-      }
-      const committer = new Committer(options, pool, epoch, starts, logger);
+      // Throws StreamGapError when a stored position is older than the stream holds.
+      const maxEvents = options.batchMaxEvents ?? 2000;
+      const feed = await MergedFeed.open(
+        {
+          pipeline: options.pipeline,
+          bus: options.bus,
+          logger,
+          stage: 'committer',
+          maxEvents,
+          lingerMs: options.batchLingerMs ?? 50,
+          maxBuffered: options.maxBufferedPerPartition ?? 4 * maxEvents,
+        },
+        starts,
+      );
+      const committer = new Committer(options, pool, epoch, feed, logger);
       logger.info(
         {
           epoch,
@@ -218,12 +192,6 @@ export class Committer {
         },
         'committer started',
       );
-      try {
-        await committer.#openReaders();
-      } catch (error) {
-        await committer.#closeReaders();
-        throw error;
-      }
       committer.#run();
       return committer;
     } catch (error) {
@@ -241,7 +209,13 @@ export class Committer {
   }
 
   stats(): CommitterStats {
-    return { ...this.#stats };
+    const feed = this.#feed.stats();
+    return {
+      ...this.#stats,
+      deadLettered: this.#stats.deadLettered + feed.deadLettered,
+      replaysSkipped: feed.replaysSkipped,
+      lateEvents: feed.lateEvents,
+    };
   }
 
   /** For /readyz: running and not stuck retrying. */
@@ -258,7 +232,7 @@ export class Committer {
       if (this.#state === 'running') this.#state = 'draining';
       this.#controller.abort(new Error('committer closed'));
       await this.done;
-      await this.#closeReaders();
+      await this.#feed.close();
       await this.#pool.end().catch(() => undefined);
     })();
     return this.#closing;
@@ -286,12 +260,12 @@ export class Committer {
     const handler: ConsumerHandler<PendingBatch> = {
       fetch: (signal) => this.#fetch(signal),
       process: (batch) => this.#process(batch),
-      commit: async () => this.#publishPositions(),
+      commit: async () => this.#positions.publish(),
       onStop: () => this.#onStop(),
     };
     this.#progressTimer = setInterval(() => this.#logProgress(), this.#options.progressIntervalMs ?? 5_000);
     this.#progressTimer.unref();
-    this.#publishPositions();
+    this.#positions.publish();
     loop.run(handler, this.#controller.signal).then(
       () => this.#finish(this.#fatal),
       (error: unknown) => this.#finish(this.#fatal ?? error),
@@ -307,106 +281,14 @@ export class Committer {
     this.#resolveDone(failure);
   }
 
-  async #openReaders(): Promise<void> {
-    for (const start of this.#committed.values()) {
-      const reader = await this.#options.bus.openReader({
-        stream: this.#stream,
-        subject: stageSubject(this.#options.pipeline, 'deduped', start.partition),
-        startSeq: start.resumeSeq,
-        bufferMessages: Math.min(1_000, this.#maxBuffered),
-      });
-      this.#readers.set(start.partition, reader);
-    }
-  }
-
-  async #closeReaders(): Promise<void> {
-    for (const reader of this.#readers.values()) await this.#options.bus.closeReader(reader).catch(() => undefined);
-    this.#readers.clear();
-  }
-
-  /** After a failed read: forget what is buffered and read again from the committed checkpoints. */
-  async #rewind(): Promise<void> {
-    await this.#closeReaders();
-    this.#merger = new PartitionMerger([...this.#committed.values()]);
-    await this.#openReaders();
-  }
-
   async #fetch(signal: AbortSignal): Promise<PendingBatch | undefined> {
     // A batch that failed is offered again as it was: the retry applies the same events.
     if (this.#pending) return this.#pending;
-    try {
-      await this.#fill(signal);
-    } catch (error) {
-      this.#logger.warn({ err: error }, 'reading partitions failed; rewinding to the committed checkpoints');
-      await this.#rewind();
-      throw error;
-    }
-    const merge = this.#merger.take(this.#maxEvents);
+    // A read failure rewinds the feed to the committed checkpoints and rethrows.
+    const merge = await this.#feed.next(signal);
     if (merge === undefined) return undefined;
     this.#pending = { merge, attempts: 0 };
     return this.#pending;
-  }
-
-  /**
-   * Reads partitions until a full batch is releasable or the linger time is up. Polls
-   * take only what the readers already buffered (a wait on one idle partition must not
-   * hold up the others), with short sleeps while nothing arrives.
-   */
-  async #fill(signal: AbortSignal): Promise<void> {
-    const deadline = Date.now() + this.#lingerMs;
-    for (;;) {
-      const received = await this.#poll(signal);
-      if (this.#merger.releasableAtLeast(this.#maxEvents)) return;
-      const left = deadline - Date.now();
-      if (left <= 0 || signal.aborted) return;
-      if (received === 0) await sleep(Math.min(POLL_IDLE_MS, left), signal).catch(() => undefined);
-    }
-  }
-
-  async #poll(signal: AbortSignal): Promise<number> {
-    const wanted = [...this.#readers].filter(([partition]) => this.#merger.wantsMore(partition, this.#maxBuffered));
-    const polled = await Promise.all(
-      wanted.map(async ([partition, reader]) => {
-        const room = Math.max(1, this.#maxBuffered - this.#merger.buffered(partition));
-        return { partition, messages: await reader.nextBatch(Math.min(room, 1_000), 0, signal) };
-      }),
-    );
-    let received = 0;
-    for (const { partition, messages } of polled) {
-      received += messages.length;
-      for (const message of messages) await this.#accept(partition, message);
-    }
-    return received;
-  }
-
-  async #accept(partition: number, message: BusMessage): Promise<void> {
-    const subject = stageSubject(this.#options.pipeline, 'deduped', partition);
-    const decoded = decodeOrdered(message.data, { subject, partition });
-    if (decoded instanceof Error) {
-      // Dead-lettered before it counts as consumed; if this fails, the rewind reads it again.
-      await this.#deadLetter({
-        stage: 'committer',
-        reason: decoded.message,
-        code: decoded.code,
-        partition,
-        subject,
-        payload: new TextDecoder().decode(message.data),
-        at: new Date().toISOString(),
-        ...(decoded.context.eventId ? { eventId: decoded.context.eventId } : {}),
-        ...(decoded.context.table ? { table: decoded.context.table } : {}),
-      });
-      this.#merger.push(partition, message.seq, undefined);
-      return;
-    }
-    const result = this.#merger.push(partition, message.seq, decoded);
-    if (result === 'replay') this.#stats.replaysSkipped += 1;
-    if (result === 'late' && decoded.kind === 'change') {
-      this.#stats.lateEvents += 1;
-      this.#logger.warn(
-        { partition, lsn: decoded.commitLsn, event_id: decoded.eventId, trace_id: decoded.traceId },
-        'event arrived after its watermark was released; applying it on its own',
-      );
-    }
   }
 
   async #process(batch: PendingBatch): Promise<void> {
@@ -424,15 +306,8 @@ export class Committer {
     });
     // Committed: from here on the batch must never be applied again.
     this.#pending = undefined;
-    for (const checkpoint of merge.checkpoints) {
-      this.#committed.set(checkpoint.partition, {
-        partition: checkpoint.partition,
-        resumeSeq: checkpoint.resumeSeq,
-        lastKey: checkpoint.lastKey,
-        watermark: checkpoint.watermark,
-      });
-      this.#markForEtcd(checkpoint);
-    }
+    this.#feed.committed(merge.checkpoints);
+    for (const checkpoint of merge.checkpoints) this.#positions.mark(checkpoint, this.#stats.epoch);
     this.#stats.batches += 1;
     this.#stats.transactions += merge.transactions;
     this.#stats.applied += events.length - outcome.refusals.length;
@@ -496,91 +371,34 @@ export class Committer {
     );
   }
 
-  #markForEtcd(checkpoint: LaneCheckpoint): void {
-    if (checkpoint.watermark === undefined) return;
-    this.#etcdDirty.set(checkpoint.partition, {
-      partition: checkpoint.partition,
-      positions: checkpoint.watermark.positions,
-      lamport: checkpoint.watermark.lamport.toString(),
-      epoch: this.#stats.epoch,
-      updatedAt: new Date().toISOString(),
-    });
-  }
-
-  /**
-   * Sends the newest committed positions to etcd in the background, one publish at a
-   * time: a slow or failing etcd never holds up applying. What committed meanwhile is
-   * sent right after; a failed publish puts its entries back (unless newer ones arrived)
-   * and is retried after a pause, with or without new batches.
-   */
-  #publishPositions(): void {
-    const store = this.#options.checkpointStore;
-    if (store === undefined) {
-      this.#etcdDirty.clear();
-      return;
-    }
-    if (this.#publishing !== undefined || this.#etcdDirty.size === 0) return;
-    const checkpoints = [...this.#etcdDirty.values()];
-    this.#etcdDirty.clear();
-    this.#publishing = store.publishPartitions(this.#options.pipeline, checkpoints, this.#options.sinkName ?? DEFAULT_SINK).then(
-      () => {
-        this.#publishing = undefined;
-        this.#publishPositions();
-      },
-      (error: unknown) => {
-        this.#publishing = undefined;
-        for (const checkpoint of checkpoints) {
-          if (!this.#etcdDirty.has(checkpoint.partition)) this.#etcdDirty.set(checkpoint.partition, checkpoint);
-        }
-        this.#logger.warn({ err: error, partitions: checkpoints.map((c) => c.partition) }, 'publishing positions to etcd failed; will retry');
-        if (this.#etcdRetry === undefined && this.#state === 'running') {
-          this.#etcdRetry = setTimeout(() => {
-            this.#etcdRetry = undefined;
-            this.#publishPositions();
-          }, ETCD_RETRY_MS);
-          this.#etcdRetry.unref();
-        }
-      },
-    );
-  }
-
   async #onStop(): Promise<void> {
     if (this.#state === 'running') this.#state = 'draining';
-    clearTimeout(this.#etcdRetry);
     if (this.#fatal instanceof FencedError) {
       // The new owner publishes from here on; our older positions must not overwrite its keys.
-      this.#etcdDirty.clear();
+      this.#positions.discard();
       return;
     }
-    // The last positions reach etcd before we exit (bounded: etcd may be the thing that is down).
-    const flush = async (): Promise<void> => {
-      for (let round = 0; round < 3 && (this.#publishing !== undefined || this.#etcdDirty.size > 0); round++) {
-        while (this.#publishing !== undefined) await this.#publishing;
-        this.#publishPositions();
-      }
-      while (this.#publishing !== undefined) await this.#publishing;
-    };
-    await Promise.race([flush(), new Promise((resolve) => setTimeout(resolve, 5_000).unref())]);
+    await this.#positions.flush();
   }
 
   #logProgress(): void {
+    const stats = this.stats();
     const now = Date.now();
     const seconds = Math.max(0.001, (now - this.#progressMark.at) / 1000);
-    const perSecond = (this.#stats.applied - this.#progressMark.applied) / seconds;
-    this.#progressMark = { at: now, applied: this.#stats.applied };
+    const perSecond = (stats.applied - this.#progressMark.applied) / seconds;
+    this.#progressMark = { at: now, applied: stats.applied };
     this.#logger.info(
       {
-        applied: this.#stats.applied,
-        batches: this.#stats.batches,
-        transactions: this.#stats.transactions,
+        applied: stats.applied,
+        batches: stats.batches,
+        transactions: stats.transactions,
         events_per_s: Math.round(perSecond),
-        dead_lettered: this.#stats.deadLettered,
-        replays_skipped: this.#stats.replaysSkipped,
-        retries: this.#stats.retries,
-        epoch: this.#stats.epoch,
+        dead_lettered: stats.deadLettered,
+        replays_skipped: stats.replaysSkipped,
+        retries: stats.retries,
+        epoch: stats.epoch,
       },
       'progress',
     );
   }
 }
-
