@@ -24,8 +24,8 @@ import { randomUUID } from 'node:crypto';
 import type { Bus } from '@cdc/bus';
 import type { CheckpointStore } from '@cdc/checkpoint';
 import { CdcError, UnreachableError, formatOrderKey, retry, stageSubject, type DeadLetter } from '@cdc/core';
-import { ConsumerLoop, type ConsumerHandler, type Logger } from '@cdc/runtime';
-import { MergedFeed, PositionPublisher, type LaneStart, type MergeBatch } from '@cdc/sink-pg';
+import type { Logger } from '@cdc/runtime';
+import { CommitterRun, MergedFeed, PositionPublisher, type CommitterState, type LaneStart, type MergeBatch } from '@cdc/sink-pg';
 import { Kafka, logLevel, type Admin, type LogEntry } from 'kafkajs';
 import {
   barrierMessage,
@@ -91,7 +91,7 @@ export interface KafkaCommitterStats {
   readonly retries: number;
 }
 
-export type KafkaCommitterState = 'running' | 'draining' | 'stopped' | 'failed';
+export type KafkaCommitterState = CommitterState;
 
 interface PendingBatch {
   readonly merge: MergeBatch;
@@ -111,7 +111,7 @@ export class KafkaCommitter {
   readonly #producer: TransactionalProducer;
   readonly #feed: MergedFeed;
   readonly #positions: PositionPublisher;
-  readonly #controller = new AbortController();
+  readonly #run: CommitterRun<PendingBatch>;
   readonly #checkpointTopic: string;
   readonly #knownTopics = new Set<string>();
   readonly #stats: Mutable<KafkaCommitterStats> = { applied: 0, records: 0, batches: 0, transactions: 0, deadLettered: 0, recoveries: 0, retries: 0 };
@@ -119,13 +119,9 @@ export class KafkaCommitter {
   #maxMessageBytes: number;
   #pending: PendingBatch | undefined;
   #needsRecovery = false;
-  #loop: ConsumerLoop<PendingBatch> | undefined;
-  #state: KafkaCommitterState = 'running';
-  #fatal: unknown;
-  #progressTimer: NodeJS.Timeout | undefined;
   #progressMark = { at: Date.now(), applied: 0 };
   #closing: Promise<void> | undefined;
-  #resolveDone: (error: Error | undefined) => void = () => undefined;
+  /** Resolves when the loop has ended, with the error that ended it (if any). */
   readonly done: Promise<Error | undefined>;
 
   private constructor(parts: {
@@ -153,12 +149,17 @@ export class KafkaCommitter {
     });
     // A restarted committer re-announces what Kafka holds: its old etcd keys died with its lease.
     for (const start of parts.feed.committedStarts()) this.#positions.mark({ ...start, lastKey: start.lastKey, watermark: start.watermark }, 0);
-    const signal = parts.options.signal;
-    if (signal?.aborted) this.#controller.abort(signal.reason);
-    signal?.addEventListener('abort', () => this.#controller.abort(signal.reason), { once: true });
-    this.done = new Promise((resolve) => {
-      this.#resolveDone = resolve;
+    this.#run = new CommitterRun<PendingBatch>({
+      name: 'kafka-committer',
+      logger: parts.logger,
+      signal: parts.options.signal,
+      progressIntervalMs: parts.options.progressIntervalMs,
+      logProgress: () => this.#logProgress(),
+      onFailure: () => {
+        this.#stats.retries += 1;
+      },
     });
+    this.done = this.#run.done;
   }
 
   /**
@@ -246,7 +247,7 @@ export class KafkaCommitter {
         },
         'kafka committer started',
       );
-      committer.#run();
+      committer.#start();
       return committer;
     } catch (error) {
       await producer?.close().catch(() => undefined);
@@ -256,7 +257,7 @@ export class KafkaCommitter {
   }
 
   get state(): KafkaCommitterState {
-    return this.#state;
+    return this.#run.state;
   }
 
   get transactionalId(): string {
@@ -268,18 +269,13 @@ export class KafkaCommitter {
   }
 
   readiness(): { ok: boolean; detail?: string } {
-    const loop = this.#loop?.state;
-    if (this.#state !== 'running') return { ok: false, detail: `kafka committer ${this.#state}` };
-    if (loop === 'failed' || loop === 'retry') return { ok: false, detail: `retrying after ${this.#loop?.consecutiveFailures} failure(s)` };
-    return { ok: true };
+    return this.#run.readiness();
   }
 
   /** Drains (the batch in hand commits), publishes the last positions, closes everything. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
-      if (this.#state === 'running') this.#state = 'draining';
-      this.#controller.abort(new Error('kafka committer closed'));
-      await this.done;
+      await this.#run.stop('kafka committer closed');
       await this.#feed.close();
       await this.#producer.close();
       await this.#admin.disconnect().catch(() => undefined);
@@ -291,42 +287,14 @@ export class KafkaCommitter {
     await this.close();
   }
 
-  #run(): void {
-    const loop = new ConsumerLoop<PendingBatch>({
-      name: 'kafka-committer',
-      logger: this.#logger,
-      retry: { initialDelayMs: 200, maxDelayMs: 5_000 },
-      onError: (error) => {
-        this.#stats.retries += 1;
-        if (error instanceof CdcError && !error.retriable) {
-          this.#fatal = error;
-          this.#controller.abort(error);
-        }
-      },
-    });
-    this.#loop = loop;
-    const handler: ConsumerHandler<PendingBatch> = {
+  #start(): void {
+    this.#positions.publish();
+    this.#run.start({
       fetch: (signal) => this.#fetch(signal),
       process: (batch) => this.#process(batch),
       commit: async () => this.#positions.publish(),
       onStop: () => this.#onStop(),
-    };
-    this.#progressTimer = setInterval(() => this.#logProgress(), this.#options.progressIntervalMs ?? 5_000);
-    this.#progressTimer.unref();
-    this.#positions.publish();
-    loop.run(handler, this.#controller.signal).then(
-      () => this.#finish(this.#fatal),
-      (error: unknown) => this.#finish(this.#fatal ?? error),
-    );
-  }
-
-  #finish(error: unknown): void {
-    clearInterval(this.#progressTimer);
-    const failure = error === undefined ? undefined : error instanceof Error ? error : new Error(String(error));
-    this.#state = failure ? 'failed' : 'stopped';
-    if (failure) this.#logger.error({ err: failure }, 'kafka committer stopped on error');
-    this.#logProgress();
-    this.#resolveDone(failure);
+    });
   }
 
   async #fetch(signal: AbortSignal): Promise<PendingBatch | undefined> {
@@ -475,8 +443,7 @@ export class KafkaCommitter {
   }
 
   async #onStop(): Promise<void> {
-    if (this.#state === 'running') this.#state = 'draining';
-    if (this.#fatal instanceof KafkaFencedError) {
+    if (this.#run.fatal instanceof KafkaFencedError) {
       this.#positions.discard();
       return;
     }

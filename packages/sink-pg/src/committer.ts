@@ -19,14 +19,15 @@
  */
 import type { Bus } from '@cdc/bus';
 import { DEFAULT_SINK, type CheckpointStore } from '@cdc/checkpoint';
-import { CdcError, UnreachableError, formatOrderKey, retry, stageSubject, type ChangeEvent, type DeadLetter } from '@cdc/core';
-import { ConsumerLoop, redactUrl, type ConsumerHandler, type Logger } from '@cdc/runtime';
+import { UnreachableError, formatOrderKey, retry, stageSubject, type ChangeEvent, type DeadLetter } from '@cdc/core';
+import { redactUrl, type Logger } from '@cdc/runtime';
 import pg from 'pg';
 import { acquireEpoch, readCheckpoints } from './checkpoints.ts';
 import { FencedError, fromPgError } from './errors.ts';
 import { MergedFeed } from './feed.ts';
 import type { LaneStart, MergeBatch } from './merge.ts';
 import { PositionPublisher } from './positions.ts';
+import { CommitterRun, type CommitterState } from './run.ts';
 import { TableCatalog, ensureBookkeeping } from './schema.ts';
 import { SinkWriter, type Refusal } from './writer.ts';
 
@@ -66,7 +67,7 @@ export interface CommitterStats {
   readonly retries: number;
 }
 
-export type CommitterState = 'running' | 'draining' | 'stopped' | 'failed';
+export type { CommitterState };
 
 interface PendingBatch {
   readonly merge: MergeBatch;
@@ -85,13 +86,9 @@ export class Committer {
   readonly #writer: SinkWriter;
   readonly #feed: MergedFeed;
   readonly #positions: PositionPublisher;
-  readonly #controller = new AbortController();
+  readonly #run: CommitterRun<PendingBatch>;
   readonly #stats: OwnStats;
   #pending: PendingBatch | undefined;
-  #loop: ConsumerLoop<PendingBatch> | undefined;
-  #state: CommitterState = 'running';
-  #fatal: unknown;
-  #progressTimer: NodeJS.Timeout | undefined;
   #progressMark = { at: Date.now(), applied: 0 };
   #closing: Promise<void> | undefined;
   /** Resolves when the loop has ended, with the error that ended it (if any). */
@@ -113,14 +110,18 @@ export class Committer {
     });
     // A restarted committer re-announces what the sink holds: its old keys died with its lease.
     for (const start of feed.committedStarts()) this.#positions.mark({ ...start, lastKey: start.lastKey, watermark: start.watermark }, epoch);
-    if (options.signal?.aborted) this.#controller.abort(options.signal.reason);
-    options.signal?.addEventListener('abort', () => this.#controller.abort(options.signal?.reason), { once: true });
-    this.done = new Promise((resolve) => {
-      this.#resolveDone = resolve;
+    this.#run = new CommitterRun<PendingBatch>({
+      name: 'committer',
+      logger,
+      signal: options.signal,
+      progressIntervalMs: options.progressIntervalMs,
+      logProgress: () => this.#logProgress(),
+      onFailure: () => {
+        this.#stats.retries += 1;
+      },
     });
+    this.done = this.#run.done;
   }
-
-  #resolveDone: (error: Error | undefined) => void = () => undefined;
 
   /**
    * Connects to the sink, creates the bookkeeping tables, takes ownership (epoch + 1:
@@ -192,7 +193,7 @@ export class Committer {
         },
         'committer started',
       );
-      committer.#run();
+      committer.#start();
       return committer;
     } catch (error) {
       await pool.end().catch(() => undefined);
@@ -201,7 +202,7 @@ export class Committer {
   }
 
   get state(): CommitterState {
-    return this.#state;
+    return this.#run.state;
   }
 
   get epoch(): number {
@@ -220,18 +221,13 @@ export class Committer {
 
   /** For /readyz: running and not stuck retrying. */
   readiness(): { ok: boolean; detail?: string } {
-    const loop = this.#loop?.state;
-    if (this.#state !== 'running') return { ok: false, detail: `committer ${this.#state}` };
-    if (loop === 'failed' || loop === 'retry') return { ok: false, detail: `retrying after ${this.#loop?.consecutiveFailures} failure(s)` };
-    return { ok: true };
+    return this.#run.readiness();
   }
 
   /** Drains (the batch in hand commits), publishes the last positions, closes readers and the pool. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
-      if (this.#state === 'running') this.#state = 'draining';
-      this.#controller.abort(new Error('committer closed'));
-      await this.done;
+      await this.#run.stop('committer closed');
       await this.#feed.close();
       await this.#pool.end().catch(() => undefined);
     })();
@@ -242,43 +238,14 @@ export class Committer {
     await this.close();
   }
 
-  #run(): void {
-    const loop = new ConsumerLoop<PendingBatch>({
-      name: 'committer',
-      logger: this.#logger,
-      retry: { initialDelayMs: 200, maxDelayMs: 5_000 },
-      onError: (error) => {
-        this.#stats.retries += 1;
-        // Retrying cannot help a fenced or otherwise non-retriable committer: stop.
-        if (error instanceof CdcError && !error.retriable) {
-          this.#fatal = error;
-          this.#controller.abort(error);
-        }
-      },
-    });
-    this.#loop = loop;
-    const handler: ConsumerHandler<PendingBatch> = {
+  #start(): void {
+    this.#positions.publish();
+    this.#run.start({
       fetch: (signal) => this.#fetch(signal),
       process: (batch) => this.#process(batch),
       commit: async () => this.#positions.publish(),
       onStop: () => this.#onStop(),
-    };
-    this.#progressTimer = setInterval(() => this.#logProgress(), this.#options.progressIntervalMs ?? 5_000);
-    this.#progressTimer.unref();
-    this.#positions.publish();
-    loop.run(handler, this.#controller.signal).then(
-      () => this.#finish(this.#fatal),
-      (error: unknown) => this.#finish(this.#fatal ?? error),
-    );
-  }
-
-  #finish(error: unknown): void {
-    clearInterval(this.#progressTimer);
-    const failure = error === undefined ? undefined : error instanceof Error ? error : new Error(String(error));
-    this.#state = failure ? 'failed' : 'stopped';
-    if (failure) this.#logger.error({ err: failure }, 'committer stopped on error');
-    this.#logProgress();
-    this.#resolveDone(failure);
+    });
   }
 
   async #fetch(signal: AbortSignal): Promise<PendingBatch | undefined> {
@@ -372,8 +339,7 @@ export class Committer {
   }
 
   async #onStop(): Promise<void> {
-    if (this.#state === 'running') this.#state = 'draining';
-    if (this.#fatal instanceof FencedError) {
+    if (this.#run.fatal instanceof FencedError) {
       // The new owner publishes from here on; our older positions must not overwrite its keys.
       this.#positions.discard();
       return;

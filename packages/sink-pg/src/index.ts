@@ -16,6 +16,8 @@ export { Committer } from './committer.ts';
 export type { CommitterOptions, CommitterStats, CommitterState } from './committer.ts';
 export { MergedFeed } from './feed.ts';
 export { PositionPublisher } from './positions.ts';
+export { CommitterRun } from './run.ts';
+export type { CommitterRunOptions } from './run.ts';
 export type { MergedFeedOptions, FeedStats } from './feed.ts';
 export { PartitionMerger, sameTransaction } from './merge.ts';
 export type { LaneStart, LaneCheckpoint, MergeBatch, MergedEvent, Watermark, PushResult } from './merge.ts';

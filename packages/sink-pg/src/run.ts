@@ -1,0 +1,111 @@
+/**
+ * The life of a committer, whatever its sink: the shared ConsumerLoop (fetch → process →
+ * commit), stopping for good on a non-retriable error (fenced, …), draining on close()
+ * or on the caller's signal, a progress line every few seconds, and readiness for /readyz.
+ *
+ *   running ──close()/signal──► draining ──► stopped
+ *      └──── non-retriable error ──► failed
+ * `done` resolves (never rejects) with the error that stopped it, if any.
+ */
+import { CdcError } from '@cdc/core';
+import { ConsumerLoop, type ConsumerHandler, type Logger } from '@cdc/runtime';
+
+export type CommitterState = 'running' | 'draining' | 'stopped' | 'failed';
+
+export interface CommitterRunOptions {
+  /** Loop name in logs ('committer', 'kafka-committer'). */
+  readonly name: string;
+  readonly logger: Logger;
+  readonly signal?: AbortSignal | undefined;
+  readonly progressIntervalMs?: number | undefined;
+  readonly logProgress: () => void;
+  /** Every failed loop iteration (retried or not). */
+  readonly onFailure?: () => void;
+}
+
+export class CommitterRun<Batch> {
+  readonly #options: CommitterRunOptions;
+  readonly #controller = new AbortController();
+  #loop: ConsumerLoop<Batch> | undefined;
+  #state: CommitterState = 'running';
+  #fatal: unknown;
+  #progressTimer: NodeJS.Timeout | undefined;
+  #resolveDone: (error: Error | undefined) => void = () => undefined;
+  /** Resolves when the loop has ended, with the error that ended it (if any). */
+  readonly done: Promise<Error | undefined>;
+
+  constructor(options: CommitterRunOptions) {
+    this.#options = options;
+    const signal = options.signal;
+    if (signal?.aborted) this.#controller.abort(signal.reason);
+    signal?.addEventListener('abort', () => this.#controller.abort(signal.reason), { once: true });
+    this.done = new Promise((resolve) => {
+      this.#resolveDone = resolve;
+    });
+  }
+
+  get state(): CommitterState {
+    return this.#state;
+  }
+
+  /** The non-retriable error that stopped the loop, once there is one. */
+  get fatal(): unknown {
+    return this.#fatal;
+  }
+
+  /** For /readyz: running and not stuck retrying. */
+  readiness(): { ok: boolean; detail?: string } {
+    const loop = this.#loop?.state;
+    if (this.#state !== 'running') return { ok: false, detail: `${this.#options.name} ${this.#state}` };
+    if (loop === 'failed' || loop === 'retry') return { ok: false, detail: `retrying after ${this.#loop?.consecutiveFailures} failure(s)` };
+    return { ok: true };
+  }
+
+  /** Starts the loop; `handler.onStop` runs once after the last commit. */
+  start(handler: ConsumerHandler<Batch>): void {
+    const loop = new ConsumerLoop<Batch>({
+      name: this.#options.name,
+      logger: this.#options.logger,
+      retry: { initialDelayMs: 200, maxDelayMs: 5_000 },
+      onError: (error) => {
+        this.#options.onFailure?.();
+        // Retrying cannot help a fenced or otherwise non-retriable committer: stop.
+        if (error instanceof CdcError && !error.retriable) {
+          this.#fatal = error;
+          this.#controller.abort(error);
+        }
+      },
+    });
+    this.#loop = loop;
+    const onStop = handler.onStop;
+    const wrapped: ConsumerHandler<Batch> = {
+      ...handler,
+      onStop: async () => {
+        if (this.#state === 'running') this.#state = 'draining';
+        await onStop?.();
+      },
+    };
+    this.#progressTimer = setInterval(() => this.#options.logProgress(), this.#options.progressIntervalMs ?? 5_000);
+    this.#progressTimer.unref();
+    loop.run(wrapped, this.#controller.signal).then(
+      () => this.#finish(this.#fatal),
+      (error: unknown) => this.#finish(this.#fatal ?? error),
+    );
+  }
+
+  /** Drains: the batch in hand commits, then the loop ends. Resolves with `done`. */
+  async stop(reason: string): Promise<Error | undefined> {
+    if (this.#state === 'running') this.#state = 'draining';
+    this.#controller.abort(new Error(reason));
+    return this.done;
+  }
+
+  #finish(error: unknown): void {
+    clearInterval(this.#progressTimer);
+    const failure = error === undefined ? undefined : error instanceof Error ? error : new Error(String(error));
+    this.#state = failure ? 'failed' : 'stopped';
+    if (failure) this.#options.logger.error({ err: failure }, `${this.#options.name} stopped on error`);
+    this.#options.logProgress();
+    this.#resolveDone(failure);
+  }
+}
