@@ -13,9 +13,9 @@
  * read exactly the pipeline's WAL without competing with it for the two cores.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replication';
 import { WATCHED_TABLES } from '@cdc/testkit';
+import { withClient } from '../tests/e2e/databases.ts';
 
 export interface LimitSlots {
   readonly publication: string;
@@ -41,16 +41,6 @@ export function bestOf(results: readonly LimitResult[]): LimitResult | undefined
   const ok = results.filter((r) => r.ok);
   const best = ok.length > 0 ? ok.reduce((a, b) => (b.changesPerSecond > a.changesPerSecond ? b : a)) : results[results.length - 1];
   return best ? { ...best, attempts: results.map((r) => Math.round(r.changesPerSecond)) } : undefined;
-}
-
-async function withClient<T>(url: string, run: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return await run(client);
-  } finally {
-    await client.end();
-  }
 }
 
 export async function createLimitSlots(sourceUrl: string, tag: string, attempts: number): Promise<LimitSlots> {
