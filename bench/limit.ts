@@ -14,6 +14,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replication';
+import { Lsn } from '@cdc/core';
 import { WATCHED_TABLES } from '@cdc/testkit';
 import { withClient } from '../tests/e2e/databases.ts';
 
@@ -84,15 +85,18 @@ export function pgRecvlogicalPath(): string | undefined {
   return found.status === 0 && path !== '' ? path : undefined;
 }
 
+/** One drain of the workload's WAL from its own slot, up to the workload's end. */
+export interface DrainOptions {
+  readonly sourceUrl: string;
+  readonly publication: string;
+  readonly slot: string;
+  readonly endLsn: string;
+  readonly changes: number;
+  readonly timeoutMs: number;
+}
+
 /** pg_recvlogical --start ... --endpos=<end>: wall time of the whole process (connect included, a few ms). */
-export function drainWithRecvlogical(options: {
-  sourceUrl: string;
-  publication: string;
-  slot: string;
-  endLsn: string;
-  changes: number;
-  timeoutMs: number;
-}): Promise<LimitResult> {
+export function drainWithRecvlogical(options: DrainOptions): Promise<LimitResult> {
   const binary = pgRecvlogicalPath();
   if (binary === undefined) {
     return Promise.resolve({ tool: 'pg_recvlogical', ok: false, seconds: 0, changesPerSecond: 0, error: 'pg_recvlogical not installed' });
@@ -136,20 +140,11 @@ export function drainWithRecvlogical(options: {
 }
 
 function lsnValue(text: string | null | undefined): bigint {
-  if (!text) return 0n;
-  const [high, low] = text.split('/');
-  return (BigInt(`0x${high ?? '0'}`) << 32n) + BigInt(`0x${low ?? '0'}`);
+  return text ? Lsn.parse(text) : 0n;
 }
 
 /** pg-logical-replication + PgoutputPlugin in this process, until the workload's last commit. */
-export async function drainWithNode(options: {
-  sourceUrl: string;
-  publication: string;
-  slot: string;
-  endLsn: string;
-  changes: number;
-  timeoutMs: number;
-}): Promise<LimitResult> {
+export async function drainWithNode(options: DrainOptions): Promise<LimitResult> {
   const end = lsnValue(options.endLsn);
   const service = new LogicalReplicationService(
     { connectionString: options.sourceUrl },
