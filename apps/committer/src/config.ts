@@ -47,6 +47,12 @@ export const committerConfigSchema = z
     ETCD_URL: etcdUrls,
     BATCH_MAX_EVENTS: env.positiveInt(2000),
     BATCH_LINGER_MS: z.coerce.number().int().min(0).max(60_000).default(50),
+    /**
+     * Source transactions with more events than this are streamed in chunks of
+     * BATCH_MAX_EVENTS instead of held whole. PostgreSQL: still one sink transaction
+     * (default BATCH_MAX_EVENTS). Kafka: consecutive Kafka transactions (default 10000).
+     */
+    STREAM_TRANSACTIONS_ABOVE: z.coerce.number().int().positive().optional(),
     HEALTH_PORT: env.port(8080),
     LOG_LEVEL: env.logLevel(),
     // --- SINK=postgres

@@ -57,6 +57,7 @@ await runApp({ app: 'committer' }, async ({ logger, signal, defer }) => {
           },
           batchMaxEvents: config.BATCH_MAX_EVENTS,
           batchLingerMs: config.BATCH_LINGER_MS,
+          ...(config.STREAM_TRANSACTIONS_ABOVE ? { streamAbove: config.STREAM_TRANSACTIONS_ABOVE } : {}),
           compression: config.KAFKA_COMPRESSION,
           maxRequestBytes: config.KAFKA_MAX_REQUEST_BYTES,
           ...(config.KAFKA_MAX_MESSAGE_BYTES ? { maxMessageBytes: config.KAFKA_MAX_MESSAGE_BYTES } : {}),
@@ -78,6 +79,7 @@ await runApp({ app: 'committer' }, async ({ logger, signal, defer }) => {
           tableMap: config.TABLE_MAP,
           batchMaxEvents: config.BATCH_MAX_EVENTS,
           batchLingerMs: config.BATCH_LINGER_MS,
+          ...(config.STREAM_TRANSACTIONS_ABOVE ? { streamAbove: config.STREAM_TRANSACTIONS_ABOVE } : {}),
           signal,
         });
   defer('committer', () => committer.close());

@@ -16,6 +16,7 @@ import type { Logger } from '@cdc/runtime';
 import type { LaneCheckpoint, LaneStart } from '@cdc/sink-pg';
 import type { Admin, Kafka, Message } from 'kafkajs';
 import { TopicCreationError } from './errors.ts';
+import type { TransactionProgress } from './records.ts';
 
 interface StoredLane {
   readonly partition: number;
@@ -30,13 +31,22 @@ export interface StoredCheckpoint {
   readonly committer: string;
   readonly lanes: readonly StoredLane[];
   readonly committedAt: string;
+  /** A source transaction streamed in chunks, if this checkpoint is inside one. */
+  readonly openTransaction?: TransactionProgress | null;
 }
 
-export function encodeCheckpoint(pipeline: string, committer: string, lanes: readonly LaneCheckpoint[], now = new Date()): string {
+export function encodeCheckpoint(
+  pipeline: string,
+  committer: string,
+  lanes: readonly LaneCheckpoint[],
+  openTransaction?: TransactionProgress,
+  now = new Date(),
+): string {
   const stored: StoredCheckpoint = {
     pipeline,
     committer,
     committedAt: now.toISOString(),
+    openTransaction: openTransaction ?? null,
     lanes: [...lanes]
       .sort((a, b) => a.partition - b.partition)
       .map((lane) => ({
@@ -48,6 +58,12 @@ export function encodeCheckpoint(pipeline: string, committer: string, lanes: rea
       })),
   };
   return JSON.stringify(stored);
+}
+
+/** The source transaction the checkpoint is inside of, if any. */
+export function decodeOpenTransaction(text: string | undefined): TransactionProgress | undefined {
+  const stored = text === undefined ? undefined : (JSON.parse(text) as StoredCheckpoint);
+  return stored?.openTransaction ?? undefined;
 }
 
 /** Lane starts for partitions 0..P-1: the stored lane, or the stream's beginning. */

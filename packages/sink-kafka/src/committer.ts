@@ -9,7 +9,10 @@
  *
  * One committer owns all partitions under one stable transactional id, so a source
  * transaction is one Kafka transaction (read_committed consumers see it whole) and a
- * restarted committer fences its zombie predecessor. JetStream is never acknowledged:
+ * restarted committer fences its zombie predecessor. A source transaction of more than
+ * `streamAbove` events is the exception: it goes out in chunks, one Kafka transaction
+ * each, so no process holds it whole (as Debezium, which never writes a source
+ * transaction atomically); its BEGIN/END metadata still frames it whole. JetStream is never acknowledged:
  * the stream position is part of the checkpoint, committed with the events.
  *
  * Failure rules (PITFALLS 18-20):
@@ -31,6 +34,7 @@ import {
   barrierMessage,
   checkpointMessage,
   decodeCheckpoint,
+  decodeOpenTransaction,
   encodeCheckpoint,
   ensureCheckpointTopic,
   readCheckpointThroughBarrier,
@@ -38,7 +42,7 @@ import {
 } from './checkpoint-topic.ts';
 import { KafkaFencedError, TopicCreationError, isMessageTooLarge } from './errors.ts';
 import { TransactionalProducer, type Compression, type OutgoingRecord } from './producer.ts';
-import { buildRecords, type RecordOptions } from './records.ts';
+import { buildRecords, type RecordOptions, type TransactionProgress } from './records.ts';
 
 export interface KafkaCommitterOptions {
   readonly pipeline: string;
@@ -57,6 +61,8 @@ export interface KafkaCommitterOptions {
   readonly batchMaxEvents?: number;
   readonly batchLingerMs?: number;
   readonly maxBufferedPerPartition?: number;
+  /** Source transactions with more events than this are written in chunks of batchMaxEvents, one Kafka transaction each. Default 10000. */
+  readonly streamAbove?: number;
   readonly compression?: Compression;
   readonly maxRequestBytes?: number;
   /** Largest record the broker takes; default: the broker's message.max.bytes. */
@@ -118,6 +124,8 @@ export class KafkaCommitter {
   /** Lanes as the checkpoint topic holds them (the feed's committed starts). */
   #maxMessageBytes: number;
   #pending: PendingBatch | undefined;
+  /** The source transaction the last committed checkpoint is inside of (chunked), as Kafka holds it. */
+  #progress: TransactionProgress | undefined;
   #needsRecovery = false;
   #progressMark = { at: Date.now(), applied: 0 };
   #closing: Promise<void> | undefined;
@@ -132,6 +140,7 @@ export class KafkaCommitter {
     producer: TransactionalProducer;
     feed: MergedFeed;
     maxMessageBytes: number;
+    progress: TransactionProgress | undefined;
   }) {
     this.#options = parts.options;
     this.#logger = parts.logger;
@@ -140,6 +149,7 @@ export class KafkaCommitter {
     this.#producer = parts.producer;
     this.#feed = parts.feed;
     this.#maxMessageBytes = parts.maxMessageBytes;
+    this.#progress = parts.progress;
     this.#checkpointTopic = parts.options.checkpointTopic ?? 'cdc.checkpoints';
     this.#positions = new PositionPublisher({
       store: parts.options.checkpointStore,
@@ -217,7 +227,7 @@ export class KafkaCommitter {
         { ...connectOptions, isRetriable: (error) => !(error instanceof KafkaFencedError) },
       );
       const initialised = producer;
-      const starts = await retry(() => readStarts({ kafka, producer: initialised, checkpointTopic, partitions: options.partitions, logger }), {
+      const { starts, progress } = await retry(() => readStarts({ kafka, producer: initialised, checkpointTopic, partitions: options.partitions, logger }), {
         ...connectOptions,
         isRetriable: (error) => !(error instanceof KafkaFencedError),
       });
@@ -230,10 +240,11 @@ export class KafkaCommitter {
           maxEvents: options.batchMaxEvents ?? 2_000,
           lingerMs: options.batchLingerMs ?? 50,
           maxBuffered: options.maxBufferedPerPartition ?? 4 * (options.batchMaxEvents ?? 2_000),
+          streamAbove: options.streamAbove ?? 10_000,
         },
         starts,
       );
-      const committer = new KafkaCommitter({ options, logger, kafka, admin, producer, feed, maxMessageBytes });
+      const committer = new KafkaCommitter({ options, logger, kafka, admin, producer, feed, maxMessageBytes, progress });
       logger.info(
         {
           partitions: options.partitions,
@@ -315,7 +326,7 @@ export class KafkaCommitter {
     this.#stats.recoveries += 1;
     this.#pending = undefined;
     await this.#producer.reset();
-    const starts = await readStarts({
+    const { starts, progress } = await readStarts({
       kafka: this.#kafka,
       producer: this.#producer,
       checkpointTopic: this.#checkpointTopic,
@@ -323,6 +334,7 @@ export class KafkaCommitter {
       logger: this.#logger,
     });
     await this.#feed.rewind(starts);
+    this.#progress = progress;
     this.#needsRecovery = false;
     this.#logger.info(
       { resume: starts.map((start) => ({ partition: start.partition, resume_seq: start.resumeSeq })) },
@@ -333,12 +345,12 @@ export class KafkaCommitter {
   async #process(batch: PendingBatch): Promise<void> {
     const { merge } = batch;
     const started = Date.now();
-    const built = buildRecords(merge, { ...this.#options.records, maxMessageBytes: this.#maxMessageBytes });
+    const built = buildRecords(merge, { ...this.#options.records, maxMessageBytes: this.#maxMessageBytes }, this.#progress);
     await this.#ensureTopics(built.records);
     // Lanes as they will stand after this batch: the checkpoint record holds every partition.
     const lanes = new Map(this.#feed.committedStarts().map((start) => [start.partition, { ...start, lastKey: start.lastKey, watermark: start.watermark }]));
     for (const checkpoint of merge.checkpoints) lanes.set(checkpoint.partition, checkpoint);
-    const checkpoint = encodeCheckpoint(this.#options.pipeline, this.transactionalId, [...lanes.values()]);
+    const checkpoint = encodeCheckpoint(this.#options.pipeline, this.transactionalId, [...lanes.values()], built.progress);
     const checkpointRecord: OutgoingRecord = {
       topic: this.#checkpointTopic,
       message: checkpointMessage(this.transactionalId, checkpoint),
@@ -362,6 +374,7 @@ export class KafkaCommitter {
       throw error;
     }
     this.#pending = undefined;
+    this.#progress = built.progress;
     this.#feed.committed(merge.checkpoints);
     for (const lane of merge.checkpoints) this.#positions.mark(lane, 0);
     this.#stats.batches += 1;
@@ -374,6 +387,7 @@ export class KafkaCommitter {
         events: merge.events.length,
         records: built.records.length,
         transactions: merge.transactions,
+        inside_transaction: merge.endsInside,
         refused: built.refusals.length,
         ms: Date.now() - started,
         ...(last ? { lsn: last.commitLsn, event_id: last.eventId, trace_id: last.traceId } : {}),
@@ -473,7 +487,7 @@ async function readStarts(options: {
   checkpointTopic: string;
   partitions: number;
   logger: Logger;
-}): Promise<LaneStart[]> {
+}): Promise<{ starts: LaneStart[]; progress: TransactionProgress | undefined }> {
   const nonce = randomUUID();
   const message = barrierMessage(options.producer.transactionalId, nonce);
   await options.producer.commitTransaction([{ topic: options.checkpointTopic, message, bytes: String(message.value).length }]);
@@ -484,7 +498,7 @@ async function readStarts(options: {
     nonce,
     logger: options.logger,
   });
-  return decodeCheckpoint(text, options.partitions);
+  return { starts: decodeCheckpoint(text, options.partitions), progress: decodeOpenTransaction(text) };
 }
 
 async function brokerMessageMaxBytes(admin: Admin): Promise<number> {

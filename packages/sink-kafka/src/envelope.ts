@@ -164,18 +164,28 @@ export function countByTable(events: readonly ChangeEvent[]): Map<string, number
   return counts;
 }
 
+/** What has been numbered of one transaction so far (mutable: nextOrder moves it on). */
+export interface TransactionCounts {
+  seen: number;
+  readonly seenByTable: Map<string, number>;
+}
+
+/** The next event's total_order and data_collection_order (both 1-based), counting it in `counts`. */
+export function nextOrder(counts: TransactionCounts, table: string): TransactionOrder {
+  counts.seen += 1;
+  const dataCollectionOrder = (counts.seenByTable.get(table) ?? 0) + 1;
+  counts.seenByTable.set(table, dataCollectionOrder);
+  return { totalOrder: counts.seen, dataCollectionOrder };
+}
+
 /**
  * total_order and data_collection_order of each event, from all the events of one
  * transaction (pass every one: a partition's share alone would number them wrongly).
  */
 export function transactionOrders(events: readonly ChangeEvent[]): Map<EventId, TransactionOrder> {
   const orders = new Map<EventId, TransactionOrder>();
-  const perTable = new Map<string, number>();
-  bySeq(events).forEach((event, index) => {
-    const dataCollectionOrder = (perTable.get(event.table) ?? 0) + 1;
-    perTable.set(event.table, dataCollectionOrder);
-    orders.set(event.eventId, { totalOrder: index + 1, dataCollectionOrder });
-  });
+  const counts: TransactionCounts = { seen: 0, seenByTable: new Map() };
+  for (const event of bySeq(events)) orders.set(event.eventId, nextOrder(counts, event.table));
   return orders;
 }
 

@@ -17,8 +17,8 @@ export type { KafkaCommitterOptions, KafkaCommitterStats, KafkaCommitterState } 
 export { TransactionalProducer, chunksByBytes } from './producer.ts';
 export type { Compression, OutgoingRecord, TransactionalProducerOptions } from './producer.ts';
 export { buildRecords, checkRecordOptions } from './records.ts';
-export type { RecordOptions, BuiltRecords, Refusal } from './records.ts';
-export { encodeCheckpoint, decodeCheckpoint, readCheckpointThroughBarrier, ensureCheckpointTopic } from './checkpoint-topic.ts';
+export type { RecordOptions, BuiltRecords, Refusal, TransactionProgress } from './records.ts';
+export { encodeCheckpoint, decodeCheckpoint, decodeOpenTransaction, readCheckpointThroughBarrier, ensureCheckpointTopic } from './checkpoint-topic.ts';
 export {
   KafkaFencedError,
   KafkaTransactionError,
@@ -37,9 +37,10 @@ export {
   transactionId,
   transactionOrders,
   countByTable,
+  nextOrder,
   SOURCE_VERSION,
 } from './envelope.ts';
-export type { DebeziumRecord, EnvelopeOptions, TransactionOrder, TransactionRef } from './envelope.ts';
+export type { DebeziumRecord, EnvelopeOptions, TransactionCounts, TransactionOrder, TransactionRef } from './envelope.ts';
 export { convertValue, PgType, DEFAULT_UNAVAILABLE_VALUE_PLACEHOLDER } from './values.ts';
 export type { DebeziumValue, DecimalHandlingMode, ValueOptions } from './values.ts';
 export { parseTopicRoutes, createTopicRouter, defaultTopic, assertTopicName, InvalidTopicNameError } from './routing.ts';

@@ -4,18 +4,25 @@
  * cannot become a record (a value that does not convert, a topic name Kafka refuses, a
  * record over the broker's size limit) is refused: the caller dead-letters it with the
  * reason and the batch goes on without it.
+ *
+ * A source transaction too large to hold comes in chunks over several batches (and so
+ * several Kafka transactions). Its TransactionProgress — events numbered so far, events
+ * written per table — goes from one batch to the next and into the checkpoint, so
+ * `total_order` numbers on across chunks and across restarts, BEGIN is written once
+ * and END counts the whole transaction.
  */
-import { CdcError, PoisonEventError, type ChangeEvent } from '@cdc/core';
+import { CdcError, PoisonEventError, formatOrderKey, parseOrderKey, type ChangeEvent } from '@cdc/core';
 import type { MergeBatch, MergedEvent } from '@cdc/sink-pg';
 import { sameTransaction } from '@cdc/sink-pg';
 import {
-  countByTable,
+  nextOrder,
   toDebeziumRecords,
   transactionBegin,
   transactionEnd,
-  transactionOrders,
   type DebeziumRecord,
   type EnvelopeOptions,
+  type TransactionCounts,
+  type TransactionRef,
 } from './envelope.ts';
 import { RecordTooLargeError } from './errors.ts';
 import type { OutgoingRecord } from './producer.ts';
@@ -50,6 +57,27 @@ export interface BuiltRecords {
   readonly refusals: Refusal[];
   /** Change events that became records. */
   readonly events: number;
+  /** The batch's last transaction, if it may go on in the next batch. */
+  readonly progress: TransactionProgress | undefined;
+}
+
+/** Where a source transaction streamed in chunks stands (JSON: it travels in the checkpoint). */
+export interface TransactionProgress {
+  /** Order key of its first event: identifies the transaction. */
+  readonly firstKey: string;
+  readonly ref: TransactionRef;
+  /** Events numbered so far, refused ones included (they keep their place in total_order). */
+  readonly seen: number;
+  readonly seenByTable: Readonly<Record<string, number>>;
+  /** Events written per table, tables in first-written order: END's data_collections. */
+  readonly written: readonly (readonly [string, number])[];
+  /** BEGIN is out (it goes before the first written event). */
+  readonly begun: boolean;
+}
+
+function startProgress(first: MergedEvent): TransactionProgress {
+  const { xid, commitLsn, commitTs } = first.event;
+  return { firstKey: formatOrderKey(first.key), ref: { xid, commitLsn, commitTs }, seen: 0, seenByTable: {}, written: [], begun: false };
 }
 
 /** Routers are built once per option set (they validate the prefix up front). */
@@ -69,7 +97,12 @@ export function checkRecordOptions(options: RecordOptions): void {
   routerFor(options);
 }
 
-export function buildRecords(batch: MergeBatch, options: RecordOptions & { maxMessageBytes: number }): BuiltRecords {
+/**
+ * `progress` is what the previous batch left open (undefined: nothing). A transaction
+ * left open that this batch does not go on with ended with the previous batch: its END
+ * comes first.
+ */
+export function buildRecords(batch: MergeBatch, options: RecordOptions & { maxMessageBytes: number }, progress?: TransactionProgress): BuiltRecords {
   const router = routerFor(options);
   const envelope: EnvelopeOptions = {
     topicPrefix: options.topicPrefix,
@@ -80,17 +113,29 @@ export function buildRecords(batch: MergeBatch, options: RecordOptions & { maxMe
   };
   const records: OutgoingRecord[] = [];
   const refusals: Refusal[] = [];
+  const end = (state: TransactionProgress): void => {
+    if (options.transactionMetadata && state.begun) records.push(outgoingRecord(router.transactionTopic, transactionEnd(state.ref, new Map(state.written))));
+  };
   let events = 0;
-  for (const transaction of splitTransactions(batch.events)) {
-    const changes = transaction.map((merged) => merged.event);
-    const orders = options.transactionMetadata ? transactionOrders(changes) : undefined;
-    const emitted: ChangeEvent[] = [];
+  const transactions = splitTransactions(batch.events);
+  const firstEvent = transactions[0]?.[0];
+  const continues =
+    progress !== undefined && batch.startsInside && firstEvent !== undefined && sameTransaction(parseOrderKey(progress.firstKey), firstEvent.key);
+  if (progress !== undefined && !continues) end(progress);
+  let open: TransactionProgress | undefined;
+  transactions.forEach((transaction, index) => {
+    const head = transaction[0];
+    if (head === undefined) return;
+    let state = index === 0 && continues && progress !== undefined ? progress : startProgress(head);
+    const counts: TransactionCounts = { seen: state.seen, seenByTable: new Map(Object.entries(state.seenByTable)) };
+    const written = new Map(state.written);
     const body: OutgoingRecord[] = [];
     for (const merged of transaction) {
       const { event } = merged;
+      const order = nextOrder(counts, event.table);
       try {
         const topic = router.topicFor(event.table);
-        const built = toDebeziumRecords(event, envelope, orders?.get(event.eventId));
+        const built = toDebeziumRecords(event, envelope, options.transactionMetadata ? order : undefined);
         const outgoing = built.map((record) => outgoingRecord(topic, record));
         for (const record of outgoing) {
           if (record.bytes > options.maxMessageBytes) {
@@ -98,25 +143,23 @@ export function buildRecords(batch: MergeBatch, options: RecordOptions & { maxMe
           }
         }
         body.push(...outgoing);
-        emitted.push(event);
+        written.set(event.table, (written.get(event.table) ?? 0) + 1);
+        events += 1;
       } catch (error) {
         refusals.push(refusalOf(merged, error));
       }
     }
-    events += emitted.length;
-    const first = changes[0];
-    if (options.transactionMetadata && first !== undefined && emitted.length > 0) {
-      records.push(outgoingRecord(router.transactionTopic, transactionBegin(first)));
-      records.push(...body);
-      records.push(outgoingRecord(router.transactionTopic, transactionEnd(first, countByTable(emitted))));
-    } else {
-      records.push(...body);
-    }
-  }
-  return { records, refusals, events };
+    const begin = options.transactionMetadata && !state.begun && body.length > 0;
+    if (begin) records.push(outgoingRecord(router.transactionTopic, transactionBegin(state.ref)));
+    records.push(...body);
+    state = { ...state, seen: counts.seen, seenByTable: Object.fromEntries(counts.seenByTable), written: [...written], begun: state.begun || begin };
+    if (index === transactions.length - 1 && batch.endsInside) open = state;
+    else end(state);
+  });
+  return { records, refusals, events, progress: open };
 }
 
-/** Consecutive events of one source transaction (batches never split one). */
+/** Consecutive events of one source transaction. */
 function splitTransactions(events: readonly MergedEvent[]): MergedEvent[][] {
   const groups: MergedEvent[][] = [];
   let current: MergedEvent[] = [];

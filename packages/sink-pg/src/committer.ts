@@ -12,6 +12,12 @@
  * retry applies exactly the same events; a failed read rewinds the feed to the
  * committed checkpoints.
  *
+ * A source transaction larger than `streamAbove` events comes in chunks: one sink
+ * transaction (SinkSession) stays open across them and commits with the chunk that ends
+ * it, so it lands whole and no process holds it whole. If anything fails while such a
+ * transaction is open, it is rolled back and the feed rewinds to the checkpoints the
+ * sink holds (read back from the sink: a COMMIT whose outcome was lost is seen there).
+ *
  * States:
  *   running ──close()/signal──► draining ──► stopped
  *      └──── non-retriable error (FencedError, …) ──► failed
@@ -19,17 +25,17 @@
  */
 import type { Bus } from '@cdc/bus';
 import { DEFAULT_SINK, type CheckpointStore } from '@cdc/checkpoint';
-import { UnreachableError, formatOrderKey, retry, stageSubject, type ChangeEvent, type DeadLetter } from '@cdc/core';
+import { IllegalStateError, UnreachableError, formatOrderKey, retry, stageSubject, type ChangeEvent, type DeadLetter } from '@cdc/core';
 import { redactUrl, type Logger } from '@cdc/runtime';
 import pg from 'pg';
 import { acquireEpoch, readCheckpoints } from './checkpoints.ts';
 import { FencedError, fromPgError } from './errors.ts';
 import { MergedFeed } from './feed.ts';
-import type { LaneStart, MergeBatch } from './merge.ts';
+import type { LaneCheckpoint, LaneStart, MergeBatch } from './merge.ts';
 import { PositionPublisher } from './positions.ts';
 import { CommitterRun, type CommitterState } from './run.ts';
 import { TableCatalog, ensureBookkeeping } from './schema.ts';
-import { SinkWriter, type Refusal } from './writer.ts';
+import { SinkWriter, type Refusal, type SinkSession } from './writer.ts';
 
 export interface CommitterOptions {
   readonly pipeline: string;
@@ -48,6 +54,8 @@ export interface CommitterOptions {
   readonly batchLingerMs?: number;
   /** Bound on events buffered per partition before it stops being read (default 4 × batchMaxEvents). */
   readonly maxBufferedPerPartition?: number;
+  /** Source transactions with more events than this are streamed in chunks through one open sink transaction (default batchMaxEvents). */
+  readonly streamAbove?: number;
   readonly progressIntervalMs?: number;
   /** Aborting it drains: the batch in hand is committed, then the committer stops. */
   readonly signal?: AbortSignal;
@@ -65,6 +73,10 @@ export interface CommitterStats {
   readonly rowsWritten: number;
   readonly isolatedBatches: number;
   readonly retries: number;
+  /** Source transactions that were applied in chunks through one open sink transaction. */
+  readonly streamedTransactions: number;
+  /** Rewinds to the sink's checkpoints after a failure with a streamed transaction open. */
+  readonly recoveries: number;
 }
 
 export type { CommitterState };
@@ -72,6 +84,20 @@ export type { CommitterState };
 interface PendingBatch {
   readonly merge: MergeBatch;
   attempts: number;
+}
+
+/** A sink transaction open across the chunks of a large source transaction. */
+interface OpenStream {
+  readonly session: SinkSession;
+  /** The checkpoints of every chunk so far, newest per partition: written with the last one. */
+  readonly checkpoints: Map<number, LaneCheckpoint>;
+  readonly started: number;
+  events: number;
+  refused: number;
+  rows: number;
+  statements: number;
+  chunks: number;
+  isolated: boolean;
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
@@ -89,6 +115,9 @@ export class Committer {
   readonly #run: CommitterRun<PendingBatch>;
   readonly #stats: OwnStats;
   #pending: PendingBatch | undefined;
+  #stream: OpenStream | undefined;
+  /** A failure left the feed ahead of the sink: rewind to the sink's checkpoints before reading on. */
+  #needsRecovery = false;
   #progressMark = { at: Date.now(), applied: 0 };
   #closing: Promise<void> | undefined;
   /** Resolves when the loop has ended, with the error that ended it (if any). */
@@ -101,7 +130,18 @@ export class Committer {
     this.#feed = feed;
     const catalog = new TableCatalog(pool, options.tableMap);
     this.#writer = new SinkWriter({ pool, catalog, pipeline: options.pipeline, logger });
-    this.#stats = { epoch, applied: 0, batches: 0, transactions: 0, deadLettered: 0, rowsWritten: 0, isolatedBatches: 0, retries: 0 };
+    this.#stats = {
+      epoch,
+      applied: 0,
+      batches: 0,
+      transactions: 0,
+      deadLettered: 0,
+      rowsWritten: 0,
+      isolatedBatches: 0,
+      retries: 0,
+      streamedTransactions: 0,
+      recoveries: 0,
+    };
     this.#positions = new PositionPublisher({
       store: options.checkpointStore,
       pipeline: options.pipeline,
@@ -177,6 +217,7 @@ export class Committer {
           maxEvents,
           lingerMs: options.batchLingerMs ?? 50,
           maxBuffered: options.maxBufferedPerPartition ?? 4 * maxEvents,
+          streamAbove: options.streamAbove ?? maxEvents,
         },
         starts,
       );
@@ -249,6 +290,7 @@ export class Committer {
   }
 
   async #fetch(signal: AbortSignal): Promise<PendingBatch | undefined> {
+    if (this.#needsRecovery) await this.#recover();
     // A batch that failed is offered again as it was: the retry applies the same events.
     if (this.#pending) return this.#pending;
     // A read failure rewinds the feed to the committed checkpoints and rethrows.
@@ -258,8 +300,36 @@ export class Committer {
     return this.#pending;
   }
 
+  /** Back to what the sink holds: its checkpoints, read from it, and the feed rewound to them. */
+  async #recover(): Promise<void> {
+    this.#stats.recoveries += 1;
+    let client: pg.PoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (error) {
+      throw fromPgError(error, {});
+    }
+    let starts: LaneStart[];
+    try {
+      starts = await readCheckpoints(client, this.#options.pipeline, this.#options.partitions);
+    } catch (error) {
+      throw fromPgError(error, {});
+    } finally {
+      client.release();
+    }
+    await this.#feed.rewind(starts);
+    this.#needsRecovery = false;
+    this.#logger.info(
+      { resume: starts.map((start) => ({ partition: start.partition, resume_seq: start.resumeSeq })) },
+      'recovered: resuming after the last transaction the sink committed',
+    );
+  }
+
   async #process(batch: PendingBatch): Promise<void> {
     const { merge } = batch;
+    if (this.#stream !== undefined || merge.endsInside) return this.#processStreamed(merge);
+    // Only a chunk after an open stream starts inside a transaction; a rewind starts between two.
+    if (merge.startsInside) throw new IllegalStateError('committer', 'no open sink transaction', 'apply the middle of a source transaction');
     const attempt = batch.attempts;
     batch.attempts += 1;
     const started = Date.now();
@@ -295,6 +365,81 @@ export class Committer {
       },
       'batch committed',
     );
+  }
+
+  /**
+   * A chunk of a large source transaction (or the batch after it): applied in the open
+   * sink transaction; the checkpoints and COMMIT come with the chunk after which nothing
+   * of it can follow. Never retried as it is: a failure rolls back and rewinds.
+   */
+  async #processStreamed(merge: MergeBatch): Promise<void> {
+    this.#pending = undefined;
+    try {
+      const stream = (this.#stream ??= {
+        session: await this.#writer.open(this.#stats.epoch),
+        checkpoints: new Map(),
+        started: Date.now(),
+        events: 0,
+        refused: 0,
+        rows: 0,
+        statements: 0,
+        chunks: 0,
+        isolated: false,
+      });
+      if (merge.events.length > 0) {
+        const outcome = await stream.session.apply(merge.events.map((merged) => merged.event));
+        // Before the COMMIT (which may be chunks away): a crash re-sends them, never loses them.
+        if (outcome.refusals.length > 0) await this.#deadLetterRefusals(merge, outcome.refusals);
+        stream.events += merge.events.length;
+        stream.refused += outcome.refusals.length;
+        stream.rows += outcome.rowsWritten;
+        stream.statements += outcome.statements;
+        stream.isolated ||= outcome.mode === 'isolated';
+        stream.chunks += 1;
+      }
+      for (const checkpoint of merge.checkpoints) stream.checkpoints.set(checkpoint.partition, checkpoint);
+      const last = merge.events.at(-1)?.event;
+      if (merge.endsInside) {
+        this.#logger.debug(
+          { events: stream.events, chunks: stream.chunks, ...(last ? { lsn: last.commitLsn, event_id: last.eventId, trace_id: last.traceId } : {}) },
+          'chunk applied; sink transaction stays open until the source transaction ends',
+        );
+        return;
+      }
+      const checkpoints = [...stream.checkpoints.values()];
+      await stream.session.commit(checkpoints);
+      this.#stream = undefined;
+      this.#feed.committed(checkpoints);
+      for (const checkpoint of checkpoints) this.#positions.mark(checkpoint, this.#stats.epoch);
+      this.#stats.batches += 1;
+      this.#stats.streamedTransactions += 1;
+      this.#stats.transactions += merge.transactions;
+      this.#stats.applied += stream.events - stream.refused;
+      this.#stats.deadLettered += stream.refused;
+      this.#stats.rowsWritten += stream.rows;
+      if (stream.isolated) this.#stats.isolatedBatches += 1;
+      this.#logger.info(
+        {
+          events: stream.events,
+          chunks: stream.chunks,
+          statements: stream.statements,
+          rows: stream.rows,
+          ms: Date.now() - stream.started,
+          ...(last ? { lsn: last.commitLsn, event_id: last.eventId, trace_id: last.traceId } : {}),
+        },
+        'streamed transaction committed',
+      );
+    } catch (error) {
+      await this.#abortStream();
+      this.#needsRecovery = true;
+      throw error;
+    }
+  }
+
+  async #abortStream(): Promise<void> {
+    const stream = this.#stream;
+    this.#stream = undefined;
+    await stream?.session.abort();
   }
 
   async #deadLetterRefusals(merge: MergeBatch, refusals: readonly Refusal[]): Promise<void> {
@@ -339,6 +484,11 @@ export class Committer {
   }
 
   async #onStop(): Promise<void> {
+    if (this.#stream !== undefined) {
+      // Its end is not read yet: it cannot commit. The next committer applies it again, whole.
+      this.#logger.warn({ events: this.#stream.events, chunks: this.#stream.chunks }, 'stopping with a streamed source transaction open: rolled back');
+      await this.#abortStream();
+    }
     if (this.#run.fatal instanceof FencedError) {
       // The new owner publishes from here on; our older positions must not overwrite its keys.
       this.#positions.discard();

@@ -16,7 +16,7 @@ import { Bus, StreamGapError, type BusMessage, type StreamReader } from '@cdc/bu
 import { sleep, stageSubject, streamName, type DeadLetter } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
 import { decodeOrdered } from './decode.ts';
-import { PartitionMerger, type LaneCheckpoint, type LaneStart, type MergeBatch } from './merge.ts';
+import { PartitionMerger, type LaneCheckpoint, type LaneStart, type MergeBatch, type TakeOptions } from './merge.ts';
 
 export interface MergedFeedOptions {
   readonly pipeline: string;
@@ -28,6 +28,11 @@ export interface MergedFeedOptions {
   readonly lingerMs: number;
   /** Bound on events buffered per partition before it stops being read. */
   readonly maxBuffered: number;
+  /**
+   * Source transactions with more events than this come in chunks (MergeBatch
+   * startsInside/endsInside) instead of whole, so memory stays flat. Default: whole.
+   */
+  readonly streamAbove?: number | undefined;
 }
 
 export interface FeedStats {
@@ -81,9 +86,10 @@ export class MergedFeed {
   }
 
   /**
-   * The next batch (whole source transactions, up to `maxEvents` unless one transaction
-   * is larger), waiting at most the linger time for it to fill. Undefined when nothing
-   * moved. A read failure rewinds to the committed checkpoints and rethrows.
+   * The next batch (whole source transactions, up to `maxEvents`, or a chunk of one
+   * larger than `streamAbove`), waiting at most the linger time for it to fill.
+   * Undefined when nothing moved. A read failure rewinds to the committed checkpoints
+   * and rethrows.
    */
   async next(signal: AbortSignal): Promise<MergeBatch | undefined> {
     try {
@@ -93,7 +99,11 @@ export class MergedFeed {
       await this.rewind();
       throw error;
     }
-    return this.#merger.take(this.#options.maxEvents);
+    return this.#merger.take(this.#options.maxEvents, this.#takeOptions());
+  }
+
+  #takeOptions(): TakeOptions {
+    return this.#options.streamAbove === undefined ? {} : { streamAbove: this.#options.streamAbove };
   }
 
   /** The sink committed these checkpoints: a later rewind starts from them. */
@@ -155,7 +165,8 @@ export class MergedFeed {
     const deadline = Date.now() + this.#options.lingerMs;
     for (;;) {
       const received = await this.#poll(signal);
-      if (this.#merger.releasableAtLeast(this.#options.maxEvents)) return;
+      // The cheap count first; the plan (which may hold back an unfinished transaction) only then.
+      if (this.#merger.releasableAtLeast(this.#options.maxEvents) && this.#merger.wouldRelease(this.#options.maxEvents, this.#takeOptions())) return;
       const left = deadline - Date.now();
       if (left <= 0 || signal.aborted) return;
       if (received === 0) await sleep(Math.min(POLL_IDLE_MS, left), signal).catch(() => undefined);

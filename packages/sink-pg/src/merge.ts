@@ -3,12 +3,19 @@
  *
  * Each partition stream (deduped.<p>) is in order-key order, with PartitionHeartbeats
  * interleaved: a heartbeat with lamport W follows every event of that partition with
- * lamport <= W. So once every partition has shown a watermark, every event with
- * lamport <= minW = min over partitions of their newest watermark has been read — in
- * every partition. Releasing exactly those events, merged by `compareOrderKeys`, releases
- * a source transaction (one source, one commitLsn, one lamport) whole even when its rows
- * live in several partitions; batches are cut only between transactions, so a source
- * transaction always lands in ONE sink transaction.
+ * lamport <= W. So a partition has a *bound*: nothing at or below it can still arrive —
+ * its newest watermark (every key of lamport <= W) or the last key it delivered (the
+ * stream is in order), whichever is higher. An event at or below the minimum bound over
+ * all partitions has every smaller event already read, in every partition: releasing
+ * those, merged by `compareOrderKeys`, is the one total order.
+ *
+ * Batches are cut between source transactions (one source, one commitLsn, one lamport),
+ * so a transaction whose rows live in several partitions is released whole — unless it
+ * is larger than `streamAbove` events. Such a transaction is released in chunks as its
+ * rows arrive (`endsInside` / `startsInside`), so no process holds it whole: the
+ * PostgreSQL sink keeps one sink transaction open across the chunks, the Kafka sink
+ * commits them as consecutive Kafka transactions. A lane's bound moves with every event
+ * it delivers, so a chunk can go out long before the transaction's end is read.
  *
  * Per partition the merger tracks the checkpoint the sink stores with each batch:
  *   resumeSeq  first stream sequence not yet done (the oldest unreleased event, else the next unread)
@@ -18,7 +25,7 @@
  *
  *   push(p, seq, msg) ──► lane p queue ──take(max)──► MergeBatch { events in order, checkpoints }
  */
-import { compareOrderKeys, orderKeyOf, type ChangeEvent, type OrderKey, type OrderedMessage } from '@cdc/core';
+import { IllegalStateError, compareOrderKeys, orderKeyOf, type ChangeEvent, type OrderKey, type OrderedMessage } from '@cdc/core';
 
 export interface Watermark {
   readonly lamport: bigint;
@@ -53,11 +60,51 @@ export interface MergeBatch {
   readonly events: readonly MergedEvent[];
   /** The after-state of every partition this batch moves. */
   readonly checkpoints: readonly LaneCheckpoint[];
-  /** Number of source transactions in `events`. */
+  /** Number of source transactions that end in this batch. */
   readonly transactions: number;
+  /** The first transaction began in an earlier batch (a chunk of a large one). */
+  readonly startsInside: boolean;
+  /** The last transaction goes on in a later batch. */
+  readonly endsInside: boolean;
+}
+
+export interface TakeOptions {
+  /**
+   * A transaction with more events than this is released in chunks of `maxEvents`
+   * instead of whole (see the top of this file). Default: never (whole transactions only).
+   */
+  readonly streamAbove?: number;
 }
 
 export type PushResult = 'queued' | 'replay' | 'late' | 'skipped';
+
+/**
+ * Nothing at or below this can still arrive in a partition: `key` set → every order key
+ * <= key; `key` unset → every key whose lamport is <= `lamport` (a watermark).
+ */
+interface Bound {
+  readonly lamport: bigint;
+  readonly key?: OrderKey;
+}
+
+function covers(bound: Bound, key: OrderKey): boolean {
+  return bound.key === undefined ? key.lamport <= bound.lamport : compareOrderKeys(key, bound.key) <= 0;
+}
+
+/** Negative when `a` promises less than `b`; undefined (nothing known) is the lowest. */
+function compareBounds(a: Bound | undefined, b: Bound | undefined): number {
+  if (a === undefined || b === undefined) return a === b ? 0 : a === undefined ? -1 : 1;
+  if (a.key !== undefined && b.key !== undefined) return compareOrderKeys(a.key, b.key);
+  if (a.key === undefined && b.key === undefined) return a.lamport < b.lamport ? -1 : a.lamport > b.lamport ? 1 : 0;
+  // A watermark W against a key k: W promises more exactly when it covers k.
+  if (a.key === undefined) return covers(a, b.key as OrderKey) ? 1 : -1;
+  return covers(b, a.key) ? -1 : 1;
+}
+
+/** A key above every event of `key`'s transaction and below every later one. */
+function transactionEnd(key: OrderKey): OrderKey {
+  return { ...key, seq: Number.POSITIVE_INFINITY };
+}
 
 type Item =
   | { readonly kind: 'event'; readonly seq: number; readonly key: OrderKey; readonly event: ChangeEvent }
@@ -133,6 +180,12 @@ class Lane {
     return head?.kind === 'event' ? head : undefined;
   }
 
+  bound(): Bound | undefined {
+    const byKey = this.lastQueuedKey === undefined ? undefined : { lamport: this.lastQueuedKey.lamport, key: this.lastQueuedKey };
+    const bySeen = this.seen === undefined ? undefined : { lamport: this.seen };
+    return compareBounds(byKey, bySeen) >= 0 ? byKey : bySeen;
+  }
+
   checkpoint(): LaneCheckpoint {
     return {
       partition: this.partition,
@@ -145,6 +198,17 @@ class Lane {
 
 export function sameTransaction(a: OrderKey, b: OrderKey): boolean {
   return a.lamport === b.lamport && a.source === b.source && a.commitLsn === b.commitLsn;
+}
+
+interface Pick {
+  readonly lane: Lane;
+  readonly item: Extract<Item, { kind: 'event' }>;
+}
+
+interface Plan {
+  readonly picks: readonly Pick[];
+  readonly startsInside: boolean;
+  readonly endsInside: boolean;
 }
 
 export class PartitionMerger {
@@ -197,6 +261,17 @@ export class PartitionMerger {
     return min;
   }
 
+  /** The lowest partition bound: every event at or below it may be released. */
+  #minBound(): Bound | undefined {
+    let min: Bound | undefined;
+    for (const [index, lane] of this.#lanes.entries()) {
+      const bound = lane.bound();
+      if (bound === undefined) return undefined;
+      if (index === 0 || compareBounds(bound, min) < 0) min = bound;
+    }
+    return min;
+  }
+
   /** Messages (events and watermarks) buffered in a partition, for back-pressure. */
   buffered(partition: number): number {
     return this.#lane(partition).queue.size;
@@ -204,72 +279,132 @@ export class PartitionMerger {
 
   /**
    * Whether reading more of a partition is useful: below the bound, or it holds back
-   * the minimum watermark (stopping it could never free the others: no deadlock). A
-   * partition that holds the minimum is read beyond the bound only until its next
-   * watermark: memory grows past the bound only for one source transaction larger than it.
+   * the minimum bound (stopping it could never free the others: no deadlock). Memory
+   * grows past the bound only in the partition that holds everything back, and only
+   * until it has caught up with the next lowest.
    */
   wantsMore(partition: number, maxBuffered: number): boolean {
     const lane = this.#lane(partition);
     if (lane.queue.size < maxBuffered) return true;
-    const min = this.minWatermark();
-    return lane.seen === undefined || min === undefined || lane.seen <= min;
+    return compareBounds(lane.bound(), this.#minBound()) <= 0;
   }
 
-  /** True when at least `count` events could be released now. */
+  /** True when at least `count` events are at or below the minimum bound. */
   releasableAtLeast(count: number): boolean {
-    const min = this.minWatermark();
-    if (min === undefined) return false;
+    const bound = this.#minBound();
+    if (bound === undefined) return false;
     let found = 0;
     for (const lane of this.#lanes) {
       for (let i = 0; i < lane.queue.size; i++) {
         const item = lane.queue.at(i);
         if (item === undefined) break;
         if (item.kind !== 'event') continue;
-        if (item.key.lamport > min) break;
+        if (!covers(bound, item.key)) break;
         if (++found >= count) return true;
       }
     }
     return false;
   }
 
+  /** True when `take` with the same arguments would release at least one event. */
+  wouldRelease(maxEvents: number, options: TakeOptions = {}): boolean {
+    const bound = this.#minBound();
+    return bound !== undefined && this.#plan(bound, maxEvents, options).picks.length > 0;
+  }
+
   /**
-   * Releases up to `maxEvents` events (more if one source transaction is larger: it is
-   * never split) in order-key order, and the checkpoints they move. Undefined when
-   * nothing would change.
+   * Releases up to `maxEvents` events in order-key order, and the checkpoints they move.
+   * A transaction is never split unless it has more than `streamAbove` events (then it
+   * goes out in chunks of `maxEvents`; the first chunk holds `streamAbove`). Undefined
+   * when nothing would change.
    */
-  take(maxEvents: number): MergeBatch | undefined {
+  take(maxEvents: number, options: TakeOptions = {}): MergeBatch | undefined {
     const changed = new Set<Lane>();
     for (const lane of this.#lanes) if (lane.consumeLeadingWatermarks()) changed.add(lane);
-    const min = this.minWatermark();
+    const bound = this.#minBound();
+    const plan: Plan = bound === undefined ? { picks: [], startsInside: false, endsInside: false } : this.#plan(bound, maxEvents, options);
     const events: MergedEvent[] = [];
     let transactions = 0;
-    if (min !== undefined) {
-      for (;;) {
-        let best: Lane | undefined;
-        let bestItem: Extract<Item, { kind: 'event' }> | undefined;
-        for (const lane of this.#lanes) {
-          const head = lane.headEvent();
-          if (head === undefined || head.key.lamport > min) continue;
-          if (bestItem === undefined || compareOrderKeys(head.key, bestItem.key) < 0) {
-            best = lane;
-            bestItem = head;
-          }
-        }
-        if (best === undefined || bestItem === undefined) break;
-        const last = events.at(-1);
-        const opensTransaction = last === undefined || !sameTransaction(last.key, bestItem.key);
-        if (opensTransaction && events.length >= maxEvents) break;
-        if (opensTransaction) transactions += 1;
-        best.queue.shift();
-        best.lastReleasedKey = bestItem.key;
-        events.push({ partition: best.partition, seq: bestItem.seq, key: bestItem.key, event: bestItem.event });
-        changed.add(best);
-        best.consumeLeadingWatermarks();
-      }
-      if (events.length > 0 && (this.#released === undefined || min > this.#released)) this.#released = min;
+    for (const { lane, item } of plan.picks) {
+      // The plan walked the queues as they are: each pick is its lane's head event now.
+      if (lane.headEvent() !== item) throw new IllegalStateError('partition-merger', 'planned', 'release an event that is not its partition head');
+      const last = events.at(-1);
+      if (last !== undefined && !sameTransaction(last.key, item.key)) transactions += 1;
+      lane.queue.shift();
+      lane.lastReleasedKey = item.key;
+      events.push({ partition: lane.partition, seq: item.seq, key: item.key, event: item.event });
+      changed.add(lane);
+      lane.consumeLeadingWatermarks();
     }
+    if (events.length > 0 && !plan.endsInside) transactions += 1;
+    const minW = this.minWatermark();
+    if (events.length > 0 && minW !== undefined && (this.#released === undefined || minW > this.#released)) this.#released = minW;
     if (events.length === 0 && changed.size === 0) return undefined;
-    return { events, transactions, checkpoints: [...changed].map((lane) => lane.checkpoint()) };
+    return {
+      events,
+      transactions,
+      startsInside: events.length > 0 && plan.startsInside,
+      endsInside: events.length > 0 && plan.endsInside,
+      checkpoints: [...changed].map((lane) => lane.checkpoint()),
+    };
+  }
+
+  /**
+   * Which events to release, without releasing them: the lanes' head events in order
+   * while they are at or below `bound`, stopping at `maxEvents` between transactions.
+   * The last transaction, if it cannot end in this batch, is left for a later one —
+   * unless it is the only one and is large (or already partly released): then it goes
+   * out as a chunk.
+   */
+  #plan(bound: Bound, maxEvents: number, options: TakeOptions): Plan {
+    const streamAbove = options.streamAbove ?? Number.POSITIVE_INFINITY;
+    const cursors = new Map<Lane, number>(this.#lanes.map((lane) => [lane, 0]));
+    const nextEvent = (lane: Lane): Extract<Item, { kind: 'event' }> | undefined => {
+      for (let index = cursors.get(lane) ?? 0; ; index++) {
+        const item = lane.queue.at(index);
+        if (item === undefined) return undefined;
+        if (item.kind === 'event') {
+          cursors.set(lane, index);
+          return item;
+        }
+      }
+    };
+    const picks: Pick[] = [];
+    let tailStart = 0;
+    let startsInside = false;
+    let capped = false;
+    for (;;) {
+      let best: Pick | undefined;
+      for (const lane of this.#lanes) {
+        const item = nextEvent(lane);
+        if (item === undefined || !covers(bound, item.key)) continue;
+        if (best === undefined || compareOrderKeys(item.key, best.item.key) < 0) best = { lane, item };
+      }
+      if (best === undefined) break;
+      const last = picks.at(-1);
+      if (last === undefined) {
+        const { key } = best.item;
+        startsInside = this.#lanes.some((lane) => lane.lastReleasedKey !== undefined && sameTransaction(lane.lastReleasedKey, key));
+      } else if (!sameTransaction(last.item.key, best.item.key)) {
+        if (picks.length >= maxEvents) break;
+        tailStart = picks.length;
+      } else {
+        const limit = tailStart > 0 || startsInside ? maxEvents : streamAbove;
+        if (picks.length - tailStart >= limit) {
+          capped = true;
+          break;
+        }
+      }
+      picks.push(best);
+      cursors.set(best.lane, (cursors.get(best.lane) ?? 0) + 1);
+    }
+    const tail = picks[tailStart];
+    const tailEnds = tail !== undefined && !capped && covers(bound, transactionEnd(tail.item.key));
+    if (tail === undefined || tailEnds) return { picks, startsInside, endsInside: false };
+    // The last transaction goes on past this batch.
+    if (tailStart > 0) return { picks: picks.slice(0, tailStart), startsInside, endsInside: false };
+    if (startsInside || capped) return { picks, startsInside, endsInside: true };
+    return { picks: [], startsInside: false, endsInside: false };
   }
 
   /** Current checkpoint of every partition (what a batch taken now would start from). */

@@ -4,18 +4,25 @@
  *   BEGIN
  *   SELECT epoch FROM cdc_owner … FOR UPDATE      fenced? → FencedError, nothing written
  *   [retry only] checkpoints already at target? → ROLLBACK, done (the COMMIT had landed)
+ *   SAVEPOINT cdc_chunk
  *   multi-row guarded statements, in order
+ *   RELEASE SAVEPOINT cdc_chunk
  *   INSERT … cdc_checkpoint … ON CONFLICT …       same transaction as the rows
  *   dead letters published (PubAck awaited)       before COMMIT: a crash re-sends them (same Nats-Msg-Id)
  *   COMMIT
  *
+ * A source transaction too large to hold in memory comes in chunks: a SinkSession keeps
+ * the one sink transaction open and applies each chunk under its own savepoint, and the
+ * checkpoints and COMMIT come with the last chunk. Nothing of it is visible, and nothing
+ * of it is stored as applied, before the source transaction is whole in the sink.
+ *
  * If the sink refuses a statement (SQLSTATE 22/23/42), a multi-row statement does not
- * say which event is at fault: roll back and apply the batch again one event at a time,
- * each under a SAVEPOINT; refused events are rolled back to their savepoint and
- * dead-lettered, the rest commit. Connection errors and serialization failures are
- * thrown as retriable: the caller retries the whole batch.
+ * say which event is at fault: roll back to the chunk's savepoint and apply the chunk
+ * again one event at a time, each under a SAVEPOINT; refused events are rolled back to
+ * their savepoint and dead-lettered, the rest commit. Connection errors and
+ * serialization failures are thrown as retriable: the caller retries the whole batch.
  */
-import { CdcError, type ChangeEvent } from '@cdc/core';
+import { CdcError, IllegalStateError, type ChangeEvent } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
 import type { Pool, PoolClient } from 'pg';
 import { buildStatements, planEvent, type GroupLimits, type RowOp, type Statement } from './apply.ts';
@@ -47,9 +54,83 @@ export interface ApplyOutcome {
   readonly refusals: readonly Refusal[];
 }
 
+export type ChunkOutcome = Omit<ApplyOutcome, 'mode'> & { readonly mode: 'batched' | 'isolated' };
+
 interface Plan {
   readonly ops: RowOp[];
   readonly refused: Map<number, SinkRefusedError>;
+}
+
+/**
+ * One open sink transaction (BEGIN + owner check done), fed chunk by chunk. Owned by
+ * whoever opened it: it ends with `commit` or `abort`, which return the connection.
+ */
+export class SinkSession {
+  readonly #writer: SinkWriter;
+  readonly #client: PoolClient;
+  readonly #epoch: number;
+  #ended = false;
+
+  constructor(writer: SinkWriter, client: PoolClient, epoch: number) {
+    this.#writer = writer;
+    this.#client = client;
+    this.#epoch = epoch;
+  }
+
+  get client(): PoolClient {
+    return this.#client;
+  }
+
+  /** Applies one chunk of events in order; refused events are returned, not applied. */
+  async apply(events: readonly ChangeEvent[]): Promise<ChunkOutcome> {
+    this.#assertOpen('apply');
+    return this.#guard(() => this.#writer.applyChunk(this.#client, events));
+  }
+
+  /** Writes the checkpoints, lets the caller act on refusals inside the transaction, and COMMITs. */
+  async commit(checkpoints: readonly LaneCheckpoint[], beforeCommit?: () => Promise<void>): Promise<void> {
+    this.#assertOpen('commit');
+    await this.#guard(async () => {
+      await writeCheckpoints(this.#client, this.#writer.pipeline, this.#epoch, checkpoints);
+      await beforeCommit?.();
+      await this.#client.query('COMMIT');
+    });
+    this.#end(false);
+  }
+
+  /** Rolls back whatever is open and returns the connection (discarded if it broke). Idempotent. */
+  async abort(): Promise<void> {
+    if (this.#ended) return;
+    let broken = false;
+    await this.#client.query('ROLLBACK').catch(() => {
+      broken = true;
+    });
+    this.#end(broken);
+  }
+
+  /** Errors end the session: rolled back, connection returned, the error typed. */
+  async #guard<T>(work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (error) {
+      let broken = !(error instanceof CdcError) && sqlstateOf(error) === undefined;
+      await this.#client.query('ROLLBACK').catch(() => {
+        broken = true;
+      });
+      this.#end(broken);
+      throw fromPgError(error, {});
+    }
+  }
+
+  #assertOpen(action: string): void {
+    if (this.#ended) throw new IllegalStateError('sink-session', 'ended', action);
+  }
+
+  #end(broken: boolean): void {
+    this.#ended = true;
+    // A broken connection must not go back to the pool.
+    this.#client.release(broken ? true : undefined);
+  }
 }
 
 export class SinkWriter {
@@ -67,56 +148,68 @@ export class SinkWriter {
     this.#limits = options.groupLimits;
   }
 
-  async apply(request: ApplyRequest): Promise<ApplyOutcome> {
-    let plan = await this.#plan(request.events);
+  get pipeline(): string {
+    return this.#pipeline;
+  }
+
+  /** BEGIN and the owner check on a pooled connection: FencedError if `epoch` is no longer the owner's. */
+  async open(epoch: number): Promise<SinkSession> {
     let client: PoolClient;
     try {
       client = await this.#pool.connect();
     } catch (error) {
       throw fromPgError(error, {});
     }
-    let discard = false;
+    const session = new SinkSession(this, client, epoch);
     try {
-      await this.#begin(client, request.epoch);
-      if (request.retry && (await alreadyCommitted(client, this.#pipeline, request.checkpoints))) {
-        await client.query('ROLLBACK');
+      await client.query('BEGIN');
+      await assertOwner(client, this.#pipeline, epoch);
+    } catch (error) {
+      await session.abort();
+      throw fromPgError(error, {});
+    }
+    return session;
+  }
+
+  /** One batch in one sink transaction (see the top of this file). */
+  async apply(request: ApplyRequest): Promise<ApplyOutcome> {
+    const session = await this.open(request.epoch);
+    try {
+      if (request.retry && (await alreadyCommitted(session.client, this.#pipeline, request.checkpoints))) {
+        await session.abort();
         return { mode: 'already-committed', statements: 0, rowsWritten: 0, refusals: [] };
       }
-      let mode: ApplyOutcome['mode'] = 'batched';
-      let counts: { statements: number; rows: number };
-      try {
-        counts = await this.#runAll(client, buildStatements(plan.ops, this.#limits));
-      } catch (error) {
-        if (classifyPgError(error) !== 'refusal') throw error;
-        await client.query('ROLLBACK');
-        // The refusal may come from a stale cached schema: look the tables up again.
-        for (const event of request.events) this.#catalog.invalidate(event.table);
-        this.#logger.info({ sqlstate: sqlstateOf(error), err: error }, 'sink refused a batched statement; applying event by event');
-        plan = await this.#plan(request.events);
-        mode = 'isolated';
-        await this.#begin(client, request.epoch);
-        counts = await this.#runIsolated(client, plan, request.events);
-      }
-      await writeCheckpoints(client, this.#pipeline, request.epoch, request.checkpoints);
-      const refusals = [...plan.refused].sort(([a], [b]) => a - b).map(([item, error]) => ({ item, error }));
-      if (refusals.length > 0) await request.beforeCommit(refusals);
-      await client.query('COMMIT');
-      return { mode, statements: counts.statements, rowsWritten: counts.rows, refusals };
-    } catch (error) {
-      // A broken connection must not go back to the pool.
-      if (!(error instanceof CdcError) && sqlstateOf(error) === undefined) discard = true;
-      await client.query('ROLLBACK').catch(() => {
-        discard = true;
+      const outcome = await session.apply(request.events);
+      await session.commit(request.checkpoints, async () => {
+        if (outcome.refusals.length > 0) await request.beforeCommit(outcome.refusals);
       });
-      throw fromPgError(error, {});
+      return outcome;
     } finally {
-      client.release(discard ? true : undefined);
+      await session.abort();
     }
   }
 
-  async #begin(client: PoolClient, epoch: number): Promise<void> {
-    await client.query('BEGIN');
-    await assertOwner(client, this.#pipeline, epoch);
+  /** Inside an open transaction: the chunk's statements under a savepoint, event by event if the sink refuses one. */
+  async applyChunk(client: PoolClient, events: readonly ChangeEvent[]): Promise<ChunkOutcome> {
+    let plan = await this.#plan(events);
+    let mode: ChunkOutcome['mode'] = 'batched';
+    let counts: { statements: number; rows: number };
+    await client.query('SAVEPOINT cdc_chunk');
+    try {
+      counts = await this.#runAll(client, buildStatements(plan.ops, this.#limits));
+    } catch (error) {
+      if (classifyPgError(error) !== 'refusal') throw error;
+      await client.query('ROLLBACK TO SAVEPOINT cdc_chunk');
+      // The refusal may come from a stale cached schema: look the tables up again.
+      for (const event of events) this.#catalog.invalidate(event.table);
+      this.#logger.info({ sqlstate: sqlstateOf(error), err: error }, 'sink refused a batched statement; applying event by event');
+      plan = await this.#plan(events);
+      mode = 'isolated';
+      counts = await this.#runIsolated(client, plan, events);
+    }
+    await client.query('RELEASE SAVEPOINT cdc_chunk');
+    const refusals = [...plan.refused].sort(([a], [b]) => a - b).map(([item, error]) => ({ item, error }));
+    return { mode, statements: counts.statements, rowsWritten: counts.rows, refusals };
   }
 
   /** Resolves sink tables and plans each event; schema mismatches are refusals before any SQL runs. */
