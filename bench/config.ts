@@ -31,10 +31,12 @@ export interface BenchConfig {
   readonly limitAttempts: number;
   readonly resultsDir: string;
   readonly echo: boolean;
-  /** Each workload runs once per sink (the Kafka sink skips one-big-txn unless kafkaBigTxn). */
+  /** Each workload runs once per sink (the Kafka sink skips one-big-txn when kafkaBigTxn is off). */
   readonly sinks: readonly ('postgres' | 'kafka')[];
   readonly kafkaCompression: 'none' | 'gzip';
   readonly kafkaBigTxn: boolean;
+  /** Run the apps from their TypeScript sources under tsx instead of their bundles. */
+  readonly fromSource: boolean;
 }
 
 function int(name: string, fallback: number, errors: string[], min = 1): number {
@@ -88,7 +90,8 @@ export function loadConfig(): BenchConfig {
     echo: process.env.BENCH_ECHO === '1',
     sinks: sinksFrom(process.env.BENCH_SINKS, errors),
     kafkaCompression: process.env.BENCH_KAFKA_COMPRESSION === 'gzip' ? 'gzip' : 'none',
-    kafkaBigTxn: process.env.BENCH_KAFKA_BIG_TXN === '1',
+    kafkaBigTxn: process.env.BENCH_KAFKA_BIG_TXN !== '0',
+    fromSource: process.env.BENCH_FROM_SOURCE === '1',
   };
   if (process.env.BENCH_KAFKA_COMPRESSION && !['none', 'gzip'].includes(process.env.BENCH_KAFKA_COMPRESSION)) {
     errors.push(`BENCH_KAFKA_COMPRESSION=${JSON.stringify(process.env.BENCH_KAFKA_COMPRESSION)} must be none or gzip`);

@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/bootstrap.sh
+# The apps run from their bundles, as in a container (BENCH_FROM_SOURCE=1: from source under tsx).
+pnpm -s build >/dev/null
 # The limit needs pg_recvlogical (Debian: postgresql-client); install it once if missing.
 if ! command -v pg_recvlogical >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -336,6 +336,48 @@ describe('committer', () => {
     expect(Number((await sink.db.query(`SELECT count(*) AS n FROM ${audit}`)).rows[0].n)).toBe(2 * transactions);
   });
 
+  test('a streamed transaction: a refused row is dead-lettered, connections killed mid-stream roll it back, it commits whole and once', async ({ ctx }) => {
+    const name = await table(ctx, 'id integer PRIMARY KEY, qty integer NOT NULL');
+    const audit = await addAuditTrigger(sink.db, `public.${name}`);
+    const { pipeline, bus } = await createPipeline(ctx);
+    const log = new SourceLog({ partitions: P });
+    const out = new DedupedPublisher(bus, pipeline, P);
+    const t = `public.${name}`;
+    const size = 6_000;
+    const big = log.transaction(
+      Array.from({ length: size }, (_, i) => ({ table: t, op: 'insert' as const, key: [String(i)], after: { id: String(i), qty: i === 3_333 ? 'abc' : String(i) } })),
+    );
+    await out.events(big);
+    await out.watermark(log.watermark());
+    await out.flush();
+    const committer = await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url, batchMaxEvents: 200, streamAbove: 500, batchLingerMs: 2 });
+    // Kill the connection holding the open sink transaction, twice, while it streams.
+    let terminated = 0;
+    for (let i = 0; i < 500 && terminated < 2 && committer.stats().streamedTransactions === 0; i++) {
+      await sleep(10);
+      const result = await sink.db.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND xact_start < now() - interval '50 ms'",
+        [`cdc-committer-${pipeline}`],
+      );
+      terminated += result.rowCount ?? 0;
+      if ((result.rowCount ?? 0) > 0) await waitFor(() => committer.stats().recoveries >= terminated, { what: 'the committer to recover', timeoutMs: 20_000 });
+    }
+    await waitForWatermark(sink.db, pipeline, P, log.lamport, 60_000);
+    const stats = committer.stats();
+    expect(stats).toMatchObject({ streamedTransactions: 1, transactions: 1, applied: size - 1, deadLettered: 1 });
+    expect(terminated).toBe(2);
+    expect(stats.recoveries).toBe(2);
+    expect(committer.state).toBe('running');
+    expect(Number((await sink.db.query(`SELECT count(*) AS n FROM public.${name}`)).rows[0].n)).toBe(size - 1);
+    const letters = await deadLetters(bus, pipeline);
+    // Dead-lettered before COMMIT: a rolled-back attempt may have published it too (same Nats-Msg-Id).
+    expect([...new Set(letters.map((l) => [l.eventId, l.column, l.sqlstate].join()))]).toEqual([[big[3_333]?.eventId, 'qty', '22P02'].join()]);
+    const twice = await sink.db.query(`SELECT op, id, lsn::text, seq FROM ${audit} GROUP BY 1, 2, 3, 4 HAVING count(*) > 1`);
+    expect(twice.rows).toEqual([]);
+    expect(Number((await sink.db.query(`SELECT count(*) AS n FROM ${audit}`)).rows[0].n)).toBe(size - 1);
+    console.log(`[committer] streamed ${size}-row transaction: ${terminated} connections killed, ${stats.recoveries} recoveries`);
+  });
+
   test('a retried batch whose COMMIT had landed (outcome unknown to the client) is not applied again', async ({ ctx }) => {
     const name = await table(ctx, 'id integer PRIMARY KEY, name text');
     const audit = await addAuditTrigger(sink.db, `public.${name}`);

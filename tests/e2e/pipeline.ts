@@ -8,7 +8,7 @@
  *   await pipeline.restart('committer');
  *   await pipeline.stop();                // SIGTERM all, bounded
  */
-import { ManagedProcess, spawnApp } from '../harness/process.ts';
+import { ManagedProcess, spawnApp, spawnBuiltApp } from '../harness/process.ts';
 import type { ServerUrls } from '../harness/servers.ts';
 
 export interface SourceSpec {
@@ -31,6 +31,8 @@ export interface PipelineSpec {
   readonly reorderers?: number;
   readonly echo?: boolean;
   readonly extraEnv?: Readonly<Record<string, string>>;
+  /** Run the apps' bundles (`pnpm build`) rather than their sources under tsx: what the bench measures. */
+  readonly built?: boolean;
 }
 
 type AppDefinition = { readonly entry: string; readonly env: Record<string, string> };
@@ -146,7 +148,7 @@ export class PipelineProcesses {
   async #launch(name: string): Promise<ManagedProcess> {
     const definition = this.#definitions.get(name);
     if (!definition) throw new Error(`unknown app ${name}; known: ${this.names.join(', ')}`);
-    const child = spawnApp(definition.entry, {
+    const child = (this.#spec.built ? spawnBuiltApp : spawnApp)(definition.entry, {
       name,
       env: definition.env,
       ...(this.#spec.echo === undefined ? {} : { echo: this.#spec.echo }),

@@ -11,6 +11,7 @@
  * worker exits, is killed. Output is kept line by line in bounded buffers.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -294,5 +295,25 @@ export function spawnApp(
     ...options,
     command: process.execPath,
     args: ['--import', loader, entry, ...(options.args ?? [])],
+  });
+}
+
+/**
+ * Runs an app's esbuild bundle (`apps/<name>/dist/main.js`, from `pnpm build`) with plain
+ * node, as its container does: no loader thread, no transform cache. For measurements
+ * (the bench), where tsx's own memory and CPU would be counted as the app's.
+ */
+export function spawnBuiltApp(
+  entry: string,
+  options: Omit<ProcessOptions, 'command' | 'args'> & { readonly args?: readonly string[] } = {},
+): ManagedProcess {
+  const bundle = entry.replace(/^(apps\/[^/]+)\/src\/main\.ts$/, '$1/dist/main.js');
+  if (bundle === entry) throw new RangeError(`not an app entry point (apps/<name>/src/main.ts): ${entry}`);
+  if (!existsSync(join(REPO_ROOT, bundle))) throw new Error(`${bundle} is missing: run \`pnpm build\` first`);
+  return ManagedProcess.spawn({
+    name: entry.replace(/^apps\/([^/]+)\/.*$/, '$1'),
+    ...options,
+    command: process.execPath,
+    args: ['--enable-source-maps', bundle, ...(options.args ?? [])],
   });
 }

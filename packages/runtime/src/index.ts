@@ -8,7 +8,7 @@
  *     await new ConsumerLoop({ name: 'apply', logger }).run(handler, signal);
  *   });
  */
-export { createLogger, redactUrl } from './logger.ts';
+export { createLogger, memoryFields, redactUrl } from './logger.ts';
 export type { Logger } from './logger.ts';
 export { loadConfig, env, z } from './config.ts';
 export type { Env } from './config.ts';

@@ -38,3 +38,10 @@ export function redactUrl(url: string): string {
     return url.replace(/\/\/([^:/@]+):[^@]*@/, '//$1:***@');
   }
 }
+
+/** The process's memory, for progress lines: what an operator compares with its limit. */
+export function memoryFields(): { rss_mb: number; heap_used_mb: number; external_mb: number } {
+  const usage = process.memoryUsage();
+  const mb = (bytes: number): number => Math.round(bytes / 1_048_576);
+  return { rss_mb: mb(usage.rss), heap_used_mb: mb(usage.heapUsed), external_mb: mb(usage.external + usage.arrayBuffers) };
+}

@@ -27,7 +27,7 @@ import { randomUUID } from 'node:crypto';
 import type { Bus } from '@cdc/bus';
 import type { CheckpointStore } from '@cdc/checkpoint';
 import { CdcError, UnreachableError, formatOrderKey, retry, stageSubject, type DeadLetter } from '@cdc/core';
-import type { Logger } from '@cdc/runtime';
+import { memoryFields, type Logger } from '@cdc/runtime';
 import { CommitterRun, MergedFeed, PositionPublisher, type CommitterState, type LaneStart, type MergeBatch } from '@cdc/sink-pg';
 import { Kafka, logLevel, type Admin, type LogEntry } from 'kafkajs';
 import {
@@ -474,6 +474,7 @@ export class KafkaCommitter {
         ...this.stats(),
         ...this.#feed.stats(),
         events_per_s: Math.round(perSecond),
+        ...memoryFields(),
       },
       'progress',
     );

@@ -26,7 +26,7 @@
 import type { Bus } from '@cdc/bus';
 import { DEFAULT_SINK, type CheckpointStore } from '@cdc/checkpoint';
 import { IllegalStateError, UnreachableError, formatOrderKey, retry, stageSubject, type ChangeEvent, type DeadLetter } from '@cdc/core';
-import { redactUrl, type Logger } from '@cdc/runtime';
+import { memoryFields, redactUrl, type Logger } from '@cdc/runtime';
 import pg from 'pg';
 import { acquireEpoch, readCheckpoints } from './checkpoints.ts';
 import { FencedError, fromPgError } from './errors.ts';
@@ -513,6 +513,7 @@ export class Committer {
         replays_skipped: stats.replaysSkipped,
         retries: stats.retries,
         epoch: stats.epoch,
+        ...memoryFields(),
       },
       'progress',
     );

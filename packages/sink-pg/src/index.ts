@@ -7,7 +7,9 @@
  *   const error = await committer.done; // resolves when drained or fenced
  *
  * Invariants: a source transaction is applied in one sink transaction (PartitionMerger
- * releases only up to the minimum watermark and cuts batches between transactions); each
+ * releases only what no partition can still precede and cuts batches between
+ * transactions; a larger one than `streamAbove` comes in chunks into one open sink
+ * transaction); each
  * partition's checkpoint is written in that same transaction; rows carry their version
  * (_cdc_lsn, _cdc_seq) and only newer changes overwrite them; a committer whose epoch is
  * no longer the sink's writes nothing.
