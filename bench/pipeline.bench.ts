@@ -53,6 +53,7 @@
  *   BENCH_KAFKA_COMPRESSION       [none]   none or gzip (KAFKA_COMPRESSION of the Kafka committer)
  *   BENCH_KAFKA_BIG_TXN=0         skip one-big-txn into Kafka (the longest run)
  *   BENCH_FROM_SOURCE=1           run the apps from source under tsx, not from their bundles (pnpm build)
+ *   BENCH_APP_NODE_OPTIONS        NODE_OPTIONS for every app instead of its Dockerfile's (heap caps)
  *   BENCH_RESULTS_DIR             [bench/results]
  *   BENCH_ECHO=1                  copy the apps' logs to stderr
  */

@@ -11,7 +11,7 @@
  * worker exits, is killed. Output is kept line by line in bounded buffers.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -300,8 +300,9 @@ export function spawnApp(
 
 /**
  * Runs an app's esbuild bundle (`apps/<name>/dist/main.js`, from `pnpm build`) with plain
- * node, as its container does: no loader thread, no transform cache. For measurements
- * (the bench), where tsx's own memory and CPU would be counted as the app's.
+ * node, as its container does: no loader thread, no transform cache, and the
+ * NODE_OPTIONS (heap caps) of the app's Dockerfile unless `env` sets its own. For
+ * measurements (the bench), where tsx's own memory and CPU would be counted as the app's.
  */
 export function spawnBuiltApp(
   entry: string,
@@ -310,9 +311,12 @@ export function spawnBuiltApp(
   const bundle = entry.replace(/^(apps\/[^/]+)\/src\/main\.ts$/, '$1/dist/main.js');
   if (bundle === entry) throw new RangeError(`not an app entry point (apps/<name>/src/main.ts): ${entry}`);
   if (!existsSync(join(REPO_ROOT, bundle))) throw new Error(`${bundle} is missing: run \`pnpm build\` first`);
+  const dockerfile = join(REPO_ROOT, entry.replace(/src\/main\.ts$/, 'Dockerfile'));
+  const nodeOptions = existsSync(dockerfile) ? /^ENV NODE_OPTIONS="?([^"\n]*)"?$/m.exec(readFileSync(dockerfile, 'utf8'))?.[1] : undefined;
   return ManagedProcess.spawn({
     name: entry.replace(/^apps\/([^/]+)\/.*$/, '$1'),
     ...options,
+    env: { ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}), ...options.env },
     command: process.execPath,
     args: ['--enable-source-maps', bundle, ...(options.args ?? [])],
   });

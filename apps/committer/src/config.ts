@@ -53,6 +53,8 @@ export const committerConfigSchema = z
      * (default BATCH_MAX_EVENTS). Kafka: consecutive Kafka transactions (default 10000).
      */
     STREAM_TRANSACTIONS_ABOVE: z.coerce.number().int().positive().optional(),
+    /** Per partition: encoded bytes read ahead of the sink before that partition waits (4 partitions × 8 MiB fit a 128 MB heap). */
+    PARTITION_BUFFER_MAX_BYTES: env.positiveInt(8 * 1_048_576),
     HEALTH_PORT: env.port(8080),
     LOG_LEVEL: env.logLevel(),
     // --- SINK=postgres

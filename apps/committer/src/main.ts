@@ -58,6 +58,7 @@ await runApp({ app: 'committer' }, async ({ logger, signal, defer }) => {
           batchMaxEvents: config.BATCH_MAX_EVENTS,
           batchLingerMs: config.BATCH_LINGER_MS,
           ...(config.STREAM_TRANSACTIONS_ABOVE ? { streamAbove: config.STREAM_TRANSACTIONS_ABOVE } : {}),
+          maxBufferedBytesPerPartition: config.PARTITION_BUFFER_MAX_BYTES,
           compression: config.KAFKA_COMPRESSION,
           maxRequestBytes: config.KAFKA_MAX_REQUEST_BYTES,
           ...(config.KAFKA_MAX_MESSAGE_BYTES ? { maxMessageBytes: config.KAFKA_MAX_MESSAGE_BYTES } : {}),
@@ -80,6 +81,7 @@ await runApp({ app: 'committer' }, async ({ logger, signal, defer }) => {
           batchMaxEvents: config.BATCH_MAX_EVENTS,
           batchLingerMs: config.BATCH_LINGER_MS,
           ...(config.STREAM_TRANSACTIONS_ABOVE ? { streamAbove: config.STREAM_TRANSACTIONS_ABOVE } : {}),
+          maxBufferedBytesPerPartition: config.PARTITION_BUFFER_MAX_BYTES,
           signal,
         });
   defer('committer', () => committer.close());

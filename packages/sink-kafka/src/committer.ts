@@ -61,6 +61,8 @@ export interface KafkaCommitterOptions {
   readonly batchMaxEvents?: number;
   readonly batchLingerMs?: number;
   readonly maxBufferedPerPartition?: number;
+  /** Bound on the encoded bytes buffered per partition (default 8 MiB). */
+  readonly maxBufferedBytesPerPartition?: number;
   /** Source transactions with more events than this are written in chunks of batchMaxEvents, one Kafka transaction each. Default 10000. */
   readonly streamAbove?: number;
   readonly compression?: Compression;
@@ -240,6 +242,7 @@ export class KafkaCommitter {
           maxEvents: options.batchMaxEvents ?? 2_000,
           lingerMs: options.batchLingerMs ?? 50,
           maxBuffered: options.maxBufferedPerPartition ?? 4 * (options.batchMaxEvents ?? 2_000),
+          maxBufferedBytes: options.maxBufferedBytesPerPartition,
           streamAbove: options.streamAbove ?? 10_000,
         },
         starts,

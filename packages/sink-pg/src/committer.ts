@@ -54,6 +54,8 @@ export interface CommitterOptions {
   readonly batchLingerMs?: number;
   /** Bound on events buffered per partition before it stops being read (default 4 × batchMaxEvents). */
   readonly maxBufferedPerPartition?: number;
+  /** Bound on the encoded bytes buffered per partition (default 8 MiB). */
+  readonly maxBufferedBytesPerPartition?: number;
   /** Source transactions with more events than this are streamed in chunks through one open sink transaction (default batchMaxEvents). */
   readonly streamAbove?: number;
   readonly progressIntervalMs?: number;
@@ -217,6 +219,7 @@ export class Committer {
           maxEvents,
           lingerMs: options.batchLingerMs ?? 50,
           maxBuffered: options.maxBufferedPerPartition ?? 4 * maxEvents,
+          maxBufferedBytes: options.maxBufferedBytesPerPartition,
           streamAbove: options.streamAbove ?? maxEvents,
         },
         starts,

@@ -28,6 +28,8 @@ export interface MergedFeedOptions {
   readonly lingerMs: number;
   /** Bound on events buffered per partition before it stops being read. */
   readonly maxBuffered: number;
+  /** Bound on the encoded bytes buffered per partition (wide rows reach it before maxBuffered). Default 8 MiB. */
+  readonly maxBufferedBytes?: number | undefined;
   /**
    * Source transactions with more events than this come in chunks (MergeBatch
    * startsInside/endsInside) instead of whole, so memory stays flat. Default: whole.
@@ -40,6 +42,12 @@ export interface FeedStats {
   readonly replaysSkipped: number;
   readonly lateEvents: number;
 }
+
+/**
+ * Per partition. Decoded events take 2–3× their JSON size in the heap: 4 partitions of
+ * 8 MiB stay well inside a 128 MB V8 heap (the apps' default cap) even for 2 KB rows.
+ */
+const DEFAULT_MAX_BUFFERED_BYTES = 8 * 1_048_576;
 
 /** Sleep between polls while no partition has anything buffered. */
 const POLL_IDLE_MS = 5;
@@ -175,7 +183,8 @@ export class MergedFeed {
 
   async #poll(signal: AbortSignal): Promise<number> {
     const { maxBuffered } = this.#options;
-    const wanted = [...this.#readers].filter(([partition]) => this.#merger.wantsMore(partition, maxBuffered));
+    const maxBytes = this.#options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
+    const wanted = [...this.#readers].filter(([partition]) => this.#merger.wantsMore(partition, maxBuffered, maxBytes));
     const polled = await Promise.all(
       wanted.map(async ([partition, reader]) => {
         const room = Math.max(1, maxBuffered - this.#merger.buffered(partition));
@@ -209,7 +218,7 @@ export class MergedFeed {
       this.#merger.push(partition, message.seq, undefined);
       return;
     }
-    const result = this.#merger.push(partition, message.seq, decoded);
+    const result = this.#merger.push(partition, message.seq, decoded, message.data.length);
     if (result === 'replay') this.#stats.replaysSkipped += 1;
     if (result === 'late' && decoded.kind === 'change') {
       this.#stats.lateEvents += 1;

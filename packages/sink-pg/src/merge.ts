@@ -107,8 +107,8 @@ function transactionEnd(key: OrderKey): OrderKey {
 }
 
 type Item =
-  | { readonly kind: 'event'; readonly seq: number; readonly key: OrderKey; readonly event: ChangeEvent }
-  | { readonly kind: 'watermark'; readonly seq: number; readonly watermark: Watermark };
+  | { readonly kind: 'event'; readonly seq: number; readonly key: OrderKey; readonly event: ChangeEvent; readonly bytes: number }
+  | { readonly kind: 'watermark'; readonly seq: number; readonly watermark: Watermark; readonly bytes: number };
 
 /** A FIFO with O(1) shift: the queues hold thousands of events. */
 class Queue<T> {
@@ -146,6 +146,8 @@ class Queue<T> {
 class Lane {
   readonly partition: number;
   readonly queue = new Queue<Item>();
+  /** Encoded size of what `queue` holds, as the caller reported it at push. */
+  queuedBytes = 0;
   /** Next sequence to read (= last pushed + 1). */
   nextSeq: number;
   /** Order key of the last event accepted into the queue (or released before start). */
@@ -168,11 +170,16 @@ class Lane {
   consumeLeadingWatermarks(): boolean {
     let moved = false;
     for (let head = this.queue.peek(); head?.kind === 'watermark'; head = this.queue.peek()) {
-      this.queue.shift();
+      this.shift();
       if (this.applied === undefined || head.watermark.lamport >= this.applied.lamport) this.applied = head.watermark;
       moved = true;
     }
     return moved;
+  }
+
+  shift(): void {
+    const item = this.queue.shift();
+    if (item !== undefined) this.queuedBytes -= item.bytes;
   }
 
   headEvent(): Extract<Item, { kind: 'event' }> | undefined {
@@ -233,21 +240,24 @@ export class PartitionMerger {
    * Adds one message read at `seq` from a partition. `undefined` marks a message that
    * was consumed without content (undecodable, dead-lettered by the caller).
    * Events at or below the last key of their partition are replays and are dropped.
+   * `bytes` (its encoded size) counts toward the partition's byte bound (wantsMore).
    */
-  push(partition: number, seq: number, message: OrderedMessage | undefined): PushResult {
+  push(partition: number, seq: number, message: OrderedMessage | undefined, bytes = 0): PushResult {
     const lane = this.#lane(partition);
     if (seq >= lane.nextSeq) lane.nextSeq = seq + 1;
     if (message === undefined) return 'skipped';
     if (message.kind === 'watermark') {
       const watermark: Watermark = { lamport: BigInt(message.lamport), positions: message.positions };
       if (lane.seen === undefined || watermark.lamport > lane.seen) lane.seen = watermark.lamport;
-      lane.queue.push({ kind: 'watermark', seq, watermark });
+      lane.queue.push({ kind: 'watermark', seq, watermark, bytes });
+      lane.queuedBytes += bytes;
       return 'queued';
     }
     const key = orderKeyOf(message);
     if (lane.lastQueuedKey !== undefined && compareOrderKeys(key, lane.lastQueuedKey) <= 0) return 'replay';
     lane.lastQueuedKey = key;
-    lane.queue.push({ kind: 'event', seq, key, event: message });
+    lane.queue.push({ kind: 'event', seq, key, event: message, bytes });
+    lane.queuedBytes += bytes;
     return this.#released !== undefined && key.lamport <= this.#released ? 'late' : 'queued';
   }
 
@@ -277,15 +287,20 @@ export class PartitionMerger {
     return this.#lane(partition).queue.size;
   }
 
+  /** Encoded bytes buffered in a partition, as reported to push. */
+  bufferedBytes(partition: number): number {
+    return this.#lane(partition).queuedBytes;
+  }
+
   /**
-   * Whether reading more of a partition is useful: below the bound, or it holds back
-   * the minimum bound (stopping it could never free the others: no deadlock). Memory
-   * grows past the bound only in the partition that holds everything back, and only
-   * until it has caught up with the next lowest.
+   * Whether reading more of a partition is useful: below both bounds (messages and
+   * bytes), or it holds back the minimum bound (stopping it could never free the others:
+   * no deadlock). Memory grows past the bounds only in the partition that holds
+   * everything back, and only until it has caught up with the next lowest.
    */
-  wantsMore(partition: number, maxBuffered: number): boolean {
+  wantsMore(partition: number, maxBuffered: number, maxBytes = Number.POSITIVE_INFINITY): boolean {
     const lane = this.#lane(partition);
-    if (lane.queue.size < maxBuffered) return true;
+    if (lane.queue.size < maxBuffered && lane.queuedBytes < maxBytes) return true;
     return compareBounds(lane.bound(), this.#minBound()) <= 0;
   }
 
@@ -330,7 +345,7 @@ export class PartitionMerger {
       if (lane.headEvent() !== item) throw new IllegalStateError('partition-merger', 'planned', 'release an event that is not its partition head');
       const last = events.at(-1);
       if (last !== undefined && !sameTransaction(last.key, item.key)) transactions += 1;
-      lane.queue.shift();
+      lane.shift();
       lane.lastReleasedKey = item.key;
       events.push({ partition: lane.partition, seq: item.seq, key: item.key, event: item.event });
       changed.add(lane);

@@ -116,6 +116,26 @@ describe('PartitionMerger', () => {
     expect(merger.wantsMore(0, 5)).toBe(true); // both at lamport 105: either may move the minimum
   });
 
+  it('stops reading a partition at its byte bound too, unless it holds the others back', () => {
+    const merger = new PartitionMerger(fresh(2));
+    merger.push(0, 1, changeEvent({ lamport: 10, commitLsn: '0/100', seq: 0 }), 600);
+    merger.push(0, 2, changeEvent({ lamport: 11, commitLsn: '0/200', seq: 0 }), 600);
+    merger.push(1, 3, changeEvent({ lamport: 20, commitLsn: '0/300', seq: 0 }), 100);
+    expect(merger.bufferedBytes(0)).toBe(1200);
+    // Partition 0 is under 1,000 messages but over 1,000 bytes: partition 1 is ahead of it, so 0 holds the minimum.
+    expect(merger.wantsMore(0, 1_000, 1_000)).toBe(true);
+    expect(merger.wantsMore(1, 1_000, 50)).toBe(false);
+    expect(merger.wantsMore(1, 1_000, 1_000)).toBe(true);
+    merger.push(0, 4, heartbeat(20), 10);
+    expect(merger.take(1)?.events.map((e) => e.seq)).toEqual([1]);
+    expect(merger.bufferedBytes(0)).toBe(610);
+    // Seq 3's transaction may go on in partition 1 until it shows a bound past it.
+    expect(merger.take(10)?.events.map((e) => e.seq)).toEqual([2]);
+    merger.push(1, 5, heartbeat(20), 10);
+    expect(merger.take(10)?.events.map((e) => e.seq)).toEqual([3]);
+    expect([merger.bufferedBytes(0), merger.bufferedBytes(1)]).toEqual([0, 0]);
+  });
+
   it('streams a transaction larger than streamAbove in chunks, before its end is read', () => {
     const merger = new PartitionMerger(fresh(3));
     for (let p = 0; p < 3; p++) merger.push(p, 100 + p, heartbeat(9));
