@@ -65,20 +65,20 @@ export const SMALL_ROW_WORKLOADS = ['single-row', 'txn-100', 'one-big-txn'];
 
 export function checkTargets(results: readonly WorkloadResult[]): TargetCheck[] {
   const checks: TargetCheck[] = [];
+  const into = (result: WorkloadResult): string => (result.sink === 'kafka' ? ' → kafka' : '');
   for (const result of results.filter((r) => SMALL_ROW_WORKLOADS.includes(r.name))) {
     const rate = result.pipeline?.changesPerSecond ?? null;
     checks.push({
-      target: `>= 20,000 changes/s end to end, small rows (${result.name})`,
+      target: `>= 20,000 changes/s end to end, small rows (${result.name}${into(result)})`,
       met: rate === null ? null : rate >= 20_000 && result.ok,
       measured: rate === null ? (result.error ?? 'no result') : `${fmt(rate)} changes/s${result.ok ? '' : ' (NOT verified)'}`,
       ...(result.slowestStage ? { slowestStage: describeSlowest(result.slowestStage) } : {}),
     });
   }
-  const latency = results.find((r) => r.name === 'latency');
-  if (latency) {
+  for (const latency of results.filter((r) => r.name === 'latency')) {
     const l = latency.latency;
     checks.push({
-      target: `p99 <= 100 ms at ${fmt(l?.offeredPerSecond ?? null)} changes/s`,
+      target: `p99 <= 100 ms at ${fmt(l?.offeredPerSecond ?? null)} changes/s${into(latency)}`,
       met: l ? l.p99Ms <= 100 && latency.ok : null,
       measured: l ? `p99 ${fmt(l.p99Ms, 1)} ms${l.sustained ? '' : ' (rate NOT sustained: queueing)'}` : (latency.error ?? 'no result'),
       ...(latency.slowestStage ? { slowestStage: describeSlowest(latency.slowestStage) } : {}),
@@ -89,11 +89,10 @@ export function checkTargets(results: readonly WorkloadResult[]): TargetCheck[] 
   for (const [app, peakKb] of apps) {
     checks.push({ target: `${app} <= 200 MB RSS (peak over all workloads)`, met: peakKb <= 200 * 1024, measured: `${mb(peakKb)} MB` });
   }
-  const big = results.find((r) => r.name === 'one-big-txn');
-  if (big?.rss) {
-    for (const [app, rss] of Object.entries(big.rss)) {
+  for (const big of results.filter((r) => r.name === 'one-big-txn')) {
+    for (const [app, rss] of Object.entries(big.rss ?? {})) {
       checks.push({
-        target: `${app} flat through the ${fmt(big.changes)}-row transaction (drift after warm-up <= 25 MB)`,
+        target: `${app} flat through the ${fmt(big.changes)}-row transaction${into(big)} (drift after warm-up <= 25 MB)`,
         met: rss.driftKb <= 25 * 1024,
         measured: `drift ${rss.driftKb >= 0 ? '+' : ''}${mb(rss.driftKb)} MB (${mb(rss.startKb)} MB before, max ${mb(rss.maxSampledKb)} MB)`,
       });

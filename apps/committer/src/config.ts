@@ -50,7 +50,7 @@ export const committerConfigSchema = z
     /**
      * Source transactions with more events than this are streamed in chunks of
      * BATCH_MAX_EVENTS instead of held whole. PostgreSQL: still one sink transaction
-     * (default BATCH_MAX_EVENTS). Kafka: consecutive Kafka transactions (default 10000).
+     * (default BATCH_MAX_EVENTS). Kafka: consecutive Kafka transactions (default 5000).
      */
     STREAM_TRANSACTIONS_ABOVE: z.coerce.number().int().positive().optional(),
     /** Per partition: encoded bytes read ahead of the sink before that partition waits (4 partitions × 8 MiB fit a 128 MB heap). */

@@ -63,7 +63,7 @@ export interface KafkaCommitterOptions {
   readonly maxBufferedPerPartition?: number;
   /** Bound on the encoded bytes buffered per partition (default 8 MiB). */
   readonly maxBufferedBytesPerPartition?: number;
-  /** Source transactions with more events than this are written in chunks of batchMaxEvents, one Kafka transaction each. Default 10000. */
+  /** Source transactions with more events than this are written in chunks of batchMaxEvents, one Kafka transaction each. Default 5000. */
   readonly streamAbove?: number;
   readonly compression?: Compression;
   readonly maxRequestBytes?: number;
@@ -243,7 +243,7 @@ export class KafkaCommitter {
           lingerMs: options.batchLingerMs ?? 50,
           maxBuffered: options.maxBufferedPerPartition ?? 4 * (options.batchMaxEvents ?? 2_000),
           maxBufferedBytes: options.maxBufferedBytesPerPartition,
-          streamAbove: options.streamAbove ?? 10_000,
+          streamAbove: options.streamAbove ?? 5_000,
         },
         starts,
       );
