@@ -37,6 +37,8 @@ export interface BenchConfig {
   readonly kafkaBigTxn: boolean;
   /** Run the apps from their TypeScript sources under tsx instead of their bundles. */
   readonly fromSource: boolean;
+  /** Added to every app's environment (BENCH_APP_ENV=K=V,K=V): settings to compare. */
+  readonly appEnv: Readonly<Record<string, string>>;
 }
 
 function int(name: string, fallback: number, errors: string[], min = 1): number {
@@ -92,6 +94,7 @@ export function loadConfig(): BenchConfig {
     kafkaCompression: process.env.BENCH_KAFKA_COMPRESSION === 'gzip' ? 'gzip' : 'none',
     kafkaBigTxn: process.env.BENCH_KAFKA_BIG_TXN !== '0',
     fromSource: process.env.BENCH_FROM_SOURCE === '1',
+    appEnv: appEnvFrom(process.env.BENCH_APP_ENV, errors),
   };
   if (process.env.BENCH_KAFKA_COMPRESSION && !['none', 'gzip'].includes(process.env.BENCH_KAFKA_COMPRESSION)) {
     errors.push(`BENCH_KAFKA_COMPRESSION=${JSON.stringify(process.env.BENCH_KAFKA_COMPRESSION)} must be none or gzip`);
@@ -99,6 +102,16 @@ export function loadConfig(): BenchConfig {
   if (workloads.length === 0) errors.push('BENCH_WORKLOADS selects no workload');
   if (errors.length > 0) throw new RangeError(`bad bench configuration:\n  ${errors.join('\n  ')}`);
   return config;
+}
+
+function appEnvFrom(raw: string | undefined, errors: string[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const pair of (raw ?? '').split(',').map((item) => item.trim()).filter(Boolean)) {
+    const match = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(pair);
+    if (match?.[1] === undefined) errors.push(`BENCH_APP_ENV: ${JSON.stringify(pair)} is not NAME=value`);
+    else env[match[1]] = match[2] ?? '';
+  }
+  return env;
 }
 
 function sinksFrom(raw: string | undefined, errors: string[]): ('postgres' | 'kafka')[] {

@@ -54,6 +54,7 @@
  *   BENCH_KAFKA_BIG_TXN=0         skip one-big-txn into Kafka (the longest run)
  *   BENCH_FROM_SOURCE=1           run the apps from source under tsx, not from their bundles (pnpm build)
  *   BENCH_APP_NODE_OPTIONS        NODE_OPTIONS for every app instead of its Dockerfile's (heap caps)
+ *   BENCH_APP_ENV                 K=V,K=V added to every app's environment (e.g. BATCH_LINGER_MS=10)
  *   BENCH_RESULTS_DIR             [bench/results]
  *   BENCH_ECHO=1                  copy the apps' logs to stderr
  */
@@ -313,7 +314,11 @@ async function runWorkloadSpec(
       // What a container runs (dist/main.js): tsx's loader thread would count as the app's memory.
       built: !config.fromSource,
       // Shorter dedup window than the 15 min default: the bench's keys leave the shared Redis soon.
-      extraEnv: { DEDUP_WINDOW_MS: '180000', ...(process.env.BENCH_APP_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_APP_NODE_OPTIONS } : {}) },
+      extraEnv: {
+        DEDUP_WINDOW_MS: '180000',
+        ...(process.env.BENCH_APP_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_APP_NODE_OPTIONS } : {}),
+        ...config.appEnv,
+      },
     });
     cleanup.defer('stop pipeline', () => pipeline.stop());
     const pids = (): Record<string, number | undefined> => Object.fromEntries(pipeline.names.map((name) => [name, pipeline.process(name).pid]));
