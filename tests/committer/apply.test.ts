@@ -378,6 +378,35 @@ describe('committer', () => {
     console.log(`[committer] streamed ${size}-row transaction: ${terminated} connections killed, ${stats.recoveries} recoveries`);
   });
 
+  test('closed while a streamed transaction is open: rolled back, nothing of it visible; the next committer applies it whole', async ({ ctx }) => {
+    const name = await table(ctx, 'id integer PRIMARY KEY, qty integer NOT NULL');
+    const { pipeline, bus } = await createPipeline(ctx);
+    const log = new SourceLog({ partitions: P });
+    const out = new DedupedPublisher(bus, pipeline, P);
+    const size = 5_000;
+    await out.events(log.transaction(Array.from({ length: size }, (_, i) => ({ table: `public.${name}`, op: 'insert' as const, key: [String(i)], after: { id: String(i), qty: '1' } }))));
+    await out.watermark(log.watermark());
+    await out.flush();
+    const options = { pipeline, partitions: P, sinkUrl: sink.url, batchMaxEvents: 100, streamAbove: 200, batchLingerMs: 2 };
+    const first = await startCommitter(ctx, options);
+    // Drain once the sink transaction is open and a few chunks in.
+    await waitFor(
+      async () => {
+        const { rows: open } = await sink.db.query("SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND xact_start < now() - interval '30 ms'", [`cdc-committer-${pipeline}`]);
+        return open.length > 0;
+      },
+      { what: 'an open streamed sink transaction', timeoutMs: 20_000, intervalMs: 5 },
+    );
+    await first.close();
+    expect(first.state).toBe('stopped');
+    expect(first.stats().streamedTransactions).toBe(0);
+    expect(Number((await sink.db.query(`SELECT count(*) AS n FROM public.${name}`)).rows[0].n)).toBe(0);
+    const second = await startCommitter(ctx, options);
+    await waitForWatermark(sink.db, pipeline, P, log.lamport, 60_000);
+    expect(second.stats()).toMatchObject({ streamedTransactions: 1, applied: size });
+    expect(Number((await sink.db.query(`SELECT count(*) AS n FROM public.${name}`)).rows[0].n)).toBe(size);
+  });
+
   test('a retried batch whose COMMIT had landed (outcome unknown to the client) is not applied again', async ({ ctx }) => {
     const name = await table(ctx, 'id integer PRIMARY KEY, name text');
     const audit = await addAuditTrigger(sink.db, `public.${name}`);
