@@ -6,7 +6,7 @@
  * visible, and at the end every row is there, each written exactly once (audit trigger).
  */
 import { describe, expect, test } from '../harness/index.ts';
-import { DedupedPublisher, SourceLog, addAuditTrigger, createPipeline, createSinkDatabase, waitForWatermark, type RowChange } from './support.ts';
+import { DedupedPublisher, SourceLog, addAuditTrigger, createPipeline, createSinkDatabase, publishBigBetweenSmall, waitForWatermark } from './support.ts';
 
 const P = 4;
 const BIG = 30_000;
@@ -21,16 +21,8 @@ describe('committer process, one source transaction larger than its buffers', ()
 
     const log = new SourceLog({ partitions: P });
     const out = new DedupedPublisher(bus, pipeline, P);
-    const rows = (txn: number, from: number, count: number): RowChange[] =>
-      Array.from({ length: count }, (_, i) => ({ table: 'public.big', op: 'insert' as const, key: [String(from + i)], after: { id: String(from + i), txn: String(txn) } }));
     // A small transaction before and after the big one: neither may be merged into it.
-    await out.events(log.transaction(rows(1, 0, 3)));
-    await out.watermark(log.watermark());
-    await out.events(log.transaction(rows(2, 100, BIG)));
-    await out.watermark(log.watermark());
-    await out.events(log.transaction(rows(3, 100 + BIG, 3)));
-    await out.watermark(log.watermark());
-    await out.flush();
+    await publishBigBetweenSmall(out, log, { table: 'public.big', size: BIG });
 
     const violations: string[] = [];
     let probes = 0;

@@ -240,3 +240,23 @@ export async function addAuditTrigger(db: pg.Client, table: string): Promise<str
     CREATE TRIGGER ${audit}_trg AFTER INSERT OR UPDATE OR DELETE ON ${table} FOR EACH ROW EXECUTE FUNCTION ${audit}_fn();`);
   return audit;
 }
+
+/**
+ * Three source transactions into `table` (id integer key, txn integer): 3 rows, then
+ * `size` rows in ONE transaction, then 3 rows, each followed by a watermark. Keys: 0–2,
+ * 100–(99 + size), then the next three. `decorate` may add column types.
+ */
+export async function publishBigBetweenSmall(
+  out: DedupedPublisher,
+  log: SourceLog,
+  options: { table: string; size: number; decorate?: (events: ChangeEvent[]) => ChangeEvent[] },
+): Promise<void> {
+  const rows = (txn: number, from: number, count: number): RowChange[] =>
+    Array.from({ length: count }, (_, i) => ({ table: options.table, op: 'insert' as const, key: [String(from + i)], after: { id: String(from + i), txn: String(txn) } }));
+  const decorate = options.decorate ?? ((events: ChangeEvent[]) => events);
+  for (const [txn, from, count] of [[1, 0, 3], [2, 100, options.size], [3, 100 + options.size, 3]] as const) {
+    await out.events(decorate(log.transaction(rows(txn, from, count))));
+    await out.watermark(log.watermark());
+  }
+  await out.flush();
+}

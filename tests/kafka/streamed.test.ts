@@ -9,7 +9,7 @@
  */
 import type { ChangeEvent } from '@cdc/core';
 import { describe, expect, test } from '../harness/index.ts';
-import { DedupedPublisher, SourceLog, createPipeline, type RowChange } from '../committer/support.ts';
+import { DedupedPublisher, SourceLog, createPipeline, publishBigBetweenSmall } from '../committer/support.ts';
 import { parseJson, readTopics } from './support.ts';
 
 const P = 4;
@@ -35,16 +35,8 @@ describe('Kafka committer process, one source transaction larger than its buffer
     const prefix = ctx.uniqueName('kbig');
     const log = new SourceLog({ partitions: P });
     const out = new DedupedPublisher(bus, pipeline, P);
-    const rows = (txn: number, from: number, count: number): RowChange[] =>
-      Array.from({ length: count }, (_, i) => ({ table: 'public.big', op: 'insert' as const, key: [String(from + i)], after: { id: String(from + i), txn: String(txn) } }));
     const typed = (events: ChangeEvent[]): ChangeEvent[] => events.map((event) => ({ ...event, columnTypes: TYPES }));
-    await out.events(typed(log.transaction(rows(1, 0, 3))));
-    await out.watermark(log.watermark());
-    await out.events(typed(log.transaction(rows(2, 100, BIG))));
-    await out.watermark(log.watermark());
-    await out.events(typed(log.transaction(rows(3, 100 + BIG, 3))));
-    await out.watermark(log.watermark());
-    await out.flush();
+    await publishBigBetweenSmall(out, log, { table: 'public.big', size: BIG, decorate: typed });
 
     const env = {
       PIPELINE: pipeline,
