@@ -39,6 +39,8 @@ export interface BenchConfig {
   readonly fromSource: boolean;
   /** Added to every app's environment (BENCH_APP_ENV=K=V,K=V): settings to compare. */
   readonly appEnv: Readonly<Record<string, string>>;
+  /** NODE_OPTIONS for every app instead of its Dockerfile's (BENCH_APP_NODE_OPTIONS). */
+  readonly appNodeOptions: string | undefined;
 }
 
 function int(name: string, fallback: number, errors: string[], min = 1): number {
@@ -95,6 +97,7 @@ export function loadConfig(): BenchConfig {
     kafkaBigTxn: process.env.BENCH_KAFKA_BIG_TXN !== '0',
     fromSource: process.env.BENCH_FROM_SOURCE === '1',
     appEnv: appEnvFrom(process.env.BENCH_APP_ENV, errors),
+    appNodeOptions: process.env.BENCH_APP_NODE_OPTIONS?.trim() || undefined,
   };
   if (process.env.BENCH_KAFKA_COMPRESSION && !['none', 'gzip'].includes(process.env.BENCH_KAFKA_COMPRESSION)) {
     errors.push(`BENCH_KAFKA_COMPRESSION=${JSON.stringify(process.env.BENCH_KAFKA_COMPRESSION)} must be none or gzip`);

@@ -316,7 +316,7 @@ async function runWorkloadSpec(
       // Shorter dedup window than the 15 min default: the bench's keys leave the shared Redis soon.
       extraEnv: {
         DEDUP_WINDOW_MS: '180000',
-        ...(process.env.BENCH_APP_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_APP_NODE_OPTIONS } : {}),
+        ...(config.appNodeOptions ? { NODE_OPTIONS: config.appNodeOptions } : {}),
         ...config.appEnv,
       },
     });
