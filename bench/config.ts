@@ -41,6 +41,8 @@ export interface BenchConfig {
   readonly appEnv: Readonly<Record<string, string>>;
   /** NODE_OPTIONS for every app instead of its Dockerfile's (BENCH_APP_NODE_OPTIONS). */
   readonly appNodeOptions: string | undefined;
+  /** Where each app writes a V8 CPU profile per workload (BENCH_CPU_PROFILE_DIR). */
+  readonly cpuProfileDir: string | undefined;
 }
 
 function int(name: string, fallback: number, errors: string[], min = 1): number {
@@ -98,6 +100,7 @@ export function loadConfig(): BenchConfig {
     fromSource: process.env.BENCH_FROM_SOURCE === '1',
     appEnv: appEnvFrom(process.env.BENCH_APP_ENV, errors),
     appNodeOptions: process.env.BENCH_APP_NODE_OPTIONS?.trim() || undefined,
+    cpuProfileDir: process.env.BENCH_CPU_PROFILE_DIR?.trim() || undefined,
   };
   if (process.env.BENCH_KAFKA_COMPRESSION && !['none', 'gzip'].includes(process.env.BENCH_KAFKA_COMPRESSION)) {
     errors.push(`BENCH_KAFKA_COMPRESSION=${JSON.stringify(process.env.BENCH_KAFKA_COMPRESSION)} must be none or gzip`);

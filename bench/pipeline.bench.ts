@@ -55,6 +55,7 @@
  *   BENCH_FROM_SOURCE=1           run the apps from source under tsx, not from their bundles (pnpm build)
  *   BENCH_APP_NODE_OPTIONS        NODE_OPTIONS for every app instead of its Dockerfile's (heap caps)
  *   BENCH_APP_ENV                 K=V,K=V added to every app's environment (e.g. BATCH_LINGER_MS=10)
+ *   BENCH_CPU_PROFILE_DIR         write a V8 CPU profile per app and workload there (.cpuprofile: Chrome DevTools)
  *   BENCH_RESULTS_DIR             [bench/results]
  *   BENCH_ECHO=1                  copy the apps' logs to stderr
  */
@@ -313,6 +314,9 @@ async function runWorkloadSpec(
       echo: config.echo,
       // What a container runs (dist/main.js): tsx's loader thread would count as the app's memory.
       built: !config.fromSource,
+      ...(config.cpuProfileDir
+        ? { nodeArgs: (app: string) => ['--cpu-prof', `--cpu-prof-dir=${join(config.cpuProfileDir ?? '', `${spec.name}-${sink}`, app.replace(/[^A-Za-z0-9_-]/g, '_'))}`] }
+        : {}),
       // Shorter dedup window than the 15 min default: the bench's keys leave the shared Redis soon.
       extraEnv: {
         DEDUP_WINDOW_MS: '180000',

@@ -33,6 +33,8 @@ export interface PipelineSpec {
   readonly extraEnv?: Readonly<Record<string, string>>;
   /** Run the apps' bundles (`pnpm build`) rather than their sources under tsx: what the bench measures. */
   readonly built?: boolean;
+  /** Flags for node itself, per app name (bundles only), e.g. --cpu-prof, which NODE_OPTIONS refuses. */
+  readonly nodeArgs?: (app: string) => readonly string[];
 }
 
 type AppDefinition = { readonly entry: string; readonly env: Record<string, string> };
@@ -148,8 +150,10 @@ export class PipelineProcesses {
   async #launch(name: string): Promise<ManagedProcess> {
     const definition = this.#definitions.get(name);
     if (!definition) throw new Error(`unknown app ${name}; known: ${this.names.join(', ')}`);
+    const nodeArgs = this.#spec.nodeArgs?.(name) ?? [];
     const child = (this.#spec.built ? spawnBuiltApp : spawnApp)(definition.entry, {
       name,
+      ...(nodeArgs.length > 0 ? { nodeArgs } : {}),
       env: definition.env,
       ...(this.#spec.echo === undefined ? {} : { echo: this.#spec.echo }),
     });

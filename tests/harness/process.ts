@@ -306,7 +306,7 @@ export function spawnApp(
  */
 export function spawnBuiltApp(
   entry: string,
-  options: Omit<ProcessOptions, 'command' | 'args'> & { readonly args?: readonly string[] } = {},
+  options: Omit<ProcessOptions, 'command' | 'args'> & { readonly args?: readonly string[]; readonly nodeArgs?: readonly string[] } = {},
 ): ManagedProcess {
   const bundle = entry.replace(/^(apps\/[^/]+)\/src\/main\.ts$/, '$1/dist/main.js');
   if (bundle === entry) throw new RangeError(`not an app entry point (apps/<name>/src/main.ts): ${entry}`);
@@ -318,6 +318,6 @@ export function spawnBuiltApp(
     ...options,
     env: { ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}), ...options.env },
     command: process.execPath,
-    args: ['--enable-source-maps', bundle, ...(options.args ?? [])],
+    args: [...(options.nodeArgs ?? []), '--enable-source-maps', bundle, ...(options.args ?? [])],
   });
 }
