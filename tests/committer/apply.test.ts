@@ -407,6 +407,38 @@ describe('committer', () => {
     expect(Number((await sink.db.query(`SELECT count(*) AS n FROM public.${name}`)).rows[0].n)).toBe(size);
   });
 
+  test('a streamed transaction arriving slowly, with heartbeats below it in between, is committed only once whole', async ({ ctx }) => {
+    const name = await table(ctx, 'id integer PRIMARY KEY, qty integer NOT NULL');
+    const { pipeline, bus } = await createPipeline(ctx);
+    const log = new SourceLog({ partitions: P });
+    const out = new DedupedPublisher(bus, pipeline, P);
+    await out.watermark(log.watermark());
+    await out.flush();
+    const committer = await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url, batchMaxEvents: 100, streamAbove: 200, batchLingerMs: 2 });
+    const size = 3_000;
+    const before = log.watermark();
+    const events = log.transaction(Array.from({ length: size }, (_, i) => ({ table: `public.${name}`, op: 'insert' as const, key: [String(i)], after: { id: String(i), qty: '1' } })));
+    let partial = 0;
+    for (let start = 0; start < size; start += 300) {
+      await out.events(events.slice(start, start + 300));
+      await out.flush();
+      await sleep(40);
+      // The reorderer's heartbeats while the transaction is still arriving (below its
+      // lamport), after the committer took what it could: batches of watermarks only.
+      for (let p = 0; p < P; p++) await out.raw(p, before, `hb-slow:${p}:${start}`);
+      await out.flush();
+      await sleep(40);
+      const visible = Number((await sink.db.query(`SELECT count(*) AS n FROM public.${name}`)).rows[0].n);
+      if (visible !== 0) partial += 1;
+    }
+    expect(partial).toBe(0);
+    await out.watermark(log.watermark());
+    await out.flush();
+    await waitForWatermark(sink.db, pipeline, P, log.lamport, 30_000);
+    expect(Number((await sink.db.query(`SELECT count(*) AS n FROM public.${name}`)).rows[0].n)).toBe(size);
+    expect(committer.stats()).toMatchObject({ streamedTransactions: 1, transactions: 1, applied: size });
+  });
+
   test('a retried batch whose COMMIT had landed (outcome unknown to the client) is not applied again', async ({ ctx }) => {
     const name = await table(ctx, 'id integer PRIMARY KEY, name text');
     const audit = await addAuditTrigger(sink.db, `public.${name}`);

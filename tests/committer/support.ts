@@ -244,7 +244,10 @@ export async function addAuditTrigger(db: pg.Client, table: string): Promise<str
 /**
  * Three source transactions into `table` (id integer key, txn integer): 3 rows, then
  * `size` rows in ONE transaction, then 3 rows, each followed by a watermark. Keys: 0–2,
- * 100–(99 + size), then the next three. `decorate` may add column types.
+ * 100–(99 + size), then the next three. `decorate` may add column types. Inside the big
+ * transaction, every 1,000 rows, every partition gets the watermark from before it again
+ * (as a reorderer's heartbeats below a transaction still arriving): no sink may take
+ * that for its end.
  */
 export async function publishBigBetweenSmall(
   out: DedupedPublisher,
@@ -255,7 +258,14 @@ export async function publishBigBetweenSmall(
     Array.from({ length: count }, (_, i) => ({ table: options.table, op: 'insert' as const, key: [String(from + i)], after: { id: String(from + i), txn: String(txn) } }));
   const decorate = options.decorate ?? ((events: ChangeEvent[]) => events);
   for (const [txn, from, count] of [[1, 0, 3], [2, 100, options.size], [3, 100 + options.size, 3]] as const) {
-    await out.events(decorate(log.transaction(rows(txn, from, count))));
+    const before = log.watermark();
+    const events = decorate(log.transaction(rows(txn, from, count)));
+    for (let start = 0; start < events.length; start += 1_000) {
+      await out.events(events.slice(start, start + 1_000));
+      if (start + 1_000 < events.length) {
+        for (let p = 0; p < log.partitions; p++) await out.raw(p, before, `hb-inside:${txn}:${p}:${start}`);
+      }
+    }
     await out.watermark(log.watermark());
   }
   await out.flush();

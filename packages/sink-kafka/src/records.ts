@@ -119,10 +119,13 @@ export function buildRecords(batch: MergeBatch, options: RecordOptions & { maxMe
   let events = 0;
   const transactions = splitTransactions(batch.events);
   const firstEvent = transactions[0]?.[0];
+  // A batch without events (only watermarks moved) goes on with the open transaction while it may go on.
   const continues =
-    progress !== undefined && batch.startsInside && firstEvent !== undefined && sameTransaction(parseOrderKey(progress.firstKey), firstEvent.key);
+    progress !== undefined &&
+    batch.startsInside &&
+    (firstEvent === undefined ? batch.endsInside : sameTransaction(parseOrderKey(progress.firstKey), firstEvent.key));
   if (progress !== undefined && !continues) end(progress);
-  let open: TransactionProgress | undefined;
+  let open: TransactionProgress | undefined = firstEvent === undefined && continues ? progress : undefined;
   transactions.forEach((transaction, index) => {
     const head = transaction[0];
     if (head === undefined) return;

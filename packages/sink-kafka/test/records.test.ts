@@ -88,6 +88,25 @@ describe('records of a source transaction streamed in chunks', () => {
     expect(three.progress).toBeUndefined();
   });
 
+  it('a batch of watermarks only, inside the transaction (a heartbeat below it), neither ends nor restarts it', () => {
+    const merger = new PartitionMerger([{ partition: 0, resumeSeq: 1, watermark: { lamport: 9n, positions: {} } }]);
+    let seq = 1;
+    const rows = bigTx(9);
+    for (const event of rows.slice(0, 6)) merger.push(0, seq++, event);
+    const one = written(merger.take(3, { streamAbove: 3 })!, undefined);
+    const two = written(merger.take(3, { streamAbove: 3 })!, one.progress);
+    merger.push(0, seq++, heartbeat(9));
+    const idle = merger.take(3, { streamAbove: 3 });
+    expect(idle).toMatchObject({ events: [], startsInside: true, endsInside: true });
+    const three = written(idle!, two.progress);
+    expect(three.records).toEqual([]);
+    expect(three.progress).toEqual(two.progress);
+    for (const event of rows.slice(6)) merger.push(0, seq++, event);
+    merger.push(0, seq++, heartbeat(10));
+    const four = written(merger.take(3, { streamAbove: 3 })!, three.progress);
+    expect(summary(four.records)).toEqual(['orders#7/5', 'orders#8/6', 'lines#9/3', 'END 9 public.orders=6,public.lines=3']);
+  });
+
   it('a refused event keeps its place in total_order and is not counted in END', () => {
     const merger = new PartitionMerger([{ partition: 0, resumeSeq: 1 }]);
     const events = bigTx(5);

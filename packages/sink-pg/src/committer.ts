@@ -330,9 +330,10 @@ export class Committer {
 
   async #process(batch: PendingBatch): Promise<void> {
     const { merge } = batch;
-    if (this.#stream !== undefined || merge.endsInside) return this.#processStreamed(merge);
+    const chunk = merge.events.length > 0;
+    if (this.#stream !== undefined || (chunk && merge.endsInside)) return this.#processStreamed(merge);
     // Only a chunk after an open stream starts inside a transaction; a rewind starts between two.
-    if (merge.startsInside) throw new IllegalStateError('committer', 'no open sink transaction', 'apply the middle of a source transaction');
+    if (chunk && merge.startsInside) throw new IllegalStateError('committer', 'no open sink transaction', 'apply the middle of a source transaction');
     const attempt = batch.attempts;
     batch.attempts += 1;
     const started = Date.now();

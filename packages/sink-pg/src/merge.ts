@@ -62,9 +62,13 @@ export interface MergeBatch {
   readonly checkpoints: readonly LaneCheckpoint[];
   /** Number of source transactions that end in this batch. */
   readonly transactions: number;
-  /** The first transaction began in an earlier batch (a chunk of a large one). */
+  /**
+   * The first transaction began in an earlier batch (a chunk of a large one). A batch
+   * without events (only watermarks moved) has both flags set while the transaction
+   * released last may still go on: it neither ends nor starts one.
+   */
   readonly startsInside: boolean;
-  /** The last transaction goes on in a later batch. */
+  /** The last transaction may go on in a later batch. */
   readonly endsInside: boolean;
 }
 
@@ -223,11 +227,16 @@ export class PartitionMerger {
   readonly #byPartition = new Map<number, Lane>();
   /** Highest minW released so far: an event at or below it arriving now is late. */
   #released: bigint | undefined;
+  /** The newest key released (or stored before start): its transaction may still go on. */
+  #lastReleased: OrderKey | undefined;
 
   constructor(starts: readonly LaneStart[]) {
     if (starts.length === 0) throw new RangeError('a merger needs at least one partition');
     this.#lanes = starts.map((start) => new Lane(start));
     for (const lane of this.#lanes) this.#byPartition.set(lane.partition, lane);
+    for (const { lastKey } of starts) {
+      if (lastKey !== undefined && (this.#lastReleased === undefined || compareOrderKeys(lastKey, this.#lastReleased) > 0)) this.#lastReleased = lastKey;
+    }
   }
 
   #lane(partition: number): Lane {
@@ -354,14 +363,16 @@ export class PartitionMerger {
     if (events.length > 0 && !plan.endsInside) transactions += 1;
     const minW = this.minWatermark();
     if (events.length > 0 && minW !== undefined && (this.#released === undefined || minW > this.#released)) this.#released = minW;
+    const last = events.at(-1);
+    if (last !== undefined) this.#lastReleased = last.key;
     if (events.length === 0 && changed.size === 0) return undefined;
-    return {
-      events,
-      transactions,
-      startsInside: events.length > 0 && plan.startsInside,
-      endsInside: events.length > 0 && plan.endsInside,
-      checkpoints: [...changed].map((lane) => lane.checkpoint()),
-    };
+    if (events.length === 0) {
+      // Only watermarks moved (a heartbeat inside a large transaction, say): the transaction
+      // released last may still go on, and a sink must not take this batch as its end.
+      const inside = this.#lastReleased !== undefined && (bound === undefined || !covers(bound, transactionEnd(this.#lastReleased)));
+      return { events, transactions, startsInside: inside, endsInside: inside, checkpoints: [...changed].map((lane) => lane.checkpoint()) };
+    }
+    return { events, transactions, startsInside: plan.startsInside, endsInside: plan.endsInside, checkpoints: [...changed].map((lane) => lane.checkpoint()) };
   }
 
   /**
