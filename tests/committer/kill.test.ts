@@ -11,6 +11,7 @@ import {
   DedupedPublisher,
   SourceLog,
   addAuditTrigger,
+  committerProcessEnv,
   createPipeline,
   createSinkDatabase,
   waitForWatermark,
@@ -75,17 +76,10 @@ describe('committer process', () => {
       }
     })();
 
-    const env = {
-      PIPELINE: pipeline,
-      PARTITIONS: String(P),
+    const env = committerProcessEnv(ctx, pipeline, P, {
       SINK_DATABASE_URL: url,
-      NATS_URL: ctx.servers.nats,
-      ETCD_URL: ctx.servers.etcd,
       BATCH_MAX_EVENTS: '20', // not a multiple of a transaction's 8 events: a batch must overshoot, never split
-      BATCH_LINGER_MS: '5',
-      HEALTH_PORT: '0',
-      LOG_LEVEL: 'info',
-    };
+    });
     const killedAt: number[] = [];
     try {
       for (let kill = 0; kill < KILLS; kill++) {

@@ -6,7 +6,7 @@
  * visible, and at the end every row is there, each written exactly once (audit trigger).
  */
 import { describe, expect, test } from '../harness/index.ts';
-import { DedupedPublisher, SourceLog, addAuditTrigger, createPipeline, createSinkDatabase, publishBigBetweenSmall, waitForWatermark } from './support.ts';
+import { DedupedPublisher, SourceLog, addAuditTrigger, createPipeline, committerProcessEnv, createSinkDatabase, publishBigBetweenSmall, waitForNthLine, waitForWatermark } from './support.ts';
 
 const P = 4;
 const BIG = 30_000;
@@ -39,29 +39,19 @@ describe('committer process, one source transaction larger than its buffers', ()
       }
     })();
 
-    const env = {
-      PIPELINE: pipeline,
-      PARTITIONS: String(P),
+    const env = committerProcessEnv(ctx, pipeline, P, {
       SINK_DATABASE_URL: url,
-      NATS_URL: ctx.servers.nats,
-      ETCD_URL: ctx.servers.etcd,
       BATCH_MAX_EVENTS: '500',
       STREAM_TRANSACTIONS_ABOVE: '1000',
-      BATCH_LINGER_MS: '5',
-      HEALTH_PORT: '0',
       LOG_LEVEL: 'debug',
-    };
+    });
     const chunksBeforeKill: number[] = [];
     try {
       for (let kill = 0; kill < KILLS; kill++) {
         const app = ctx.spawnApp('apps/committer/src/main.ts', { env, name: `committer-${kill}` });
         // Kill it with the sink transaction open, a few chunks in (a different depth each time).
         const depth = 3 + kill * 7;
-        let from = 0;
-        for (let chunk = 0; chunk < depth; chunk++) {
-          const line = await app.waitForLine(/"msg":"chunk applied; sink transaction stays open/, 60_000, { from });
-          from = line.index + 1;
-        }
+        await waitForNthLine(app, /"msg":"chunk applied; sink transaction stays open/, depth, 60_000);
         app.kill('SIGKILL');
         const status = await app.waitForExit(10_000);
         expect(status.signal).toBe('SIGKILL');

@@ -21,7 +21,7 @@ import type { Logger } from '@cdc/runtime';
 import { Committer, type CommitterOptions } from '@cdc/sink-pg';
 import pg from 'pg';
 import { pino } from 'pino';
-import type { TestContext } from '../harness/index.ts';
+import type { ManagedProcess, TestContext } from '../harness/index.ts';
 import { waitFor } from '../harness/index.ts';
 
 export const logger: Logger = pino({ level: process.env.CDC_TEST_LOG ?? 'silent' });
@@ -269,4 +269,30 @@ export async function publishBigBetweenSmall(
     await out.watermark(log.watermark());
   }
   await out.flush();
+}
+
+/**
+ * The environment of a committer process of `pipeline` in these tests (SINK=postgres
+ * unless `settings` says otherwise); `settings` adds or overrides variables.
+ */
+export function committerProcessEnv(ctx: TestContext, pipeline: string, partitions: number, settings: Record<string, string>): Record<string, string> {
+  return {
+    PIPELINE: pipeline,
+    PARTITIONS: String(partitions),
+    NATS_URL: ctx.servers.nats,
+    ETCD_URL: ctx.servers.etcd,
+    BATCH_LINGER_MS: '5',
+    HEALTH_PORT: '0',
+    LOG_LEVEL: 'info',
+    ...settings,
+  };
+}
+
+/** Waits for the `count`-th line of `app` matching `pattern` (each at most `timeoutMs` apart). */
+export async function waitForNthLine(app: ManagedProcess, pattern: RegExp, count: number, timeoutMs: number): Promise<void> {
+  let from = 0;
+  for (let seen = 0; seen < count; seen++) {
+    const line = await app.waitForLine(pattern, timeoutMs, { from });
+    from = line.index + 1;
+  }
 }

@@ -9,7 +9,7 @@
  */
 import type { ChangeEvent } from '@cdc/core';
 import { describe, expect, test } from '../harness/index.ts';
-import { DedupedPublisher, SourceLog, createPipeline, publishBigBetweenSmall } from '../committer/support.ts';
+import { DedupedPublisher, SourceLog, committerProcessEnv, createPipeline, publishBigBetweenSmall, waitForNthLine } from '../committer/support.ts';
 import { parseJson, readTopics } from './support.ts';
 
 const P = 4;
@@ -38,32 +38,22 @@ describe('Kafka committer process, one source transaction larger than its buffer
     const typed = (events: ChangeEvent[]): ChangeEvent[] => events.map((event) => ({ ...event, columnTypes: TYPES }));
     await publishBigBetweenSmall(out, log, { table: 'public.big', size: BIG, decorate: typed });
 
-    const env = {
-      PIPELINE: pipeline,
-      PARTITIONS: String(P),
+    const env = committerProcessEnv(ctx, pipeline, P, {
       SINK: 'kafka',
       KAFKA_BROKERS: ctx.servers.kafkaBrokers.join(','),
       KAFKA_TOPIC_PREFIX: prefix,
       KAFKA_CHECKPOINT_TOPIC: ctx.uniqueName('ckpt'),
       KAFKA_TRANSACTION_METADATA: 'true',
       KAFKA_TOMBSTONES: 'false',
-      NATS_URL: ctx.servers.nats,
-      ETCD_URL: ctx.servers.etcd,
       BATCH_MAX_EVENTS: '500',
       STREAM_TRANSACTIONS_ABOVE: '1000',
-      BATCH_LINGER_MS: '5',
-      HEALTH_PORT: '0',
       LOG_LEVEL: 'debug',
-    };
+    });
     const chunksBeforeKill: number[] = [];
     for (let kill = 0; kill < KILLS; kill++) {
       const app = ctx.spawnApp('apps/committer/src/main.ts', { env, name: `kafka-committer-${kill}` });
       const depth = 2 + kill * 5;
-      let from = 0;
-      for (let chunk = 0; chunk < depth; chunk++) {
-        const line = await app.waitForLine(/"inside_transaction":true.*"msg":"kafka transaction committed"/, 120_000, { from });
-        from = line.index + 1;
-      }
+      await waitForNthLine(app, /"inside_transaction":true.*"msg":"kafka transaction committed"/, depth, 120_000);
       app.kill('SIGKILL');
       expect((await app.waitForExit(10_000)).signal).toBe('SIGKILL');
       chunksBeforeKill.push(depth);
