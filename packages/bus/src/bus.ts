@@ -2,7 +2,7 @@
  * The one owner of a NATS connection in a process. Creates the pipeline's streams,
  * hands out publishers and stream readers, and sends dead letters.
  */
-import { UnreachableError, dlqSubject, streamName, stageWildcard, STAGES, type DeadLetter } from '@cdc/core';
+import { UnreachableError, deadLetterId, dlqSubject, streamName, stageWildcard, STAGES, type DeadLetter } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
 import {
   jetstream,
@@ -139,12 +139,13 @@ export class Bus {
   /** Poison events are kept with their reason; the partition keeps moving. */
   async deadLetter(pipeline: string, letter: DeadLetter): Promise<void> {
     const subject = dlqSubject(pipeline, letter.stage);
+    const msgID = deadLetterId(letter);
     await this.js.publish(subject, new TextEncoder().encode(JSON.stringify(letter)), {
-      ...(letter.eventId ? { msgID: `dlq:${letter.stage}:${letter.eventId}` } : {}),
+      ...(msgID ? { msgID } : {}),
       timeout: 10_000,
     });
     this.#logger.warn(
-      { subject, reason: letter.reason, code: letter.code, table: letter.table, lsn: letter.lsn, event_id: letter.eventId },
+      { subject, sink: letter.sink, reason: letter.reason, code: letter.code, table: letter.table, lsn: letter.lsn, event_id: letter.eventId },
       'dead-lettered',
     );
   }

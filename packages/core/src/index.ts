@@ -38,6 +38,7 @@ export {
   stageWildcard,
   streamName,
   dlqSubject,
+  deadLetterId,
   assertPipelineName,
 } from './subjects.ts';
 export type { Stage, DeadLetter } from './subjects.ts';

@@ -47,6 +47,12 @@ export const Headers = {
 
 export interface DeadLetter {
   readonly stage: string;
+  /**
+   * The sink whose committer refused the event (a committer's letters only). Two sinks
+   * may refuse the same event: the sink is part of the letter's id, so their letters never
+   * dedupe each other (PITFALLS 24).
+   */
+  readonly sink?: string;
   readonly reason: string;
   readonly code: string;
   readonly table?: string;
@@ -58,4 +64,14 @@ export interface DeadLetter {
   /** The original payload, as text, so nothing is lost. */
   readonly payload: string;
   readonly at: string;
+}
+
+/**
+ * The `Nats-Msg-Id` of a dead letter: stage, sink and event, so a replay of the same
+ * refusal is absorbed by JetStream while letters of different stages or sinks are not.
+ * Undefined without an event id (nothing to dedupe by).
+ */
+export function deadLetterId(letter: Pick<DeadLetter, 'stage' | 'sink' | 'eventId'>): string | undefined {
+  if (!letter.eventId) return undefined;
+  return letter.sink === undefined ? `dlq:${letter.stage}:${letter.eventId}` : `dlq:${letter.stage}:${letter.sink}:${letter.eventId}`;
 }

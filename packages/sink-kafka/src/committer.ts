@@ -239,6 +239,7 @@ export class KafkaCommitter {
           bus: options.bus,
           logger,
           stage: 'committer',
+          sink: options.sinkName ?? 'kafka',
           maxEvents: options.batchMaxEvents ?? 2_000,
           lingerMs: options.batchLingerMs ?? 50,
           maxBuffered: options.maxBufferedPerPartition ?? 4 * (options.batchMaxEvents ?? 2_000),
@@ -439,6 +440,7 @@ export class KafkaCommitter {
   async #deadLetter(refusal: { error: CdcError; partition: number; seq: number; payload: string; table: string; eventId: string; lsn: string; traceId: string }): Promise<void> {
     const letter: DeadLetter & { seq: number; traceId: string } = {
       stage: 'committer',
+      sink: this.#options.sinkName ?? 'kafka',
       reason: refusal.error.message,
       code: refusal.error.code,
       table: refusal.table,

@@ -216,6 +216,7 @@ export class Committer {
           bus: options.bus,
           logger,
           stage: 'committer',
+          sink: options.sinkName ?? DEFAULT_SINK,
           maxEvents,
           lingerMs: options.batchLingerMs ?? 50,
           maxBuffered: options.maxBufferedPerPartition ?? 4 * maxEvents,
@@ -453,6 +454,7 @@ export class Committer {
       const event: ChangeEvent = merged.event;
       await this.#deadLetter({
         stage: 'committer',
+        sink: this.#options.sinkName ?? DEFAULT_SINK,
         reason: error.message,
         code: error.code,
         table: error.context.table ?? event.table,

@@ -24,6 +24,8 @@ export interface MergedFeedOptions {
   readonly logger: Logger;
   /** Name in dead letters and logs ('committer'). */
   readonly stage: string;
+  /** The sink this feed is read for: named in its dead letters, so two sinks' letters never collide. */
+  readonly sink: string;
   readonly maxEvents: number;
   readonly lingerMs: number;
   /** Bound on events buffered per partition before it stops being read. */
@@ -206,6 +208,7 @@ export class MergedFeed {
       // Dead-lettered before it counts as consumed; if this fails, the rewind reads it again.
       await this.#deadLetter({
         stage: this.#options.stage,
+        sink: this.#options.sink,
         reason: decoded.message,
         code: decoded.code,
         partition,
@@ -233,7 +236,7 @@ export class MergedFeed {
     await this.#options.bus.deadLetter(this.#options.pipeline, letter);
     this.#stats.deadLettered += 1;
     this.#options.logger.warn(
-      { code: letter.code, partition: letter.partition, event_id: letter.eventId, table: letter.table },
+      { code: letter.code, sink: letter.sink, partition: letter.partition, event_id: letter.eventId, table: letter.table },
       `message dead-lettered: ${letter.reason}`,
     );
   }
