@@ -8,9 +8,19 @@
  *                   WHERE t.pk = v.k0 … AND (t._cdc_lsn IS NULL OR (t._cdc_lsn, t._cdc_seq) < (v.l, v.s))
  *   truncate      → TRUNCATE t
  *
+ *   update with unchanged TOAST columns (pgoutput 'u', PITFALLS 5, 29) → never an insert:
+ *                   WITH v(…) AS (VALUES …), u AS (UPDATE t … FROM v WHERE pk AND guard RETURNING 1)
+ *                   SELECT count(u), [items of v whose key has no sink row at all]
+ *                   The sink keeps its values of the unchanged columns. A row the sink does
+ *                   not have is NOT inserted (the upsert would store NULL where the source
+ *                   has a value): the statement reports it, and the event is refused
+ *                   (SINK_ROW_ABSENT, dead-lettered with the reason) — never a partial row.
+ *                   A key change with unchanged columns copies them from the old row
+ *                   (INSERT … SELECT); when that writes nothing and the old row is not in
+ *                   the sink (and it is no replay), the event is refused the same way.
+ *
  * `_cdc_lsn IS NULL` lets the first change win over a row that was in the sink before
- * the pipeline (no version yet). Unchanged-TOAST columns (pgoutput 'u') are left out of
- * both the column list and SET, so the sink keeps its value (PITFALLS 5). Values travel
+ * the pipeline (no version yet). Values travel
  * as text parameters cast to the column's type without modifier: an explicit cast to
  * varchar(3) would truncate silently, while the assignment to the column refuses.
  *
@@ -43,6 +53,11 @@ export interface UpsertOp extends OpBase {
    * copied from the sink row at the old key (which the following delete removes).
    */
   readonly copyFrom?: { readonly keyValues: readonly (string | null)[]; readonly columns: readonly string[] };
+  /**
+   * Sink columns the event left out as unchanged TOAST: the op may only update an existing
+   * row (an insert would write NULL in them). Empty when the event carries the whole row.
+   */
+  readonly unchanged: readonly string[];
 }
 
 export interface DeleteOp extends OpBase {
@@ -61,6 +76,21 @@ export interface TruncateOp extends OpBase {
 export interface Statement {
   readonly text: string;
   readonly values: (string | number | null)[];
+  /**
+   * The statement answers one row `(written int, absent int[])`: how many rows it wrote and
+   * the batch items it could not apply because the sink has no row to update. Each of those
+   * is refused with `absentRefusal(item)`.
+   */
+  readonly absentRefusal?: (item: number) => SinkRefusedError;
+  /**
+   * A statement of one item that may legitimately write nothing (a replay) or fail to
+   * apply (a row the sink lacks): when it writes no row, `check` answers `ok`; not ok →
+   * the item is refused with `refusal()`.
+   */
+  readonly ifNoRows?: {
+    readonly check: { readonly text: string; readonly values: (string | number | null)[] };
+    readonly refusal: () => SinkRefusedError;
+  };
   /** Batch indexes of the events this statement applies. */
   readonly items: readonly number[];
   readonly table: string;
@@ -132,6 +162,9 @@ export function planEvent(event: ChangeEvent, table: SinkTable, item: number): R
     copyFrom = { keyValues: oldKey, columns: copied.sort((a, b) => (table.columns.get(a)?.position ?? 0) - (table.columns.get(b)?.position ?? 0)) };
   }
 
+  const unchangedInSink =
+    copyFrom === undefined ? [...unchanged].filter((column) => table.columns.has(column) && !table.columns.get(column)?.generated) : [];
+
   const ops: RowOp[] = [];
   if (event.op === 'update' && event.before !== null) {
     const oldKey = keyFrom(event.before);
@@ -148,6 +181,7 @@ export function planEvent(event: ChangeEvent, table: SinkTable, item: number): R
     keyText: keyText(newKey),
     lsn: event.commitLsn,
     seq: event.seq,
+    unchanged: unchangedInSink,
     ...(copyFrom ? { copyFrom } : {}),
   });
   return ops;
@@ -197,7 +231,20 @@ export function buildStatements(ops: readonly RowOp[], limits: GroupLimits = DEF
 }
 
 function shapeOf(op: RowOp): string {
-  return op.kind === 'upsert' ? op.columns.join('\u0000') : op.kind;
+  // An update-only op (unchanged columns left out) never shares a statement with a full upsert.
+  return op.kind === 'upsert' ? `${op.unchanged.length > 0 ? 'u' : 'i'}\u0001${op.columns.join('\u0000')}` : op.kind;
+}
+
+/** Why an event with unchanged columns cannot be applied to a row the sink does not have. */
+function absentRowRefusal(op: UpsertOp, moved: boolean): SinkRefusedError {
+  const left = moved ? (op.copyFrom?.columns ?? []) : op.unchanged;
+  const where = moved ? `its old key (the row moved to key (${op.keyText}))` : `key (${op.keyText})`;
+  return new SinkRefusedError(
+    'row_absent',
+    `${op.table.display} has no row at ${where} for a change that left ${left.join(', ')} out as unchanged (TOAST): ` +
+      `writing it would store NULL where the source has a value; snapshot the table (or set REPLICA IDENTITY FULL on the source) and replay this letter`,
+    { table: op.table.display },
+  );
 }
 
 function paramsOf(op: RowOp): number {
@@ -241,7 +288,64 @@ function statementFor(group: readonly RowOp[]): Statement {
       `SELECT ${selected.join(', ')} FROM ${table.qualified} AS old WHERE ${matches.join(' AND ')} ` +
       `ON CONFLICT (${table.primaryKey.map(quoteIdent).join(', ')}) DO UPDATE SET ${sets.join(', ')} ` +
       `WHERE ${guardNewer('EXCLUDED')}`;
-    return { text, values, items, table: table.display };
+    // No row written: either a replay (the new key holds this version or a newer one) or
+    // the old row is not in the sink, so the unchanged values are nowhere: refused, never
+    // inserted as NULL.
+    const checkValues: (string | number | null)[] = [];
+    const checkParam = (value: string | number | null, type: string): string => {
+      checkValues.push(value);
+      return `$${checkValues.length}::${type}`;
+    };
+    const oldMatch = table.primaryKey.map((column, i) => `old.${quoteIdent(column)} = ${checkParam(copyFrom.keyValues[i] ?? null, castOf(column))}`);
+    const newMatch = table.primaryKey.map((column) => {
+      const index = head.columns.indexOf(column);
+      return `n.${quoteIdent(column)} = ${checkParam(index >= 0 ? (head.values[index] ?? null) : null, castOf(column))}`;
+    });
+    const check =
+      `SELECT EXISTS (SELECT 1 FROM ${table.qualified} AS old WHERE ${oldMatch.join(' AND ')}) ` +
+      `OR EXISTS (SELECT 1 FROM ${table.qualified} AS n WHERE ${newMatch.join(' AND ')} ` +
+      `AND (n.${GUARD_LSN}, n.${GUARD_SEQ}) >= (${checkParam(head.lsn, 'pg_lsn')}, ${checkParam(head.seq, 'integer')})) AS ok`;
+    return {
+      text,
+      values,
+      items,
+      table: table.display,
+      ifNoRows: { check: { text: check, values: checkValues }, refusal: () => absentRowRefusal(head, true) },
+    };
+  }
+
+  if (head.kind === 'upsert' && head.unchanged.length > 0) {
+    // Update-only: the rows must exist (see the top of this file).
+    const ops = group as UpsertOp[];
+    const names = [...head.columns, GUARD_LSN, GUARD_SEQ, '_cdc_item'];
+    const tuples = ops.map(
+      (op) =>
+        `(${op.columns.map((column, i) => param(op.values[i] ?? null, castOf(column))).join(', ')}, ` +
+        `${param(op.lsn, 'pg_lsn')}, ${param(op.seq, 'integer')}, ${param(op.item, 'integer')})`,
+    );
+    const pk = new Set(table.primaryKey);
+    const sets = head.columns
+      .filter((column) => !pk.has(column))
+      .concat([GUARD_LSN, GUARD_SEQ])
+      .map((column) => `${quoteIdent(column)} = v.${quoteIdent(column)}`);
+    const matches = table.primaryKey.map((column) => `t.${quoteIdent(column)} = v.${quoteIdent(column)}`);
+    const byItem = new Map(ops.map((op) => [op.item, op]));
+    const text =
+      `WITH v (${names.map(quoteIdent).join(', ')}) AS (VALUES ${tuples.join(', ')}), ` +
+      `u AS (UPDATE ${table.qualified} AS t SET ${sets.join(', ')} FROM v WHERE ${matches.join(' AND ')} AND ${guardNewer('v')} RETURNING 1) ` +
+      `SELECT (SELECT count(*) FROM u)::int AS written, ` +
+      `ARRAY(SELECT v._cdc_item FROM v WHERE NOT EXISTS (SELECT 1 FROM ${table.qualified} AS t WHERE ${matches.join(' AND ')}) ORDER BY 1) AS absent`;
+    return {
+      text,
+      values,
+      items,
+      table: table.display,
+      absentRefusal: (item) => {
+        const op = byItem.get(item);
+        if (op === undefined) throw new RangeError(`item ${item} is not in this statement`);
+        return absentRowRefusal(op, false);
+      },
+    };
   }
 
   if (head.kind === 'upsert') {

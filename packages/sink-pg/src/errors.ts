@@ -18,6 +18,7 @@ export type RefusalKind =
   | 'column_missing'
   | 'key_missing'
   | 'row_missing'
+  | 'row_absent'
   | 'value_refused'
   | 'constraint';
 

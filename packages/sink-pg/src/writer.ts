@@ -56,6 +56,14 @@ export interface ApplyOutcome {
 
 export type ChunkOutcome = Omit<ApplyOutcome, 'mode'> & { readonly mode: 'batched' | 'isolated' };
 
+/** Batched statements met events whose row the sink lacks: the chunk goes event by event. */
+class AbsentRows extends Error {
+  constructor(readonly items: readonly { item: number }[]) {
+    super(`${items.length} change(s) need a sink row that is not there`);
+    this.name = 'AbsentRows';
+  }
+}
+
 interface Plan {
   readonly ops: RowOp[];
   readonly refused: Map<number, SinkRefusedError>;
@@ -198,11 +206,15 @@ export class SinkWriter {
     try {
       counts = await this.#runAll(client, buildStatements(plan.ops, this.#limits));
     } catch (error) {
-      if (classifyPgError(error) !== 'refusal') throw error;
+      if (!(error instanceof AbsentRows) && classifyPgError(error) !== 'refusal') throw error;
       await client.query('ROLLBACK TO SAVEPOINT cdc_chunk');
       // The refusal may come from a stale cached schema: look the tables up again.
       for (const event of events) this.#catalog.invalidate(event.table);
-      this.#logger.info({ sqlstate: sqlstateOf(error), err: error }, 'sink refused a batched statement; applying event by event');
+      if (error instanceof AbsentRows) {
+        this.#logger.info({ items: error.items.length }, 'the sink lacks rows that changes with unchanged TOAST columns need; applying event by event');
+      } else {
+        this.#logger.info({ sqlstate: sqlstateOf(error), err: error }, 'sink refused a batched statement; applying event by event');
+      }
       plan = await this.#plan(events);
       mode = 'isolated';
       counts = await this.#runIsolated(client, plan, events);
@@ -236,13 +248,37 @@ export class SinkWriter {
     return { ops, refused };
   }
 
+  /**
+   * Batched: any event the sink lacks a row for sends the chunk back (AbsentRows) to be
+   * applied event by event, where each event's savepoint keeps it atomic (an update that
+   * moved its key and deleted the old row must not half-apply).
+   */
   async #runAll(client: PoolClient, statements: readonly Statement[]): Promise<{ statements: number; rows: number }> {
     let rows = 0;
     for (const statement of statements) {
-      const result = await client.query({ text: statement.text, values: statement.values });
-      rows += result.rowCount ?? 0;
+      const result = await this.#execute(client, statement);
+      if (result.absent.length > 0) throw new AbsentRows(result.absent);
+      rows += result.rows;
     }
     return { statements: statements.length, rows };
+  }
+
+  /** Runs one statement; `absent` are its items the sink has no row for (see Statement.absentRefusal / ifNoRows). */
+  async #execute(client: PoolClient, statement: Statement): Promise<{ rows: number; absent: { item: number; error: SinkRefusedError }[] }> {
+    const result = await client.query<{ written?: number; absent?: number[]; ok?: boolean }>({ text: statement.text, values: statement.values });
+    if (statement.absentRefusal) {
+      const row = result.rows[0];
+      const refusal = statement.absentRefusal;
+      return { rows: row?.written ?? 0, absent: (row?.absent ?? []).map((item) => ({ item, error: refusal(item) })) };
+    }
+    const rows = result.rowCount ?? 0;
+    if (rows === 0 && statement.ifNoRows) {
+      const { check, refusal } = statement.ifNoRows;
+      const verdict = await client.query<{ ok: boolean }>({ text: check.text, values: check.values });
+      const item = statement.items[0];
+      if (verdict.rows[0]?.ok !== true && item !== undefined) return { rows, absent: [{ item, error: refusal() }] };
+    }
+    return { rows, absent: [] };
   }
 
   async #runIsolated(client: PoolClient, plan: Plan, events: readonly ChangeEvent[]): Promise<{ statements: number; rows: number }> {
@@ -259,10 +295,20 @@ export class SinkWriter {
       if (event === undefined) continue;
       await client.query('SAVEPOINT cdc_event');
       try {
+        let absent: SinkRefusedError | undefined;
         for (const statement of buildStatements(ops, this.#limits)) {
-          const result = await client.query({ text: statement.text, values: statement.values });
-          rows += result.rowCount ?? 0;
+          const result = await this.#execute(client, statement);
           statements += 1;
+          absent = result.absent[0]?.error;
+          if (absent) break;
+          rows += result.rows;
+        }
+        if (absent) {
+          // Nothing of this event stays written; it is refused with the reason.
+          await client.query('ROLLBACK TO SAVEPOINT cdc_event');
+          await client.query('RELEASE SAVEPOINT cdc_event');
+          plan.refused.set(item, absent.withContext({ lsn: event.commitLsn, eventId: event.eventId }));
+          continue;
         }
         await client.query('RELEASE SAVEPOINT cdc_event');
       } catch (error) {

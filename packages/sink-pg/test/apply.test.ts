@@ -111,6 +111,7 @@ describe('buildStatements', () => {
     keyText: `["${id}"]`,
     lsn: '0/100',
     seq,
+    unchanged: [],
   });
 
   it('groups consecutive rows of one table and shape into one guarded multi-row upsert', () => {
