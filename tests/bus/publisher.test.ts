@@ -72,4 +72,22 @@ describe('bus publisher', () => {
     expect(results.some((r) => r.status === 'rejected')).toBe(true);
     await expect(publisher.publish(stageSubject(name, 'raw', 0), {}, { msgId: 'after' })).rejects.toBeInstanceOf(PublishError);
   });
+
+  test('a message over max_payload fails the publisher on the spot, and nothing queued after it is stored (a stage would checkpoint past it)', async ({ ctx }) => {
+    const { bus, name } = await pipelineBus(ctx, 'pub_big');
+    const publisher = bus.publisher({ maxInFlight: 16 });
+    const subject = stageSubject(name, 'raw', 0);
+    const maxPayload = bus.nc.info?.max_payload ?? 0;
+    expect(maxPayload).toBeGreaterThan(0);
+    // Queued together: they leave in one send.
+    const first = publisher.publish(subject, { i: 0 }, { msgId: 'b0' });
+    const big = publisher.publish(subject, new Uint8Array(maxPayload + 1), { msgId: 'b1' });
+    const after = publisher.publish(subject, { i: 2 }, { msgId: 'b2' });
+    const results = await Promise.allSettled([first, big, after]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'rejected']);
+    await expect(big).rejects.toBeInstanceOf(PublishError);
+    await expect(big).rejects.toThrow(/max_payload/);
+    const info = await bus.jsm.streams.info(streamName(name, 'raw'));
+    expect(info.state.messages).toBe(1);
+  });
 });

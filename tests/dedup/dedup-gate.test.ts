@@ -120,4 +120,38 @@ describe('dedup-gate stage', () => {
     expect(gate.stats()).toMatchObject({ duplicates: 0 });
     expect(gate.relay.health().failingSince).toBeUndefined();
   });
+
+  test('an input that fits the stream but not max_payload once the gate adds its headers is dead-lettered with its size and the limit; the partition goes on (PITFALLS 25)', async ({ ctx }) => {
+    const p = await createPipeline(ctx, 'dedup_big');
+    await redisFor(ctx, p.name);
+    const maxPayload = p.bus.nc.info?.max_payload ?? 0;
+    expect(maxPayload).toBeGreaterThan(0);
+    const [before, big, after] = events(3);
+    // The input carries only Nats-Msg-Id (~60 bytes of headers); the gate's output adds
+    // Cdc-Resume-Seq, Cdc-Last-Key and Cdc-Trace-Id, which no longer fit.
+    const target = maxPayload - 80;
+    const padded = { ...big!, after: { ...big!.after, note: '' } };
+    const note = 'x'.repeat(target - Buffer.byteLength(JSON.stringify(padded)));
+    const bigEvent = { ...padded, after: { ...padded.after, note } };
+    expect(Buffer.byteLength(JSON.stringify(bigEvent))).toBe(target);
+    for (const e of [before, bigEvent, after]) await p.publish('ordered', 0, e, e?.eventId);
+    const out = p.collect('deduped', 0);
+    const { gate } = startGate(ctx, p);
+    await waitFor(() => out.eventIds().includes(after!.eventId), { what: 'the event after the big one forwarded', timeoutMs: 15_000 });
+    expect(out.eventIds()).toEqual([before!.eventId, after!.eventId]);
+    const letters = await p.deadLetters('dedup-gate');
+    expect(letters).toHaveLength(1);
+    expect(letters[0]).toMatchObject({
+      code: 'MESSAGE_TOO_LARGE',
+      eventId: big!.eventId,
+      table: 'public.items',
+      lsn: big!.lsn,
+      limit: maxPayload,
+      payloadTruncated: true,
+      payloadBytes: target,
+    });
+    expect((letters[0] as unknown as { bytes: number }).bytes).toBeGreaterThan(maxPayload);
+    expect(letters[0]?.reason).toContain(`over the server's max_payload of ${maxPayload} bytes`);
+    expect(gate.relay.health()).toMatchObject({ deadLettered: 1, consecutiveFailures: 0 });
+  });
 });

@@ -5,7 +5,7 @@
  */
 import { Bus } from '@cdc/bus';
 import { CheckpointStore } from '@cdc/checkpoint';
-import { Lsn, STAGES, streamName, type ChangeEvent, type RawMessage, type SourceHeartbeat } from '@cdc/core';
+import { Lsn, STAGES, dlqSubject, streamName, type ChangeEvent, type DeadLetter, type RawMessage, type SourceHeartbeat } from '@cdc/core';
 import { createLogger, type Logger } from '@cdc/runtime';
 import type pg from 'pg';
 import { waitFor, type TestContext } from '../harness/index.ts';
@@ -165,6 +165,18 @@ export class ReaderWorld {
       },
       { what: `a watermark >= ${lamport} in all ${this.options.partitions} partitions`, timeoutMs, intervalMs: 100 },
     );
+  }
+
+  /** Every letter on `cdc.<pipeline>.dlq.reader`, oldest first, with its size as stored. */
+  async deadLetters(): Promise<(DeadLetter & Record<string, unknown> & { storedBytes: number })[]> {
+    const stream = streamName(this.pipeline, 'dlq');
+    const info = await this.bus.jsm.streams.info(stream);
+    const letters: (DeadLetter & Record<string, unknown> & { storedBytes: number })[] = [];
+    for (let seq = info.state.first_seq; info.state.messages > 0 && seq <= info.state.last_seq; seq++) {
+      const stored = await this.bus.jsm.streams.getMessage(stream, { seq }).catch(() => null);
+      if (stored?.subject === dlqSubject(this.pipeline, 'reader')) letters.push({ ...stored.json<DeadLetter & Record<string, unknown>>(), storedBytes: stored.data.length });
+    }
+    return letters;
   }
 
   async slotConfirmed(): Promise<Lsn | undefined> {

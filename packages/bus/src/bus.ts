@@ -16,6 +16,7 @@ import {
 } from '@nats-io/jetstream';
 import { nanos, type NatsConnection } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
+import { encodeDeadLetter } from './dead-letter.ts';
 import { toBusMessage, type BusMessage } from './message.ts';
 import { AckedPublisher } from './publisher.ts';
 import { StreamReader } from './reader.ts';
@@ -31,6 +32,11 @@ export const DEFAULT_STREAM_SETTINGS: StreamSettings = {
   maxAgeMs: 7 * 24 * 3600_000,
   duplicateWindowMs: 2 * 60_000,
 };
+
+/** NATS' default `max_payload`, used until the server's INFO says otherwise. */
+const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
+/** Room left in a dead letter for its headers (Nats-Msg-Id). */
+const DEAD_LETTER_HEADER_ROOM = 1024;
 
 export class Bus {
   readonly nc: NatsConnection;
@@ -103,6 +109,11 @@ export class Bus {
     }
   }
 
+  /** The largest message (payload + headers) the server takes: its `max_payload` (PITFALLS 25). */
+  get maxPayload(): number {
+    return this.nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
+  }
+
   publisher(options: { maxInFlight: number; timeoutMs?: number }): AckedPublisher {
     return new AckedPublisher(this.nc, options);
   }
@@ -136,11 +147,14 @@ export class Bus {
     await reader.close();
   }
 
-  /** Poison events are kept with their reason; the partition keeps moving. */
+  /**
+   * Poison events are kept with their reason; the partition keeps moving. A letter larger
+   * than the server's limit has its payload cut to fit (`payloadTruncated`, `payloadBytes`).
+   */
   async deadLetter(pipeline: string, letter: DeadLetter): Promise<void> {
     const subject = dlqSubject(pipeline, letter.stage);
     const msgID = deadLetterId(letter);
-    await this.js.publish(subject, new TextEncoder().encode(JSON.stringify(letter)), {
+    await this.js.publish(subject, encodeDeadLetter(letter, this.maxPayload - DEAD_LETTER_HEADER_ROOM), {
       ...(msgID ? { msgID } : {}),
       timeout: 10_000,
     });

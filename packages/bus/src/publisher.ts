@@ -151,6 +151,12 @@ export class AckedPublisher {
     this.#subscribe();
     const now = Date.now();
     for (const out of queue) {
+      // A publish refused on the spot (over max_payload) fails the publisher: nothing after
+      // it may be stored, or a stage whose checkpoint is its last output would skip it.
+      if (this.#failure) {
+        out.reject(this.#failure);
+        continue;
+      }
       const token = this.#nextToken++;
       const hdrs = natsHeaders();
       hdrs.set('Nats-Msg-Id', out.options.msgId);

@@ -63,6 +63,9 @@ export interface DeadLetter {
   readonly column?: string;
   /** The original payload, as text, so nothing is lost. */
   readonly payload: string;
+  /** Set when `payload` was cut to fit the bus's message limit; `payloadBytes` is its original size. */
+  readonly payloadTruncated?: boolean;
+  readonly payloadBytes?: number;
   readonly at: string;
 }
 

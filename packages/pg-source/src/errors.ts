@@ -120,3 +120,28 @@ export class SourceRefusedError extends CdcError {
     });
   }
 }
+
+/**
+ * A change whose encoded event is larger than the bus can carry (NATS `max_payload`, less
+ * the room the later stages need for their headers). Publishing it can never succeed, and
+ * a failed publish restarts the session from the slot — which meets the same row again
+ * (PITFALLS 25). So it is dead-lettered with its size and the limit, and the rest goes on.
+ */
+export class EventTooLargeError extends CdcError {
+  constructor(
+    readonly event: { readonly table: string; readonly key: readonly (string | null)[]; readonly lsn: string; readonly commitLsn: string; readonly seq: number; readonly eventId: string },
+    readonly bytes: number,
+    readonly limit: number,
+  ) {
+    super(
+      `change of ${event.table} key ${JSON.stringify(event.key)} at ${event.commitLsn}/${event.seq} is ${bytes} bytes encoded, ` +
+        `over the bus limit of ${limit} bytes (NATS max_payload less header room): dead-lettered, not published; ` +
+        'raise max_payload in the nats-server configuration to carry such rows',
+      {
+        code: 'EVENT_TOO_LARGE',
+        retriable: false,
+        context: { table: event.table, lsn: event.lsn, eventId: event.eventId, commitLsn: event.commitLsn, seq: event.seq, bytes, limit },
+      },
+    );
+  }
+}

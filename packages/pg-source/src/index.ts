@@ -21,7 +21,7 @@ export { restoreLamport, slotAheadOfRing } from './lamport-restore.ts';
 export type { AckEntry, LamportRestore } from './lamport-restore.ts';
 export { AckTracker, committedEverywhere, committedByEverySink } from './ack.ts';
 export type { Position, CheckpointPositions } from './ack.ts';
-export { RawPublisher, PublisherClosedError } from './raw-publisher.ts';
+export { RawPublisher, PublisherClosedError, HEADER_ROOM_BYTES } from './raw-publisher.ts';
 export type { RawPublisherOptions, Watermark } from './raw-publisher.ts';
 export { ReplicationSession, classifyReplicationError } from './stream.ts';
 export type { SessionHandlers, SessionOptions } from './stream.ts';
@@ -39,4 +39,5 @@ export {
   SlotBusyError,
   ReplicationError,
   SourceRefusedError,
+  EventTooLargeError,
 } from './errors.ts';

@@ -13,6 +13,9 @@
  *  - The first failed publish fails this publisher for good and is reported once through
  *    `onFailure`: later events may have been stored after the lost one, so the caller
  *    restarts the session from the slot and the replay (same ids) fills the hole.
+ *  - An event larger than `maxEventBytes` encoded is never sent (it could never be
+ *    stored: NATS max_payload, PITFALLS 25); `publishEvent` returns an EventTooLargeError
+ *    and the caller dead-letters it (`deadLetterTooLarge`) instead of failing the session.
  */
 import { createHash } from 'node:crypto';
 import type { AckedPublisher, Bus } from '@cdc/bus';
@@ -26,6 +29,16 @@ import {
   type SourceHeartbeat,
   type SourceProgress,
 } from '@cdc/core';
+import { EventTooLargeError } from './errors.ts';
+
+/**
+ * Bytes of `max_payload` left for headers: ours (Nats-Msg-Id, Cdc-Trace-Id) and those the
+ * reorderer and the dedup gate add when they republish the event (Cdc-Resume-Seq,
+ * Cdc-Last-Key: a few hundred bytes in all).
+ */
+export const HEADER_ROOM_BYTES = 4096;
+
+const encoder = new TextEncoder();
 
 export interface Watermark {
   readonly lamport: bigint;
@@ -39,6 +52,8 @@ export interface RawPublisherOptions {
   readonly source: string;
   readonly partitions: number;
   readonly maxInFlight: number;
+  /** Largest encoded event (JSON bytes) published; larger ones are refused (EventTooLargeError). */
+  readonly maxEventBytes: number;
   readonly onFailure: (error: Error) => void;
 }
 
@@ -73,10 +88,15 @@ export class RawPublisher {
     return stageSubject(this.#options.pipeline, 'raw', partition);
   }
 
-  /** Resolves when the event is on the wire; its PubAck is tracked here. */
-  async publishEvent(event: ChangeEvent): Promise<void> {
+  /**
+   * Resolves when the event is on the wire (its PubAck is tracked here), or at once with an
+   * EventTooLargeError when it cannot fit in a bus message: then nothing was sent.
+   */
+  async publishEvent(event: ChangeEvent): Promise<EventTooLargeError | undefined> {
+    const data = encoder.encode(JSON.stringify(event));
+    if (data.length > this.#options.maxEventBytes) return new EventTooLargeError(event, data.length, this.#options.maxEventBytes);
     await this.#acquire();
-    const ack = this.#publisher.publish(this.subjectOf(event), event, {
+    const ack = this.#publisher.publish(this.subjectOf(event), data, {
       msgId: event.eventId,
       headers: { [Headers.TraceId]: event.traceId },
     });
@@ -87,6 +107,7 @@ export class RawPublisher {
         this.#fail(error instanceof Error ? error : new Error(String(error)));
       },
     );
+    return undefined;
   }
 
   /** Every event sent so far is acknowledged, then the watermark is stored in every partition. */
@@ -142,6 +163,53 @@ export class RawPublisher {
       ...(typeof context.lsn === 'string' ? { lsn: context.lsn } : {}),
       eventId: createHash('sha256').update(`${this.#options.source}:${error.message}`).digest('hex').slice(0, 32),
       payload: JSON.stringify({ source: this.#options.source, ...context }),
+      at: new Date().toISOString(),
+    };
+    await this.#options.bus.deadLetter(this.#options.pipeline, letter);
+  }
+
+  /**
+   * An event too large for the bus: its identity, position and column sizes go to the
+   * dead-letter subject instead of its values, so the letter itself fits. Its id is the
+   * event's (`dlq:reader:<eventId>`): a replay of the transaction after a restart is
+   * absorbed by JetStream instead of repeating the letter.
+   */
+  async deadLetterTooLarge(error: EventTooLargeError, event: ChangeEvent): Promise<void> {
+    const sizes = (row: ChangeEvent['before']): Record<string, number | null> | null =>
+      row && Object.fromEntries(Object.entries(row).map(([column, value]) => [column, value === null ? null : Buffer.byteLength(value, 'utf8')]));
+    const letter: DeadLetter & { commitLsn: string; seq: number; bytes: number; limit: number; maxPayload: number } = {
+      stage: 'reader',
+      reason: error.message,
+      code: error.code,
+      table: event.table,
+      lsn: event.lsn,
+      eventId: event.eventId,
+      commitLsn: event.commitLsn,
+      seq: event.seq,
+      bytes: error.bytes,
+      limit: error.limit,
+      maxPayload: this.#options.bus.maxPayload,
+      payload: JSON.stringify({
+        source: event.source,
+        ...(event.database !== undefined ? { database: event.database } : {}),
+        table: event.table,
+        op: event.op,
+        keyColumns: event.keyColumns,
+        key: event.key,
+        lsn: event.lsn,
+        commitLsn: event.commitLsn,
+        seq: event.seq,
+        xid: event.xid,
+        commitTs: event.commitTs,
+        lamport: event.lamport,
+        eventId: event.eventId,
+        traceId: event.traceId,
+        bytes: error.bytes,
+        limit: error.limit,
+        // Bytes of each column's text value (null: SQL NULL); the values themselves are what does not fit.
+        columnBytes: { before: sizes(event.before), after: sizes(event.after) },
+        unchanged: event.unchanged,
+      }),
       at: new Date().toISOString(),
     };
     await this.#options.bus.deadLetter(this.#options.pipeline, letter);

@@ -32,7 +32,7 @@ import { SlotLostError } from './errors.ts';
 import { WalHeartbeat } from './heartbeat.ts';
 import { restoreLamport, slotAheadOfRing, type AckEntry } from './lamport-restore.ts';
 import type { SourceMessage } from './pgoutput.ts';
-import { RawPublisher, type Watermark } from './raw-publisher.ts';
+import { HEADER_ROOM_BYTES, RawPublisher, type Watermark } from './raw-publisher.ts';
 import { assertUsableSlot, readSlot, setupSource, type PreparedSource } from './setup.ts';
 import { ReplicationSession } from './stream.ts';
 
@@ -56,6 +56,12 @@ export interface ReaderOptions {
   readonly prepared?: PreparedSource;
   /** Events waiting for their PubAck; when full, reading pauses. Default 256. */
   readonly maxInFlight?: number;
+  /**
+   * Largest encoded change event (JSON bytes) published; a larger one is dead-lettered
+   * (EVENT_TOO_LARGE) with its size and this limit, and the stream goes on. Default: the
+   * NATS server's max_payload less HEADER_ROOM_BYTES (PITFALLS 25).
+   */
+  readonly maxEventBytes?: number;
   /** WAL heartbeat interval while watched tables are idle. Default 1000. */
   readonly heartbeatIntervalMs?: number;
   /**
@@ -82,6 +88,8 @@ export interface ReaderStats {
   readonly heartbeatTransactions: number;
   readonly watermarks: number;
   readonly deadLettered: number;
+  /** Of those, changes too large for the bus (EVENT_TOO_LARGE). */
+  readonly tooLarge: number;
   readonly restarts: number;
   readonly walHeartbeats: number;
   readonly inFlight: number;
@@ -138,6 +146,7 @@ export class Reader {
   #dataTransactions = 0;
   #watermarks = 0;
   #deadLettered = 0;
+  #tooLarge = 0;
   #restarts = 0;
   #lastLsn: string | undefined;
   #committedLsn: string | undefined;
@@ -211,6 +220,7 @@ export class Reader {
       heartbeatTransactions: this.#heartbeatTransactions,
       watermarks: this.#watermarks,
       deadLettered: this.#deadLettered,
+      tooLarge: this.#tooLarge,
       restarts: this.#restarts,
       walHeartbeats: this.#heartbeat?.emitted ?? 0,
       inFlight: this.#publisher?.inFlight ?? 0,
@@ -298,6 +308,7 @@ export class Reader {
       source: options.source,
       partitions: options.partitions,
       maxInFlight: options.maxInFlight ?? 256,
+      maxEventBytes: options.maxEventBytes ?? options.bus.maxPayload - HEADER_ROOM_BYTES,
       onFailure: (error) => this.#sessionFailed(generation, error),
     });
 
@@ -416,7 +427,18 @@ export class Reader {
     switch (item.type) {
       case 'change': {
         const { event } = item;
-        await publisher.publishEvent(event);
+        const tooLarge = await publisher.publishEvent(event);
+        if (tooLarge) {
+          // Never published: the rest of the transaction and the slot go on (PITFALLS 25).
+          this.#log.warn(
+            { err: tooLarge, lsn: event.lsn, commit_lsn: event.commitLsn, seq: event.seq, event_id: event.eventId, trace_id: event.traceId, table: event.table, bytes: tooLarge.bytes, limit: tooLarge.limit },
+            'change too large for the bus: dead-lettered',
+          );
+          await publisher.deadLetterTooLarge(tooLarge, event);
+          this.#deadLettered += 1;
+          this.#tooLarge += 1;
+          return;
+        }
         this.#captured += 1;
         if (this.#log.isLevelEnabled('trace')) {
           this.#log.trace({ event_id: event.eventId, trace_id: event.traceId, lsn: event.lsn, table: event.table, op: event.op }, 'published');

@@ -21,3 +21,18 @@ export class BadCheckpointError extends CdcError {
     });
   }
 }
+
+/**
+ * An output that cannot fit in one NATS message (max_payload) once this stage's headers are
+ * added: its publish could never succeed, and a failed publish restarts the stage into the
+ * same message again (PITFALLS 25). It is dead-lettered with its size and the limit instead.
+ */
+export class MessageTooLargeError extends CdcError {
+  constructor(subject: string, msgId: string, readonly bytes: number, readonly limit: number, where: { table?: string; lsn?: string } = {}) {
+    super(
+      `message ${msgId} for ${subject} is ${bytes} bytes with its headers, over the server's max_payload of ${limit} bytes: ` +
+        'dead-lettered, not published; raise max_payload in the nats-server configuration to carry it',
+      { code: 'MESSAGE_TOO_LARGE', retriable: false, context: { subject, eventId: msgId, bytes, limit, ...where } },
+    );
+  }
+}

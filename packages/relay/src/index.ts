@@ -12,7 +12,7 @@ export { Relay } from './relay.ts';
 export type { RelayOptions, RelayState, RelayHealth } from './relay.ts';
 export { decodeRaw, decodeOrdered } from './decode.ts';
 export type { Decoded } from './decode.ts';
-export { ReaderClosedError, BadCheckpointError } from './errors.ts';
+export { ReaderClosedError, BadCheckpointError, MessageTooLargeError } from './errors.ts';
 export type { RelayTransform, RelayCheckpoint, StageOutput, StageResult, DeadLetterRequest } from './types.ts';
 export { parseAssignment } from './assignment.ts';
 export type { Assignment } from './assignment.ts';

@@ -19,10 +19,10 @@
  *
  *   created ──start()──► running ──stop() / signal / fatal──► stopping ──loop ended──► stopped
  */
-import { CdcError, Headers, IllegalStateError, errorMessage, sleep, stageSubject, streamName, type Stage } from '@cdc/core';
+import { CdcError, Headers, IllegalStateError, errorMessage, sleep, stageSubject, streamName, type DeadLetter, type Stage } from '@cdc/core';
 import { StreamGapError, type AckedPublisher, type Bus, type BusMessage, type StreamReader } from '@cdc/bus';
 import { ConsumerLoop, type ConsumerState, type Logger } from '@cdc/runtime';
-import { BadCheckpointError, ReaderClosedError } from './errors.ts';
+import { BadCheckpointError, MessageTooLargeError, ReaderClosedError } from './errors.ts';
 import type { DeadLetterRequest, RelayCheckpoint, RelayTransform, StageOutput } from './types.ts';
 
 export interface RelayOptions {
@@ -61,6 +61,15 @@ export interface RelayHealth {
   readonly batches: number;
   readonly published: number;
   readonly deadLettered: number;
+}
+
+const encoder = new TextEncoder();
+
+/** Bytes of the NATS header block AckedPublisher sends: `NATS/1.0\r\n`, `Name: value\r\n` each, `\r\n`. */
+function headerBytes(msgId: string, headers: Readonly<Record<string, string>>): number {
+  let bytes = 'NATS/1.0\r\n\r\n'.length + `${Headers.MsgId}: \r\n`.length + Buffer.byteLength(msgId, 'utf8');
+  for (const name in headers) bytes += name.length + 4 + Buffer.byteLength(headers[name] as string, 'utf8');
+  return bytes;
 }
 
 /** How long a reader's close may take before we move on (see #closeReader). */
@@ -307,7 +316,10 @@ export class Relay {
 
     const publisher = this.#publisher;
     if (!publisher) throw new IllegalStateError('relay', this.#state, 'publish before start');
-    const acks: Promise<unknown>[] = [];
+    // Sized before anything is sent: an output over max_payload with our headers could
+    // never be published (PITFALLS 25); it is dead-lettered and the others go on.
+    const limit = this.#options.bus.maxPayload;
+    const ready: { output: StageOutput; data: Uint8Array; headers: Record<string, string> }[] = [];
     for (const output of result.outputs) {
       const headers: Record<string, string> = {
         [Headers.ResumeSeq]: String(output.resumeSeq),
@@ -315,14 +327,21 @@ export class Relay {
         [Headers.LastKey]: output.lastKey ?? '',
       };
       if (output.traceId) headers[Headers.TraceId] = output.traceId;
+      const data = output.payload instanceof Uint8Array ? output.payload : encoder.encode(JSON.stringify(output.payload));
+      const bytes = data.length + headerBytes(output.msgId, headers);
+      if (bytes > limit) await this.#deadLetterTooLarge(output, data, bytes, limit);
+      else ready.push({ output, data, headers });
+    }
+    const acks: Promise<unknown>[] = [];
+    for (const { output, data, headers } of ready) {
       // Not awaited one by one: publishes are pipelined (bounded by maxInFlight) and all
       // PubAcks are awaited together below. Promise.all handles every rejection.
-      acks.push(publisher.publish(this.#outSubject, output.payload, { msgId: output.msgId, headers }));
+      acks.push(publisher.publish(this.#outSubject, data, { msgId: output.msgId, headers }));
     }
     await Promise.all(acks);
     await publisher.flush();
-    this.#published += result.outputs.length;
-    this.#pending = { last: result.outputs.at(-1), reopenFrom: result.reopenFrom };
+    this.#published += ready.length;
+    this.#pending = { last: ready.at(-1)?.output, reopenFrom: result.reopenFrom };
     this.#logger.debug(
       { input: batch.length, first_seq: batch[0]?.seq, outputs: result.outputs.length, dead_letters: result.deadLetters.length, reopen_from: result.reopenFrom },
       'batch processed',
@@ -341,6 +360,36 @@ export class Relay {
     this.#batches += 1;
     this.#failingSince = undefined;
     this.#needsStart = false;
+  }
+
+  /** The letter names the message, its size and the limit; Bus.deadLetter cuts the payload to fit. */
+  async #deadLetterTooLarge(output: StageOutput, data: Uint8Array, bytes: number, limit: number): Promise<void> {
+    const text = new TextDecoder().decode(data);
+    let where: { table?: string; lsn?: string } = {};
+    try {
+      const parsed = JSON.parse(text) as { table?: unknown; lsn?: unknown };
+      where = { ...(typeof parsed.table === 'string' ? { table: parsed.table } : {}), ...(typeof parsed.lsn === 'string' ? { lsn: parsed.lsn } : {}) };
+    } catch {
+      // Not JSON: the letter still names the message by its id.
+    }
+    const error = new MessageTooLargeError(this.#outSubject, output.msgId, bytes, limit, where);
+    this.#logger.warn({ err: error, event_id: output.msgId, trace_id: output.traceId, lsn: where.lsn, table: where.table, bytes, limit }, 'message too large for the bus: dead-lettered');
+    const { bus, pipeline, partition, stage } = this.#options;
+    const letter: DeadLetter & { bytes: number; limit: number } = {
+      stage,
+      reason: error.message,
+      code: error.code,
+      partition,
+      subject: this.#outSubject,
+      eventId: output.msgId,
+      ...where,
+      bytes,
+      limit,
+      payload: text,
+      at: new Date().toISOString(),
+    };
+    await bus.deadLetter(pipeline, letter);
+    this.#deadLettered += 1;
   }
 
   async #deadLetter(letter: DeadLetterRequest): Promise<void> {
