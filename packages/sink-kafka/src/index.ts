@@ -1,7 +1,8 @@
 /**
- * @cdc/sink-kafka — the committer's Kafka sink: deduped.<p> → Kafka topics, exactly once.
+ * @cdc/sink-kafka — the committer's Kafka sink (a @cdc/committer Sink): deduped.<p> →
+ * Kafka topics, exactly once.
  *
- *   const committer = await KafkaCommitter.start({
+ *   const committer = await KafkaSink.startCommitter({
  *     pipeline: 'orders', partitions: 4, brokers: ['127.0.0.1:9092'], bus, checkpointStore, logger,
  *     records: { topicPrefix: 'orders', tombstones: true, transactionMetadata: false },
  *   });
@@ -12,8 +13,8 @@
  * its predecessor and resumes after the last committed checkpoint (read_committed);
  * records are Debezium's PostgreSQL envelope, keyed by primary key.
  */
-export { KafkaCommitter } from './committer.ts';
-export type { KafkaCommitterOptions, KafkaCommitterStats, KafkaCommitterState } from './committer.ts';
+export { KafkaSink, KAFKA_DEFAULTS } from './sink.ts';
+export type { KafkaSinkOptions, KafkaSinkStats, KafkaCommitter, KafkaCommitterOptions } from './sink.ts';
 export { TransactionalProducer, chunksByBytes } from './producer.ts';
 export type { Compression, OutgoingRecord, TransactionalProducerOptions } from './producer.ts';
 export { buildRecords, checkRecordOptions } from './records.ts';
