@@ -340,7 +340,23 @@ export class Committer<S extends Sink = Sink> {
     const seconds = Math.max(0.001, (now - this.#progressMark.at) / 1000);
     const perSecond = (stats.applied - this.#progressMark.applied) / seconds;
     this.#progressMark = { at: now, applied: stats.applied };
-    const fields: object = { ...stats, events_per_s: Math.round(perSecond), ...memoryFields() };
-    this.#logger.info(fields, 'progress');
+    // Log fields are snake_case; the sink's own counters join them under their snake_case names.
+    const own = Object.fromEntries(Object.entries(this.sink.stats()).map(([name, value]) => [name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), value as unknown]));
+    this.#logger.info(
+      {
+        ...own,
+        applied: stats.applied,
+        batches: stats.batches,
+        transactions: stats.transactions,
+        events_per_s: Math.round(perSecond),
+        dead_lettered: stats.deadLettered,
+        replays_skipped: stats.replaysSkipped,
+        late_events: stats.lateEvents,
+        retries: stats.retries,
+        recoveries: stats.recoveries,
+        ...memoryFields(),
+      },
+      'progress',
+    );
   }
 }
