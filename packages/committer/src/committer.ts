@@ -283,7 +283,6 @@ export class Committer<S extends Sink = Sink> {
     this.#stats.batches += 1;
     this.#stats.transactions += merge.transactions;
     this.#stats.applied += applied.applied;
-    this.#stats.deadLettered += applied.deadLettered;
   }
 
   async #deadLetter(refusals: readonly SinkRefusal[]): Promise<void> {
@@ -309,6 +308,8 @@ export class Committer<S extends Sink = Sink> {
         at: new Date(this.#clock.now()).toISOString(),
       };
       await this.#options.bus.deadLetter(this.#options.pipeline, letter);
+      // Counted when sent (a letter is out whether or not its batch commits; a retry's repeat is absorbed by its id).
+      this.#stats.deadLettered += 1;
       this.#logger.warn(
         {
           table: letter.table,

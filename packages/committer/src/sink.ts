@@ -36,8 +36,6 @@ export interface Applied {
   readonly committed: readonly LaneCheckpoint[] | undefined;
   /** Change events committed now (refused ones excluded); 0 while uncommitted. */
   readonly applied: number;
-  /** Refused events among those committed now. */
-  readonly deadLettered: number;
 }
 
 export interface Sink<Stats extends object = object> {

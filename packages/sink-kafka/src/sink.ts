@@ -308,7 +308,7 @@ export class KafkaSink implements Sink<KafkaSinkStats> {
       },
       'kafka transaction committed',
     );
-    return { committed: merge.checkpoints, applied: built.events, deadLettered: built.refusals.length };
+    return { committed: merge.checkpoints, applied: built.events };
   }
 
   /** Creates the topics a batch routes to that we have not seen yet (idempotent). */

@@ -212,7 +212,7 @@ export class PgSink implements Sink<PgSinkStats> {
       },
       'batch committed',
     );
-    return { committed: merge.checkpoints, applied: events.length - outcome.refusals.length, deadLettered: outcome.refusals.length };
+    return { committed: merge.checkpoints, applied: events.length - outcome.refusals.length };
   }
 
   /**
@@ -251,7 +251,7 @@ export class PgSink implements Sink<PgSinkStats> {
           { events: stream.events, chunks: stream.chunks, ...(last ? { lsn: last.commitLsn, event_id: last.eventId, trace_id: last.traceId } : {}) },
           'chunk applied; sink transaction stays open until the source transaction ends',
         );
-        return { committed: undefined, applied: 0, deadLettered: 0 };
+        return { committed: undefined, applied: 0 };
       }
       const checkpoints = [...stream.checkpoints.values()];
       await stream.session.commit(checkpoints);
@@ -270,7 +270,7 @@ export class PgSink implements Sink<PgSinkStats> {
         },
         'streamed transaction committed',
       );
-      return { committed: checkpoints, applied: stream.events - stream.refused, deadLettered: stream.refused };
+      return { committed: checkpoints, applied: stream.events - stream.refused };
     } catch (error) {
       await this.#abortStream();
       this.#rolledBack = true;
