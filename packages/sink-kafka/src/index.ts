@@ -15,18 +15,17 @@
  */
 export { KafkaSink, KAFKA_DEFAULTS } from './sink.ts';
 export type { KafkaSinkOptions, KafkaSinkStats, KafkaCommitter, KafkaCommitterOptions } from './sink.ts';
-export { TransactionalProducer, chunksByBytes } from './producer.ts';
+export { chunksByBytes } from './producer.ts';
 export type { Compression, OutgoingRecord, TransactionalProducerOptions } from './producer.ts';
-export { buildRecords, checkRecordOptions } from './records.ts';
+export { buildRecords } from './records.ts';
 export type { RecordOptions, BuiltRecords, Refusal, TransactionProgress } from './records.ts';
-export { encodeCheckpoint, decodeCheckpoint, decodeOpenTransaction, readCheckpointThroughBarrier, ensureCheckpointTopic } from './checkpoint-topic.ts';
+export { encodeCheckpoint, decodeCheckpoint, decodeOpenTransaction } from './checkpoint-topic.ts';
 export {
   KafkaFencedError,
   KafkaTransactionError,
   TopicCreationError,
   RecordTooLargeError,
   isFencedError,
-  isMessageTooLarge,
   kafkaErrorTypes,
 } from './errors.ts';
 export {
@@ -35,14 +34,11 @@ export {
   tombstoneFor,
   transactionBegin,
   transactionEnd,
-  transactionId,
   transactionOrders,
   countByTable,
-  nextOrder,
-  SOURCE_VERSION,
 } from './envelope.ts';
 export type { DebeziumRecord, EnvelopeOptions, TransactionCounts, TransactionOrder, TransactionRef } from './envelope.ts';
 export { convertValue, PgType, DEFAULT_UNAVAILABLE_VALUE_PLACEHOLDER } from './values.ts';
 export type { DebeziumValue, DecimalHandlingMode, ValueOptions } from './values.ts';
-export { parseTopicRoutes, createTopicRouter, defaultTopic, assertTopicName, InvalidTopicNameError } from './routing.ts';
+export { parseTopicRoutes, createTopicRouter, assertTopicName, InvalidTopicNameError } from './routing.ts';
 export type { TopicRoute, TopicRouter, TopicRouterOptions } from './routing.ts';

@@ -15,13 +15,13 @@
  */
 export { PgSink } from './sink.ts';
 export type { PgSinkOptions, PgSinkStats, PgCommitter, PgCommitterOptions } from './sink.ts';
-export { planEvent, buildStatements, DEFAULT_GROUP_LIMITS } from './apply.ts';
+export { planEvent, buildStatements } from './apply.ts';
 export type { RowOp, UpsertOp, DeleteOp, TruncateOp, Statement, GroupLimits } from './apply.ts';
-export { SinkSession, SinkWriter } from './writer.ts';
-export type { ApplyRequest, ApplyOutcome, ChunkOutcome, Refusal } from './writer.ts';
-export { TableCatalog, ensureBookkeeping, parseTableMap, GUARD_LSN, GUARD_SEQ, BOOKKEEPING_DDL } from './schema.ts';
+export { SinkWriter } from './writer.ts';
+export type { SinkSession, ApplyRequest, ApplyOutcome, ChunkOutcome, Refusal } from './writer.ts';
+export { TableCatalog, ensureBookkeeping, parseTableMap } from './schema.ts';
 export type { SinkTable, SinkColumn } from './schema.ts';
-export { acquireEpoch, assertOwner, readCheckpoints, writeCheckpoints } from './checkpoints.ts';
+export { acquireEpoch } from './checkpoints.ts';
 export {
   FencedError,
   SinkRefusedError,
