@@ -18,7 +18,7 @@ import {
   type Row,
 } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
-import { Committer, type CommitterOptions } from '@cdc/sink-pg';
+import { PgSink, type PgCommitter, type PgCommitterOptions } from '@cdc/sink-pg';
 import pg from 'pg';
 import { pino } from 'pino';
 import type { ManagedProcess, TestContext } from '../harness/index.ts';
@@ -185,11 +185,11 @@ export class DedupedPublisher {
 /** A committer in this process, closed with the context. */
 export async function startCommitter(
   ctx: TestContext,
-  options: Omit<CommitterOptions, 'bus' | 'logger'> & { bus?: Bus },
-): Promise<Committer> {
+  options: Omit<PgCommitterOptions, 'bus' | 'logger'> & { bus?: Bus },
+): Promise<PgCommitter> {
   const bus = options.bus ?? (await Bus.connect({ url: ctx.servers.nats, name: 'committer-under-test', logger }));
   if (!options.bus) ctx.defer('committer bus close', () => bus.close());
-  const committer = await Committer.start({ batchLingerMs: 10, progressIntervalMs: 60_000, ...options, bus, logger });
+  const committer = await PgSink.startCommitter({ batchLingerMs: 10, progressIntervalMs: 60_000, ...options, bus, logger });
   ctx.defer('committer close', () => committer.close());
   return committer;
 }

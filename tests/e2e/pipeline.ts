@@ -25,7 +25,13 @@ export interface PipelineSpec {
   readonly sinkUrl?: string;
   /** Committers to run: 'committer' (PostgreSQL) and/or 'committer-kafka'. Default ['postgres']. */
   readonly sinks?: readonly ('postgres' | 'kafka')[];
-  readonly kafka?: { readonly topicPrefix: string; readonly checkpointTopic: string; readonly env?: Readonly<Record<string, string>> };
+  readonly kafka?: {
+    readonly topicPrefix: string;
+    readonly checkpointTopic: string;
+    readonly env?: Readonly<Record<string, string>>;
+    /** Another entry point for the Kafka committer (a test-only one with a failpoint); default the app's. */
+    readonly entry?: string;
+  };
   readonly servers: ServerUrls;
   /** Reorderer processes; partitions are dealt round-robin. Default 2. */
   readonly reorderers?: number;
@@ -95,7 +101,7 @@ export class PipelineProcesses {
     if (sinks.includes('kafka')) {
       if (spec.kafka === undefined) throw new Error('a Kafka sink needs the kafka options');
       this.#definitions.set('committer-kafka', {
-        entry: 'apps/committer/src/main.ts',
+        entry: spec.kafka.entry ?? 'apps/committer/src/main.ts',
         env: {
           ...common,
           SINK: 'kafka',

@@ -15,7 +15,7 @@ import { describe, expect, test } from '../harness/index.ts';
 import { historyCount } from '../e2e/convergence.ts';
 import { createSourceAndSink } from '../e2e/databases.ts';
 import { PipelineProcesses } from '../e2e/pipeline.ts';
-import { readTopics } from './support.ts';
+import { KAFKA_FAILPOINT_ENTRY, readTopics } from './support.ts';
 import { compareHistories, kafkaHistory, sourceHistory } from './verify.ts';
 
 const FULL = process.env.CDC_FULL_KILL_TEST === '1';
@@ -42,6 +42,7 @@ describe('Kafka sink: exactly once under kill -9 and a paused zombie', () => {
         kafka: {
           topicPrefix,
           checkpointTopic: ctx.uniqueName('ckpt'),
+        entry: KAFKA_FAILPOINT_ENTRY,
           env: { CDC_TEST_HOLD_BEFORE_COMMIT_MS: String(HOLD_MS), BATCH_MAX_EVENTS: '1000' },
         },
         servers: ctx.servers,

@@ -11,7 +11,7 @@ import { describe, expect, test } from '../harness/index.ts';
 import { historyCount } from '../e2e/convergence.ts';
 import { createSourceAndSink } from '../e2e/databases.ts';
 import { PipelineProcesses } from '../e2e/pipeline.ts';
-import { readTopics } from './support.ts';
+import { KAFKA_FAILPOINT_ENTRY, readTopics } from './support.ts';
 import { compareHistories, kafkaHistory, sourceHistory } from './verify.ts';
 
 const TIMEOUT_MS = 2_000;
@@ -31,6 +31,7 @@ describe('Kafka sink: a committer paused past the transaction timeout', () => {
       kafka: {
         topicPrefix,
         checkpointTopic: ctx.uniqueName('ckpt'),
+        entry: KAFKA_FAILPOINT_ENTRY,
         env: { KAFKA_TRANSACTION_TIMEOUT_MS: String(TIMEOUT_MS), CDC_TEST_HOLD_BEFORE_COMMIT_MS: '100' },
       },
       servers: ctx.servers,

@@ -3,7 +3,7 @@
  * the reading) and an in-process Kafka committer.
  */
 import type { Bus } from '@cdc/bus';
-import { KafkaCommitter, type KafkaCommitterOptions } from '@cdc/sink-kafka';
+import { KafkaSink, type KafkaCommitter, type KafkaCommitterOptions } from '@cdc/sink-kafka';
 import type { Logger } from '@cdc/runtime';
 import type { Kafka } from 'kafkajs';
 import type { TestContext } from '../harness/index.ts';
@@ -11,6 +11,9 @@ import { logger } from '../committer/support.ts';
 import { consumeTopics, type TopicReader } from './topics.ts';
 
 export { consumeTopics };
+
+/** A committer process entry with the Kafka test failpoint (CDC_TEST_HOLD_BEFORE_COMMIT_MS): ./committer-with-failpoint.ts. */
+export const KAFKA_FAILPOINT_ENTRY = 'tests/kafka/committer-with-failpoint.ts';
 export type { KafkaRecord, TopicReader } from './topics.ts';
 
 /** Starts consuming `topics` (regexes allowed) from the beginning; closed with the context. */
@@ -29,7 +32,7 @@ export async function startKafkaCommitter(
   ctx: TestContext,
   options: Omit<KafkaCommitterOptions, 'logger' | 'brokers'> & { bus: Bus; brokers?: readonly string[]; logger?: Logger },
 ): Promise<KafkaCommitter> {
-  const committer = await KafkaCommitter.start({
+  const committer = await KafkaSink.startCommitter({
     batchLingerMs: 10,
     progressIntervalMs: 60_000,
     brokers: ctx.servers.kafkaBrokers,

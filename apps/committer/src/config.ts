@@ -6,8 +6,10 @@
  * SINK=kafka) with their own checkpoints; the reader's SINKS lists both so the slot
  * is confirmed only through what both committed.
  */
-import { parseTableMap } from '@cdc/sink-pg';
+import { COMMITTER_DEFAULTS } from '@cdc/committer';
 import { env, z } from '@cdc/runtime';
+import { KAFKA_DEFAULTS } from '@cdc/sink-kafka';
+import { parseTableMap } from '@cdc/sink-pg';
 
 const tableMap = z
   .string()
@@ -45,16 +47,16 @@ export const committerConfigSchema = z
     SINK_NAME: env.name().optional(),
     NATS_URL: env.url(['nats', 'tls'], 'nats://127.0.0.1:4222'),
     ETCD_URL: etcdUrls,
-    BATCH_MAX_EVENTS: env.positiveInt(2000),
-    BATCH_LINGER_MS: z.coerce.number().int().min(0).max(60_000).default(50),
+    BATCH_MAX_EVENTS: env.positiveInt(COMMITTER_DEFAULTS.batchMaxEvents),
+    BATCH_LINGER_MS: z.coerce.number().int().min(0).max(60_000).default(COMMITTER_DEFAULTS.batchLingerMs),
     /**
      * Source transactions with more events than this are streamed in chunks of
      * BATCH_MAX_EVENTS instead of held whole. PostgreSQL: still one sink transaction
-     * (default BATCH_MAX_EVENTS). Kafka: consecutive Kafka transactions (default 5000).
+     * (default BATCH_MAX_EVENTS). Kafka: consecutive Kafka transactions (default KAFKA_DEFAULTS.streamAbove, 5000).
      */
     STREAM_TRANSACTIONS_ABOVE: z.coerce.number().int().positive().optional(),
     /** Per partition: encoded bytes read ahead of the sink before that partition waits (4 partitions × 8 MiB fit a 128 MB heap). */
-    PARTITION_BUFFER_MAX_BYTES: env.positiveInt(8 * 1_048_576),
+    PARTITION_BUFFER_MAX_BYTES: env.positiveInt(COMMITTER_DEFAULTS.maxBufferedBytesPerPartition),
     HEALTH_PORT: env.port(8080),
     LOG_LEVEL: env.logLevel(),
     // --- SINK=postgres
@@ -72,15 +74,13 @@ export const committerConfigSchema = z
     KAFKA_TOMBSTONES: booleanFlag(true),
     KAFKA_TRANSACTION_METADATA: booleanFlag(false),
     KAFKA_TRANSACTIONAL_ID: z.string().regex(/^[A-Za-z0-9._-]{1,200}$/, 'letters, digits, ., _ and - only').optional(),
-    KAFKA_CHECKPOINT_TOPIC: z.string().regex(/^[A-Za-z0-9._-]{1,249}$/, 'a Kafka topic name').default('cdc.checkpoints'),
-    KAFKA_COMPRESSION: z.enum(['none', 'gzip'], { message: "'none' or 'gzip'" }).default('none'),
-    KAFKA_MAX_REQUEST_BYTES: env.positiveInt(900_000),
+    KAFKA_CHECKPOINT_TOPIC: z.string().regex(/^[A-Za-z0-9._-]{1,249}$/, 'a Kafka topic name').default(KAFKA_DEFAULTS.checkpointTopic),
+    KAFKA_COMPRESSION: z.enum(['none', 'gzip'], { message: "'none' or 'gzip'" }).default(KAFKA_DEFAULTS.compression),
+    KAFKA_MAX_REQUEST_BYTES: env.positiveInt(KAFKA_DEFAULTS.maxRequestBytes),
     KAFKA_MAX_MESSAGE_BYTES: z.coerce.number().int().positive().optional(),
-    KAFKA_TRANSACTION_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(900_000).default(60_000),
-    KAFKA_TOPIC_PARTITIONS: env.positiveInt(1),
-    KAFKA_REPLICATION_FACTOR: env.positiveInt(1),
-    /** Test failpoint (chaos tests only): hold each Kafka transaction open this long before its commit. */
-    CDC_TEST_HOLD_BEFORE_COMMIT_MS: z.coerce.number().int().min(0).max(60_000).default(0),
+    KAFKA_TRANSACTION_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(900_000).default(KAFKA_DEFAULTS.transactionTimeoutMs),
+    KAFKA_TOPIC_PARTITIONS: env.positiveInt(KAFKA_DEFAULTS.topicPartitions),
+    KAFKA_REPLICATION_FACTOR: env.positiveInt(KAFKA_DEFAULTS.replicationFactor),
   })
   .superRefine((config, context) => {
     if (config.SINK === 'postgres' && config.SINK_DATABASE_URL === undefined) {

@@ -13,7 +13,7 @@
 import { randomUUID } from 'node:crypto';
 import { formatOrderKey, parseOrderKey } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
-import type { LaneCheckpoint, LaneStart } from '@cdc/sink-pg';
+import type { LaneCheckpoint, LaneStart } from '@cdc/committer';
 import type { Admin, Kafka, Message } from 'kafkajs';
 import { TopicCreationError } from './errors.ts';
 import type { TransactionProgress } from './records.ts';

@@ -1,7 +1,8 @@
 /**
- * @cdc/sink-kafka — the committer's Kafka sink: deduped.<p> → Kafka topics, exactly once.
+ * @cdc/sink-kafka — the committer's Kafka sink (a @cdc/committer Sink): deduped.<p> →
+ * Kafka topics, exactly once.
  *
- *   const committer = await KafkaCommitter.start({
+ *   const committer = await KafkaSink.startCommitter({
  *     pipeline: 'orders', partitions: 4, brokers: ['127.0.0.1:9092'], bus, checkpointStore, logger,
  *     records: { topicPrefix: 'orders', tombstones: true, transactionMetadata: false },
  *   });
@@ -12,20 +13,19 @@
  * its predecessor and resumes after the last committed checkpoint (read_committed);
  * records are Debezium's PostgreSQL envelope, keyed by primary key.
  */
-export { KafkaCommitter } from './committer.ts';
-export type { KafkaCommitterOptions, KafkaCommitterStats, KafkaCommitterState } from './committer.ts';
-export { TransactionalProducer, chunksByBytes } from './producer.ts';
+export { KafkaSink, KAFKA_DEFAULTS } from './sink.ts';
+export type { KafkaSinkOptions, KafkaSinkStats, KafkaCommitter, KafkaCommitterOptions } from './sink.ts';
+export { chunksByBytes } from './producer.ts';
 export type { Compression, OutgoingRecord, TransactionalProducerOptions } from './producer.ts';
-export { buildRecords, checkRecordOptions } from './records.ts';
+export { buildRecords } from './records.ts';
 export type { RecordOptions, BuiltRecords, Refusal, TransactionProgress } from './records.ts';
-export { encodeCheckpoint, decodeCheckpoint, decodeOpenTransaction, readCheckpointThroughBarrier, ensureCheckpointTopic } from './checkpoint-topic.ts';
+export { encodeCheckpoint, decodeCheckpoint, decodeOpenTransaction } from './checkpoint-topic.ts';
 export {
   KafkaFencedError,
   KafkaTransactionError,
   TopicCreationError,
   RecordTooLargeError,
   isFencedError,
-  isMessageTooLarge,
   kafkaErrorTypes,
 } from './errors.ts';
 export {
@@ -34,14 +34,11 @@ export {
   tombstoneFor,
   transactionBegin,
   transactionEnd,
-  transactionId,
   transactionOrders,
   countByTable,
-  nextOrder,
-  SOURCE_VERSION,
 } from './envelope.ts';
 export type { DebeziumRecord, EnvelopeOptions, TransactionCounts, TransactionOrder, TransactionRef } from './envelope.ts';
 export { convertValue, PgType, DEFAULT_UNAVAILABLE_VALUE_PLACEHOLDER } from './values.ts';
 export type { DebeziumValue, DecimalHandlingMode, ValueOptions } from './values.ts';
-export { parseTopicRoutes, createTopicRouter, defaultTopic, assertTopicName, InvalidTopicNameError } from './routing.ts';
+export { parseTopicRoutes, createTopicRouter, assertTopicName, InvalidTopicNameError } from './routing.ts';
 export type { TopicRoute, TopicRouter, TopicRouterOptions } from './routing.ts';

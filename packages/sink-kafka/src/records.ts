@@ -12,8 +12,7 @@
  * and END counts the whole transaction.
  */
 import { CdcError, PoisonEventError, formatOrderKey, parseOrderKey, type ChangeEvent } from '@cdc/core';
-import type { MergeBatch, MergedEvent } from '@cdc/sink-pg';
-import { sameTransaction } from '@cdc/sink-pg';
+import { sameTransaction, type MergeBatch, type MergedEvent, type SinkRefusal } from '@cdc/committer';
 import {
   nextOrder,
   toDebeziumRecords,
@@ -41,16 +40,8 @@ export interface RecordOptions {
   readonly decimalHandling?: EnvelopeOptions['decimalHandlingMode'];
 }
 
-export interface Refusal {
-  readonly error: CdcError;
-  readonly partition: number;
-  readonly seq: number;
-  readonly table: string;
-  readonly eventId: string;
-  readonly lsn: string;
-  readonly traceId: string;
-  readonly payload: string;
-}
+/** An event that cannot become a record: the committer dead-letters it. */
+export type Refusal = SinkRefusal;
 
 export interface BuiltRecords {
   readonly records: OutgoingRecord[];
@@ -193,14 +184,5 @@ function refusalOf(merged: MergedEvent, error: unknown): Refusal {
           eventId: event.eventId,
           lsn: event.commitLsn,
         }, error);
-  return {
-    error: failure,
-    partition: merged.partition,
-    seq: merged.seq,
-    table: event.table,
-    eventId: event.eventId,
-    lsn: event.commitLsn,
-    traceId: event.traceId,
-    payload: JSON.stringify(event),
-  };
+  return { event: merged, error: failure };
 }

@@ -6,7 +6,7 @@
 import { formatOrderKey, parseOrderKey } from '@cdc/core';
 import type { PoolClient } from 'pg';
 import { FencedError } from './errors.ts';
-import type { LaneCheckpoint, LaneStart } from './merge.ts';
+import type { LaneCheckpoint, LaneStart } from '@cdc/committer';
 
 interface CheckpointRow {
   partition: number;

@@ -1,36 +1,27 @@
 /**
- * @cdc/sink-pg — the committer's domain: deduped.<p> → one PostgreSQL sink, exactly once.
+ * @cdc/sink-pg — the committer's PostgreSQL sink: a @cdc/committer Sink that applies
+ * whole source transactions to a PostgreSQL database, exactly once.
  *
- *   const committer = await Committer.start({
+ *   const committer = await PgSink.startCommitter({
  *     pipeline: 'orders', partitions: 4, sinkUrl, bus, checkpointStore, logger, signal,
  *   });
  *   const error = await committer.done; // resolves when drained or fenced
  *
- * Invariants: a source transaction is applied in one sink transaction (PartitionMerger
- * releases only what no partition can still precede and cuts batches between
- * transactions; a larger one than `streamAbove` comes in chunks into one open sink
- * transaction); each
- * partition's checkpoint is written in that same transaction; rows carry their version
+ * Invariants: a source transaction is applied in one sink transaction (a larger one
+ * than `streamAbove` comes in chunks into one open sink transaction); each partition's
+ * checkpoint is written in that same transaction; rows carry their version
  * (_cdc_lsn, _cdc_seq) and only newer changes overwrite them; a committer whose epoch is
  * no longer the sink's writes nothing.
  */
-export { Committer } from './committer.ts';
-export type { CommitterOptions, CommitterStats, CommitterState } from './committer.ts';
-export { MergedFeed } from './feed.ts';
-export { PositionPublisher } from './positions.ts';
-export { CommitterRun } from './run.ts';
-export type { CommitterRunOptions } from './run.ts';
-export type { MergedFeedOptions, FeedStats } from './feed.ts';
-export { PartitionMerger, sameTransaction } from './merge.ts';
-export type { LaneStart, LaneCheckpoint, MergeBatch, MergedEvent, Watermark, PushResult, TakeOptions } from './merge.ts';
-export { planEvent, buildStatements, DEFAULT_GROUP_LIMITS } from './apply.ts';
+export { PgSink } from './sink.ts';
+export type { PgSinkOptions, PgSinkStats, PgCommitter, PgCommitterOptions } from './sink.ts';
+export { planEvent, buildStatements } from './apply.ts';
 export type { RowOp, UpsertOp, DeleteOp, TruncateOp, Statement, GroupLimits } from './apply.ts';
-export { SinkSession, SinkWriter } from './writer.ts';
-export type { ApplyRequest, ApplyOutcome, ChunkOutcome, Refusal } from './writer.ts';
-export { TableCatalog, ensureBookkeeping, parseTableMap, GUARD_LSN, GUARD_SEQ, BOOKKEEPING_DDL } from './schema.ts';
+export { SinkWriter } from './writer.ts';
+export type { SinkSession, ApplyRequest, ApplyOutcome, ChunkOutcome, Refusal } from './writer.ts';
+export { TableCatalog, ensureBookkeeping, parseTableMap } from './schema.ts';
 export type { SinkTable, SinkColumn } from './schema.ts';
-export { acquireEpoch, assertOwner, readCheckpoints, writeCheckpoints } from './checkpoints.ts';
-export { decodeOrdered } from './decode.ts';
+export { acquireEpoch } from './checkpoints.ts';
 export {
   FencedError,
   SinkRefusedError,

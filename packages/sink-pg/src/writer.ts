@@ -28,7 +28,7 @@ import type { Pool, PoolClient } from 'pg';
 import { buildStatements, planEvent, type GroupLimits, type RowOp, type Statement } from './apply.ts';
 import { alreadyCommitted, assertOwner, writeCheckpoints } from './checkpoints.ts';
 import { SinkRefusedError, classifyPgError, fromPgError, pgFields, sqlstateOf } from './errors.ts';
-import type { LaneCheckpoint } from './merge.ts';
+import type { LaneCheckpoint } from '@cdc/committer';
 import type { SinkTable, TableCatalog } from './schema.ts';
 
 export interface Refusal {

@@ -9,6 +9,7 @@
  */
 import { CdcError } from '@cdc/core';
 import { ConsumerLoop, type ConsumerHandler, type Logger } from '@cdc/runtime';
+import { COMMITTER_DEFAULTS } from './defaults.ts';
 
 export type CommitterState = 'running' | 'draining' | 'stopped' | 'failed';
 
@@ -19,6 +20,8 @@ export interface CommitterRunOptions {
   readonly signal?: AbortSignal | undefined;
   readonly progressIntervalMs?: number | undefined;
   readonly logProgress: () => void;
+  /** Back-off between failed iterations (core backoffDelay). Default COMMITTER_DEFAULTS.retry. */
+  readonly retry?: { readonly initialDelayMs: number; readonly maxDelayMs: number } | undefined;
   /** Every failed loop iteration (retried or not). */
   readonly onFailure?: () => void;
 }
@@ -66,7 +69,7 @@ export class CommitterRun<Batch> {
     const loop = new ConsumerLoop<Batch>({
       name: this.#options.name,
       logger: this.#options.logger,
-      retry: { initialDelayMs: 200, maxDelayMs: 5_000 },
+      retry: { ...(this.#options.retry ?? COMMITTER_DEFAULTS.retry) },
       onError: (error) => {
         this.#options.onFailure?.();
         // Retrying cannot help a fenced or otherwise non-retriable committer: stop.
@@ -85,7 +88,7 @@ export class CommitterRun<Batch> {
         await onStop?.();
       },
     };
-    this.#progressTimer = setInterval(() => this.#options.logProgress(), this.#options.progressIntervalMs ?? 5_000);
+    this.#progressTimer = setInterval(() => this.#options.logProgress(), this.#options.progressIntervalMs ?? COMMITTER_DEFAULTS.progressIntervalMs);
     this.#progressTimer.unref();
     loop.run(wrapped, this.#controller.signal).then(
       () => this.#finish(this.#fatal),

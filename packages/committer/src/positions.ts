@@ -3,30 +3,52 @@
  * sink is the truth, etcd only tells the reader how far it may confirm. One publish at a
  * time, newest per partition wins; a slow or failing etcd never holds up applying. A
  * failed publish puts its entries back (unless newer ones arrived) and is retried after
- * a pause, with or without new batches.
+ * a back-off (core backoffDelay, growing while etcd keeps refusing), with or without new
+ * batches.
  */
 import type { CheckpointStore, PartitionCheckpoint } from '@cdc/checkpoint';
+import { backoffDelay } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
+import { systemClock, type Clock } from './clock.ts';
+import { COMMITTER_DEFAULTS } from './defaults.ts';
 import type { LaneCheckpoint } from './merge.ts';
 
-/** Pause before re-sending positions after etcd refused them. */
-const ETCD_RETRY_MS = 1_000;
+/** Where positions go: a @cdc/checkpoint CheckpointStore (a unit test passes a stand-in). */
+export type PositionStore = Pick<CheckpointStore, 'publishPartitions'>;
+
+export interface PositionPublisherOptions {
+  /** Omit to publish nothing (tests). */
+  readonly store: PositionStore | undefined;
+  readonly pipeline: string;
+  readonly sink: string;
+  readonly logger: Logger;
+  /** Back-off between failed publishes. */
+  readonly retry?: { readonly initialDelayMs: number; readonly maxDelayMs: number; readonly random?: () => number };
+  /** Default: the system clock. */
+  readonly clock?: Clock;
+}
 
 export class PositionPublisher {
-  readonly #store: CheckpointStore | undefined;
+  readonly #store: PositionStore | undefined;
   readonly #pipeline: string;
   readonly #sink: string;
   readonly #logger: Logger;
+  readonly #retry: NonNullable<PositionPublisherOptions['retry']>;
+  readonly #clock: Clock;
   readonly #dirty = new Map<number, PartitionCheckpoint>();
   #publishing: Promise<void> | undefined;
-  #retryTimer: NodeJS.Timeout | undefined;
+  #retryTimer: { cancel(): void } | undefined;
+  /** Publishes failed in a row: the next pause grows with it. */
+  #failures = 0;
   #stopped = false;
 
-  constructor(options: { store: CheckpointStore | undefined; pipeline: string; sink: string; logger: Logger }) {
+  constructor(options: PositionPublisherOptions) {
     this.#store = options.store;
     this.#pipeline = options.pipeline;
     this.#sink = options.sink;
     this.#logger = options.logger;
+    this.#retry = options.retry ?? COMMITTER_DEFAULTS.positionsRetry;
+    this.#clock = options.clock ?? systemClock;
   }
 
   /** Remembers a committed checkpoint (those without a watermark carry no position). */
@@ -37,7 +59,7 @@ export class PositionPublisher {
       positions: checkpoint.watermark.positions,
       lamport: checkpoint.watermark.lamport.toString(),
       epoch,
-      updatedAt: new Date().toISOString(),
+      updatedAt: new Date(this.#clock.now()).toISOString(),
     });
   }
 
@@ -50,6 +72,7 @@ export class PositionPublisher {
     this.#publishing = store.publishPartitions(this.#pipeline, checkpoints, this.#sink).then(
       () => {
         this.#publishing = undefined;
+        this.#failures = 0;
         this.publish();
       },
       (error: unknown) => {
@@ -57,13 +80,17 @@ export class PositionPublisher {
         for (const checkpoint of checkpoints) {
           if (!this.#dirty.has(checkpoint.partition)) this.#dirty.set(checkpoint.partition, checkpoint);
         }
-        this.#logger.warn({ err: error, partitions: checkpoints.map((c) => c.partition) }, 'publishing positions to etcd failed; will retry');
+        this.#failures += 1;
+        const delayMs = backoffDelay(this.#failures, this.#retry);
+        this.#logger.warn(
+          { err: error, partitions: checkpoints.map((c) => c.partition), attempt: this.#failures, delay_ms: delayMs },
+          'publishing positions to etcd failed; will retry',
+        );
         if (this.#retryTimer === undefined && !this.#stopped) {
-          this.#retryTimer = setTimeout(() => {
+          this.#retryTimer = this.#clock.timer(delayMs, () => {
             this.#retryTimer = undefined;
             this.publish();
-          }, ETCD_RETRY_MS);
-          this.#retryTimer.unref();
+          });
         }
       },
     );
@@ -72,14 +99,16 @@ export class PositionPublisher {
   /** Fenced: a newer owner publishes from here on, ours must not overwrite its keys. */
   discard(): void {
     this.#stopped = true;
-    clearTimeout(this.#retryTimer);
+    this.#retryTimer?.cancel();
+    this.#retryTimer = undefined;
     this.#dirty.clear();
   }
 
   /** The last positions reach etcd before we exit, bounded: etcd may be what is down. */
-  async flush(timeoutMs = 5_000): Promise<void> {
+  async flush(timeoutMs: number = COMMITTER_DEFAULTS.positionsFlushMs): Promise<void> {
     this.#stopped = true;
-    clearTimeout(this.#retryTimer);
+    this.#retryTimer?.cancel();
+    this.#retryTimer = undefined;
     const drain = async (): Promise<void> => {
       for (let round = 0; round < 3 && (this.#publishing !== undefined || this.#dirty.size > 0); round++) {
         while (this.#publishing !== undefined) await this.#publishing;
@@ -87,6 +116,8 @@ export class PositionPublisher {
       }
       while (this.#publishing !== undefined) await this.#publishing;
     };
-    await Promise.race([drain(), new Promise((resolve) => setTimeout(resolve, timeoutMs).unref())]);
+    let bound: { cancel(): void } | undefined;
+    await Promise.race([drain(), new Promise<void>((resolve) => (bound = this.#clock.timer(timeoutMs, resolve)))]);
+    bound?.cancel();
   }
 }

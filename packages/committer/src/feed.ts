@@ -12,15 +12,31 @@
  * Undecodable messages are dead-lettered here and count as consumed, so a partition
  * keeps moving. The feed owns its readers: close() closes them.
  */
-import { Bus, StreamGapError, type BusMessage, type StreamReader } from '@cdc/bus';
-import { sleep, stageSubject, streamName, type DeadLetter } from '@cdc/core';
+import { StreamGapError, type BusMessage } from '@cdc/bus';
+import { stageSubject, streamName, type DeadLetter } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
+import { systemClock, type Clock } from './clock.ts';
 import { decodeOrdered } from './decode.ts';
+import { COMMITTER_DEFAULTS } from './defaults.ts';
 import { PartitionMerger, type LaneCheckpoint, type LaneStart, type MergeBatch, type TakeOptions } from './merge.ts';
+
+/** One partition's reader, as the feed uses it (a @cdc/bus StreamReader). */
+export interface FeedReader {
+  /** Up to `max` messages, waiting at most `lingerMs` for the first. */
+  nextBatch(max: number, lingerMs: number, signal?: AbortSignal): Promise<BusMessage[]>;
+}
+
+/** What the feed needs of the bus: a @cdc/bus Bus (a unit test passes a stand-in). */
+export interface FeedBus {
+  firstSequence(stream: string): Promise<number>;
+  openReader(options: { stream: string; subject: string; startSeq: number; bufferMessages: number }): Promise<FeedReader>;
+  closeReader(reader: FeedReader): Promise<void>;
+  deadLetter(pipeline: string, letter: DeadLetter): Promise<unknown>;
+}
 
 export interface MergedFeedOptions {
   readonly pipeline: string;
-  readonly bus: Bus;
+  readonly bus: FeedBus;
   readonly logger: Logger;
   /** Name in dead letters and logs ('committer'). */
   readonly stage: string;
@@ -37,6 +53,8 @@ export interface MergedFeedOptions {
    * startsInside/endsInside) instead of whole, so memory stays flat. Default: whole.
    */
   readonly streamAbove?: number | undefined;
+  /** Default: the system clock. */
+  readonly clock?: Clock | undefined;
 }
 
 export interface FeedStats {
@@ -45,19 +63,14 @@ export interface FeedStats {
   readonly lateEvents: number;
 }
 
-/**
- * Per partition. Decoded events take 2–3× their JSON size in the heap: 4 partitions of
- * 8 MiB stay well inside a 128 MB V8 heap (the apps' default cap) even for 2 KB rows.
- */
-const DEFAULT_MAX_BUFFERED_BYTES = 8 * 1_048_576;
-
 /** Sleep between polls while no partition has anything buffered. */
 const POLL_IDLE_MS = 5;
 
 export class MergedFeed {
   readonly #options: MergedFeedOptions;
   readonly #stream: string;
-  readonly #readers = new Map<number, StreamReader>();
+  readonly #clock: Clock;
+  readonly #readers = new Map<number, FeedReader>();
   /** Checkpoints the sink holds: where a rewind restarts. */
   readonly #committed = new Map<number, LaneStart>();
   readonly #stats = { deadLettered: 0, replaysSkipped: 0, lateEvents: 0 };
@@ -65,6 +78,7 @@ export class MergedFeed {
 
   private constructor(options: MergedFeedOptions, starts: readonly LaneStart[]) {
     this.#options = options;
+    this.#clock = options.clock ?? systemClock;
     this.#stream = streamName(options.pipeline, 'deduped');
     for (const start of starts) this.#committed.set(start.partition, start);
     this.#merger = new PartitionMerger(starts);
@@ -172,20 +186,20 @@ export class MergedFeed {
    * hold up the others), with short sleeps while nothing arrives.
    */
   async #fill(signal: AbortSignal): Promise<void> {
-    const deadline = Date.now() + this.#options.lingerMs;
+    const deadline = this.#clock.now() + this.#options.lingerMs;
     for (;;) {
       const received = await this.#poll(signal);
       // The cheap count first; the plan (which may hold back an unfinished transaction) only then.
       if (this.#merger.releasableAtLeast(this.#options.maxEvents) && this.#merger.wouldRelease(this.#options.maxEvents, this.#takeOptions())) return;
-      const left = deadline - Date.now();
+      const left = deadline - this.#clock.now();
       if (left <= 0 || signal.aborted) return;
-      if (received === 0) await sleep(Math.min(POLL_IDLE_MS, left), signal).catch(() => undefined);
+      if (received === 0) await this.#clock.sleep(Math.min(POLL_IDLE_MS, left), signal).catch(() => undefined);
     }
   }
 
   async #poll(signal: AbortSignal): Promise<number> {
     const { maxBuffered } = this.#options;
-    const maxBytes = this.#options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
+    const maxBytes = this.#options.maxBufferedBytes ?? COMMITTER_DEFAULTS.maxBufferedBytesPerPartition;
     const wanted = [...this.#readers].filter(([partition]) => this.#merger.wantsMore(partition, maxBuffered, maxBytes));
     const polled = await Promise.all(
       wanted.map(async ([partition, reader]) => {
@@ -214,7 +228,7 @@ export class MergedFeed {
         partition,
         subject,
         payload: new TextDecoder().decode(message.data),
-        at: new Date().toISOString(),
+        at: new Date(this.#clock.now()).toISOString(),
         ...(decoded.context.eventId ? { eventId: decoded.context.eventId } : {}),
         ...(decoded.context.table ? { table: decoded.context.table } : {}),
       });

@@ -1,0 +1,106 @@
+/**
+ * The committer process, wired: deduped.<p> (every partition) → the sink, exactly once;
+ * committed positions → etcd for the reader's slot feedback. The loop is @cdc/committer's;
+ * SINK=postgres (@cdc/sink-pg: rows and checkpoint in one PostgreSQL transaction) or
+ * SINK=kafka (@cdc/sink-kafka: Debezium records and checkpoint in one Kafka transaction)
+ * is the sink. Wiring only; main.ts runs it.
+ *
+ * SIGTERM/SIGINT: the batch in hand is applied and committed, positions are published,
+ * then everything closes in reverse order of creation.
+ */
+import { Bus } from '@cdc/bus';
+import { CheckpointStore } from '@cdc/checkpoint';
+import { HealthServer, loadConfig, redactUrl, runApp } from '@cdc/runtime';
+import { KafkaSink, parseTopicRoutes, type KafkaSinkOptions } from '@cdc/sink-kafka';
+import { PgSink } from '@cdc/sink-pg';
+import { committerConfigSchema } from './config.ts';
+
+/** What a test-only entry point may add to the wiring (tests/kafka/committer-with-failpoint.ts); the app passes nothing. */
+export interface CommitterHooks {
+  /** Into the Kafka sink: runs after each transaction's last send, before its commit. */
+  readonly kafkaBeforeCommit?: KafkaSinkOptions['beforeCommit'];
+}
+
+export async function runCommitter(hooks: CommitterHooks = {}): Promise<void> {
+  await runApp({ app: 'committer' }, async ({ logger, signal, defer }) => {
+    const config = loadConfig(committerConfigSchema);
+    logger.level = config.LOG_LEVEL;
+    logger.debug(
+      {
+        config: {
+          ...config,
+          SINK_DATABASE_URL: config.SINK_DATABASE_URL === undefined ? undefined : redactUrl(config.SINK_DATABASE_URL),
+          NATS_URL: redactUrl(config.NATS_URL),
+          ETCD_URL: config.ETCD_URL.split(',').map((url) => redactUrl(url.trim())).join(','),
+          TABLE_MAP: Object.fromEntries(config.TABLE_MAP),
+        },
+      },
+      'configuration',
+    );
+
+    const bus = await Bus.connect({ url: config.NATS_URL, name: `committer-${config.PIPELINE}-${config.SINK_NAME}`, logger });
+    defer('nats', () => bus.close());
+    await bus.ensurePipelineStreams(config.PIPELINE);
+
+    const checkpointStore = await CheckpointStore.connect({ url: config.ETCD_URL, logger });
+    defer('etcd', () => checkpointStore.close());
+
+    const committer =
+      config.SINK === 'kafka'
+        ? await KafkaSink.startCommitter({
+            pipeline: config.PIPELINE,
+            partitions: config.PARTITIONS,
+            brokers: config.KAFKA_BROKERS ?? [],
+            bus,
+            checkpointStore,
+            logger,
+            sinkName: config.SINK_NAME,
+            ...(config.KAFKA_TRANSACTIONAL_ID ? { transactionalId: config.KAFKA_TRANSACTIONAL_ID } : {}),
+            checkpointTopic: config.KAFKA_CHECKPOINT_TOPIC,
+            records: {
+              topicPrefix: config.KAFKA_TOPIC_PREFIX,
+              routes: config.KAFKA_TOPIC_ROUTES ? parseTopicRoutes(config.KAFKA_TOPIC_ROUTES) : [],
+              tombstones: config.KAFKA_TOMBSTONES,
+              transactionMetadata: config.KAFKA_TRANSACTION_METADATA,
+            },
+            batchMaxEvents: config.BATCH_MAX_EVENTS,
+            batchLingerMs: config.BATCH_LINGER_MS,
+            ...(config.STREAM_TRANSACTIONS_ABOVE ? { streamAbove: config.STREAM_TRANSACTIONS_ABOVE } : {}),
+            maxBufferedBytesPerPartition: config.PARTITION_BUFFER_MAX_BYTES,
+            compression: config.KAFKA_COMPRESSION,
+            maxRequestBytes: config.KAFKA_MAX_REQUEST_BYTES,
+            ...(config.KAFKA_MAX_MESSAGE_BYTES ? { maxMessageBytes: config.KAFKA_MAX_MESSAGE_BYTES } : {}),
+            transactionTimeoutMs: config.KAFKA_TRANSACTION_TIMEOUT_MS,
+            topicPartitions: config.KAFKA_TOPIC_PARTITIONS,
+            topicReplicationFactor: config.KAFKA_REPLICATION_FACTOR,
+            checkpointReplicationFactor: config.KAFKA_REPLICATION_FACTOR,
+            ...(hooks.kafkaBeforeCommit ? { beforeCommit: hooks.kafkaBeforeCommit } : {}),
+            signal,
+          })
+        : await PgSink.startCommitter({
+            pipeline: config.PIPELINE,
+            partitions: config.PARTITIONS,
+            sinkUrl: config.SINK_DATABASE_URL ?? '',
+            bus,
+            checkpointStore,
+            sinkName: config.SINK_NAME,
+            logger,
+            tableMap: config.TABLE_MAP,
+            batchMaxEvents: config.BATCH_MAX_EVENTS,
+            batchLingerMs: config.BATCH_LINGER_MS,
+            ...(config.STREAM_TRANSACTIONS_ABOVE ? { streamAbove: config.STREAM_TRANSACTIONS_ABOVE } : {}),
+            maxBufferedBytesPerPartition: config.PARTITION_BUFFER_MAX_BYTES,
+            signal,
+          });
+    defer('committer', () => committer.close());
+
+    const health = await HealthServer.create({ port: config.HEALTH_PORT });
+    defer('health', () => health.close());
+    health.addCheck('committer', () => committer.readiness());
+    logger.info({ port: health.port, sink: config.SINK, sink_name: config.SINK_NAME }, 'health server listening');
+
+    // Resolves after a drain (signal) or when the committer stops on its own (fenced, fatal).
+    const failure = await committer.done;
+    if (failure) throw failure;
+  });
+}
