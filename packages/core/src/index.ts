@@ -5,6 +5,8 @@
  *   const p = partitionOf('public.orders', ['42'], 8);
  */
 export { Lsn, InvalidLsnError } from './lsn.ts';
+export { VALUE_TEXT_SETTINGS, valueTextOptions, pinValueText, valueTextMismatches } from './value-text.ts';
+export type { SettingMismatch } from './value-text.ts';
 export {
   CdcError,
   ConfigError,

@@ -3,10 +3,10 @@
  * errors at the boundary: an unreachable server is retriable and says where it looked
  * (password redacted); a refusal (authentication, missing database) is not.
  */
-import { UnreachableError } from '@cdc/core';
+import { UnreachableError, VALUE_TEXT_SETTINGS, pinValueText, valueTextMismatches } from '@cdc/core';
 import { redactUrl } from '@cdc/runtime';
 import pg from 'pg';
-import { SourceRefusedError } from './errors.ts';
+import { SourceRefusedError, SourceSettingsError } from './errors.ts';
 
 export const CONNECT_TIMEOUT_MS = 5_000;
 
@@ -33,9 +33,15 @@ export function toConnectError(connectionString: string, error: unknown): Error 
   );
 }
 
+/**
+ * Every connection to the source, the replication one included, pins the settings value
+ * text depends on (DateStyle, IntervalStyle, bytea_output, …: @cdc/core VALUE_TEXT_SETTINGS).
+ */
 export function clientConfig(connectionString: string, applicationName: string): pg.ClientConfig {
+  const pinned = pinValueText(connectionString);
   return {
-    connectionString,
+    connectionString: pinned.connectionString,
+    options: pinned.options,
     application_name: applicationName,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     keepAlive: true,
@@ -68,4 +74,19 @@ export async function withSource<T>(connectionString: string, applicationName: s
 /** `"schema"."table"` with embedded quotes doubled. */
 export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
+}
+
+/**
+ * Checks on `client` (a plain or a replication connection: SHOW is a replication command
+ * too) that the server formats values as pinned; SourceSettingsError if it does not.
+ */
+export async function assertValueTextSettings(client: Pick<pg.Client, 'query'>, connectionString: string, where: string): Promise<void> {
+  const actual: Record<string, string | undefined> = {};
+  for (const name of Object.keys(VALUE_TEXT_SETTINGS)) {
+    const result = await client.query<Record<string, string>>(`SHOW ${name}`);
+    const row = result.rows[0];
+    actual[name] = row === undefined ? undefined : Object.values(row)[0];
+  }
+  const mismatches = valueTextMismatches(actual);
+  if (mismatches.length > 0) throw new SourceSettingsError(redactUrl(connectionString), mismatches, where);
 }

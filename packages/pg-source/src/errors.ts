@@ -145,3 +145,18 @@ export class EventTooLargeError extends CdcError {
     );
   }
 }
+
+/**
+ * The server does not format values with the settings the pipeline pinned (PITFALLS 23):
+ * continuing would change values silently (a German DateStyle swaps day and month).
+ */
+export class SourceSettingsError extends CdcError {
+  constructor(target: string, mismatches: readonly { name: string; expected: string; actual: string | undefined }[], where: string) {
+    const list = mismatches.map((m) => `${m.name}=${m.actual ?? '(unknown)'} (needs ${m.expected})`).join(', ');
+    super(
+      `PostgreSQL at ${target} formats values with ${list} on the ${where} connection although the reader asked for the pinned settings in its startup packet: ` +
+        `something between the reader and the server (a pooler, an extension) overrides them; connect directly or remove the override`,
+      { code: 'SOURCE_SETTINGS_OVERRIDDEN', retriable: false, context: { target, settings: mismatches.map((m) => m.name).join(',') } },
+    );
+  }
+}

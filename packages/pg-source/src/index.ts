@@ -27,7 +27,7 @@ export { ReplicationSession, classifyReplicationError } from './stream.ts';
 export type { SessionHandlers, SessionOptions } from './stream.ts';
 export { WalHeartbeat } from './heartbeat.ts';
 export type { WalHeartbeatOptions } from './heartbeat.ts';
-export { connectSource, withSource, toConnectError, quoteIdent, CONNECT_TIMEOUT_MS } from './connection.ts';
+export { connectSource, withSource, toConnectError, quoteIdent, assertValueTextSettings, clientConfig, CONNECT_TIMEOUT_MS } from './connection.ts';
 export {
   WalLevelError,
   TableNotFoundError,
@@ -40,4 +40,5 @@ export {
   ReplicationError,
   SourceRefusedError,
   EventTooLargeError,
+  SourceSettingsError,
 } from './errors.ts';

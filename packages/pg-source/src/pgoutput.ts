@@ -18,6 +18,7 @@
  *    commit record: the position a slot may be confirmed to.
  *  - commitTime is microseconds since the Unix epoch (bigint).
  */
+import type { Client } from 'pg';
 import { PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 
 export const HEARTBEAT_PREFIX = 'cdc-heartbeat';
@@ -34,9 +35,18 @@ export type SourceMessage = Pgoutput.Message | InvalidMessage;
 const keepText = (raw: unknown): unknown => raw;
 
 export class TextPgoutputPlugin extends PgoutputPlugin {
-  constructor(publicationName: string) {
+  readonly #beforeStart: ((client: Client) => Promise<void>) | undefined;
+
+  /** `beforeStart` runs on the replication connection before START_REPLICATION (the settings check). */
+  constructor(publicationName: string, beforeStart?: (client: Client) => Promise<void>) {
     // protoVersion 1: only committed transactions are sent (no in-progress streaming to undo).
     super({ protoVersion: 1, publicationNames: [publicationName], messages: true });
+    this.#beforeStart = beforeStart;
+  }
+
+  override async start(client: Client, slotName: string, lastLsn: string): Promise<unknown> {
+    await this.#beforeStart?.(client);
+    return super.start(client, slotName, lastLsn);
   }
 
   override parse(buffer: Buffer): Pgoutput.Message {

@@ -16,7 +16,7 @@ import type { Logger } from '@cdc/runtime';
 import { redactUrl } from '@cdc/runtime';
 import type pg from 'pg';
 import { readTable, type SourceTable } from './catalog.ts';
-import { quoteIdent, sqlStateOf, withSource } from './connection.ts';
+import { assertValueTextSettings, quoteIdent, sqlStateOf, withSource } from './connection.ts';
 import { PublicationMismatchError, SlotLostError, SlotMismatchError, WalLevelError } from './errors.ts';
 
 export interface SetupOptions {
@@ -64,6 +64,7 @@ export async function setupSource(options: SetupOptions): Promise<PreparedSource
       const info = server.rows[0];
       if (!info) throw new Error('the server returned no settings');
       if (info.wal_level !== 'logical') throw new WalLevelError(info.wal_level, redactUrl(options.connectionString));
+      await assertValueTextSettings(client, options.connectionString, 'setup');
 
       const tables: SourceTable[] = [];
       for (const name of options.tables) tables.push(await readTable(client, name));

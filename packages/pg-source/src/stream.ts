@@ -21,8 +21,8 @@
 import { Lsn } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
 import { LogicalReplicationService } from 'pg-logical-replication';
-import { clientConfig, sqlStateOf, toConnectError } from './connection.ts';
-import { ReplicationError, SlotBusyError, SlotLostError } from './errors.ts';
+import { assertValueTextSettings, clientConfig, sqlStateOf, toConnectError } from './connection.ts';
+import { ReplicationError, SlotBusyError, SlotLostError, SourceSettingsError } from './errors.ts';
 import { TextPgoutputPlugin, type SourceMessage } from './pgoutput.ts';
 
 export interface SessionHandlers {
@@ -63,7 +63,7 @@ export class ReplicationSession {
       flowControl: { enabled: true },
     });
     const session = new ReplicationSession(service, options.slotName);
-    const plugin = new TextPgoutputPlugin(options.publicationName);
+    const plugin = new TextPgoutputPlugin(options.publicationName, (client) => assertValueTextSettings(client, options.connectionString, 'replication'));
 
     let started!: () => void;
     let refused!: (error: Error) => void;
@@ -157,7 +157,7 @@ export class ReplicationSession {
 
 /** Server and socket errors of a replication connection, as our errors. */
 export function classifyReplicationError(error: unknown, slot: string, connectionString: string): Error {
-  if (error instanceof ReplicationError || error instanceof SlotBusyError || error instanceof SlotLostError) return error;
+  if (error instanceof ReplicationError || error instanceof SlotBusyError || error instanceof SlotLostError || error instanceof SourceSettingsError) return error;
   const state = sqlStateOf(error);
   const message = error instanceof Error ? error.message : String(error);
   if (state === '55006' || /is active for PID/i.test(message)) return new SlotBusyError(slot, error);

@@ -14,7 +14,7 @@
  */
 import { Committer, type Applied, type ApplyContext, type CommitterOptions, type LaneCheckpoint, type LaneStart, type MergeBatch, type Sink } from '@cdc/committer';
 import { DEFAULT_SINK } from '@cdc/checkpoint';
-import { IllegalStateError, UnreachableError, retry } from '@cdc/core';
+import { IllegalStateError, UnreachableError, pinValueText, retry } from '@cdc/core';
 import { redactUrl, type Logger } from '@cdc/runtime';
 import pg from 'pg';
 import { acquireEpoch, readCheckpoints } from './checkpoints.ts';
@@ -96,7 +96,8 @@ export class PgSink implements Sink<PgSinkStats> {
       throw new RangeError(`partitions must be a positive integer, got ${options.partitions}`);
     }
     const logger = options.logger;
-    const pool = new pg.Pool({ connectionString: options.sinkUrl, max: 3, application_name: `cdc-committer-${options.pipeline}` });
+    // Values arrive as text in the pinned settings (ISO dates, hex bytea, …): the sink session reads them the same way.
+    const pool = new pg.Pool({ ...pinValueText(options.sinkUrl), max: 3, application_name: `cdc-committer-${options.pipeline}` });
     // A connection that breaks must not crash the process: idle ones are reported by the
     // pool, checked-out ones fail their query (retriable) and are discarded on release.
     pool.on('error', (error) => logger.warn({ err: error }, 'idle sink connection failed'));

@@ -5,6 +5,7 @@
  *    committed changes (source change_history), each (table, key, version, kind) once;
  *  - order: per key, the sink applied versions that never go backwards.
  */
+import { pinValueText } from '@cdc/core';
 import pg from 'pg';
 
 interface TableSpec {
@@ -66,8 +67,9 @@ const sample = (items: string[]): string[] => items.slice(0, 5);
 
 /** Several sources writing disjoint keys into one sink: the sink must equal their union. */
 export async function verifySourcesAgainstSink(sourceUrls: readonly string[], sinkUrl: string): Promise<VerifyReport> {
-  const sources = sourceUrls.map((url) => new pg.Client({ connectionString: url }));
-  const sink = new pg.Client({ connectionString: sinkUrl });
+  // Both sides read with the pinned value-text settings, so rows compare whatever the databases' defaults.
+  const sources = sourceUrls.map((url) => new pg.Client(pinValueText(url)));
+  const sink = new pg.Client(pinValueText(sinkUrl));
   await Promise.all([...sources, sink].map((client) => client.connect()));
   const union = async <V>(read: (client: pg.Client) => Promise<Map<string, V>>): Promise<Map<string, V>> => {
     const merged = new Map<string, V>();
