@@ -3,8 +3,8 @@
  * synthetic deduped.<p> traffic in, sink rows, checkpoints, dead letters and etcd out.
  */
 import { orderKeyOf, sleep } from '@cdc/core';
-import { FencedError, SinkWriter, TableCatalog, acquireEpoch, ensureBookkeeping } from '@cdc/sink-pg';
-import pg from 'pg';
+import { FencedError } from '@cdc/sink-pg';
+import type pg from 'pg';
 import { afterAll, beforeAll } from 'vitest';
 import { createTestContext, describe, expect, test, waitFor, type TestContext } from '../harness/index.ts';
 import {
@@ -14,7 +14,7 @@ import {
   createPipeline,
   createSinkDatabase,
   deadLetters,
-  logger,
+  openSinkWriter,
   startCommitter,
   waitForWatermark,
 } from './support.ts';
@@ -442,14 +442,8 @@ describe('committer', () => {
   test('a retried batch whose COMMIT had landed (outcome unknown to the client) is not applied again', async ({ ctx }) => {
     const name = await table(ctx, 'id integer PRIMARY KEY, name text');
     const audit = await addAuditTrigger(sink.db, `public.${name}`);
-    const pool = new pg.Pool({ connectionString: sink.url, max: 2 });
-    ctx.defer('pool end', () => pool.end());
     const pipeline = ctx.uniqueName('cmt');
-    const client = await pool.connect();
-    await ensureBookkeeping(client);
-    const epoch = await acquireEpoch(client, pipeline);
-    client.release();
-    const writer = new SinkWriter({ pool, catalog: new TableCatalog(pool), pipeline, logger });
+    const { writer, pool, epoch } = await openSinkWriter(ctx, sink.url, pipeline);
     const log = new SourceLog({ partitions: 1 });
     const events = log.transaction([{ table: `public.${name}`, op: 'insert', key: ['1'], after: { id: '1', name: 'a' } }]);
     const checkpoints = [{ partition: 0, resumeSeq: 3, lastKey: orderKeyOf(events[0]!), watermark: { lamport: log.lamport, positions: { src: log.lastCommitLsn } } }];

@@ -5,10 +5,8 @@
  * transaction and batch is applied, and a row the sink does have keeps its values.
  */
 import { orderKeyOf, type ChangeEvent } from '@cdc/core';
-import { SinkWriter, TableCatalog, acquireEpoch, ensureBookkeeping } from '@cdc/sink-pg';
-import pg from 'pg';
 import { describe, expect, test } from '../harness/index.ts';
-import { DedupedPublisher, SourceLog, createPipeline, createSinkDatabase, deadLetters, logger, startCommitter, waitForWatermark } from './support.ts';
+import { DedupedPublisher, SourceLog, createPipeline, createSinkDatabase, deadLetters, openSinkWriter, startCommitter, waitForWatermark } from './support.ts';
 
 const P = 2;
 
@@ -64,14 +62,8 @@ describe('partial rows', () => {
     const sink = await createSinkDatabase(ctx);
     const name = ctx.uniqueName('toast');
     await sink.db.query(`CREATE TABLE public.${name} (id integer PRIMARY KEY, name text, body text, _cdc_lsn pg_lsn, _cdc_seq integer)`);
-    const pool = new pg.Pool({ connectionString: sink.url, max: 2 });
-    ctx.defer('pool end', () => pool.end());
     const pipeline = ctx.uniqueName('cmt');
-    const client = await pool.connect();
-    await ensureBookkeeping(client);
-    const epoch = await acquireEpoch(client, pipeline);
-    client.release();
-    const writer = new SinkWriter({ pool, catalog: new TableCatalog(pool), pipeline, logger });
+    const { writer, epoch } = await openSinkWriter(ctx, sink.url, pipeline);
     const log = new SourceLog({ partitions: 1 });
     const t = `public.${name}`;
     const apply = async (events: ChangeEvent[]) =>

@@ -18,7 +18,7 @@ import {
   type Row,
 } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
-import { PgSink, type PgCommitter, type PgCommitterOptions } from '@cdc/sink-pg';
+import { PgSink, SinkWriter, TableCatalog, acquireEpoch, ensureBookkeeping, type PgCommitter, type PgCommitterOptions } from '@cdc/sink-pg';
 import pg from 'pg';
 import { pino } from 'pino';
 import type { ManagedProcess, TestContext } from '../harness/index.ts';
@@ -295,4 +295,15 @@ export async function waitForNthLine(app: ManagedProcess, pattern: RegExp, count
     const line = await app.waitForLine(pattern, timeoutMs, { from });
     from = line.index + 1;
   }
+}
+
+/** A SinkWriter on its own pool (ended with the context) that owns `pipeline` in the sink: its epoch. */
+export async function openSinkWriter(ctx: TestContext, sinkUrl: string, pipeline: string): Promise<{ writer: SinkWriter; pool: pg.Pool; epoch: number }> {
+  const pool = new pg.Pool({ connectionString: sinkUrl, max: 2 });
+  ctx.defer('pool end', () => pool.end());
+  const client = await pool.connect();
+  await ensureBookkeeping(client);
+  const epoch = await acquireEpoch(client, pipeline);
+  client.release();
+  return { writer: new SinkWriter({ pool, catalog: new TableCatalog(pool), pipeline, logger }), pool, epoch };
 }
