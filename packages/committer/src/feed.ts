@@ -13,7 +13,7 @@
  * keeps moving. The feed owns its readers: close() closes them.
  */
 import { StreamGapError, type BusMessage } from '@cdc/bus';
-import { Headers, decodeOrderedMessage, itemText, poisonIdentity, stageSubject, streamName, type DeadLetter } from '@cdc/core';
+import { Headers, WIRE_DEFAULTS, decodeOrderedMessage, itemText, poisonIdentity, stageSubject, streamName, type DeadLetter } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
 import { systemClock, type Clock } from './clock.ts';
 import { COMMITTER_DEFAULTS } from './defaults.ts';
@@ -168,7 +168,9 @@ export class MergedFeed {
         stream: this.#stream,
         subject: stageSubject(this.#options.pipeline, 'deduped', start.partition),
         startSeq: start.resumeSeq,
-        bufferMessages: Math.min(1_000, this.#options.maxBuffered),
+        // Messages carry up to WIRE_DEFAULTS.batchMaxEvents events each: read ahead about
+        // maxBuffered events, not maxBuffered messages (up to 64 KiB each).
+        bufferMessages: Math.max(16, Math.min(1_000, Math.ceil(this.#options.maxBuffered / WIRE_DEFAULTS.batchMaxEvents))),
       });
       this.#readers.set(start.partition, reader);
     }
@@ -236,8 +238,9 @@ export class MergedFeed {
         await this.#deadLetter({
           stage: this.#options.stage,
           sink: this.#options.sink,
-          reason: `undecodable message: ${item.reason}`,
-          code: item.code,
+          // The committer's letters keep one code for everything it cannot decode; the reason names the wire problem.
+          reason: `undecodable message (${item.code}): ${item.reason}`,
+          code: 'POISON_EVENT',
           partition,
           subject,
           payload: itemText(item.bytes),

@@ -96,6 +96,13 @@ export class RawPublisher {
     return this.#inFlight;
   }
 
+  /** Events queued in partitions' messages not sent yet. */
+  get pending(): number {
+    let pending = 0;
+    for (const cutter of this.#cutters.values()) pending += cutter.count;
+    return pending;
+  }
+
   partitionOf(event: Pick<ChangeEvent, 'op' | 'table' | 'key'>): number {
     return event.op === 'truncate' ? 0 : partitionOf(event.table, event.key, this.#options.partitions);
   }

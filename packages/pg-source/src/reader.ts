@@ -128,6 +128,7 @@ export class Reader {
   #decoder: PgoutputDecoder;
   #publisher: RawPublisher | undefined;
   #chain: Promise<void> = Promise.resolve();
+  #cutScheduled: NodeJS.Immediate | undefined;
   #heartbeat: WalHeartbeat | undefined;
   #timers: NodeJS.Timeout[] = [];
   #supervisor: Promise<void> | undefined;
@@ -386,6 +387,8 @@ export class Reader {
     this.#abort.abort(reason);
     for (const timer of this.#timers) clearInterval(timer);
     this.#timers = [];
+    if (this.#cutScheduled) clearImmediate(this.#cutScheduled);
+    this.#cutScheduled = undefined;
     await this.#heartbeat?.close();
     await this.#chain;
     if (!failed && this.#publisher) {
@@ -412,15 +415,29 @@ export class Reader {
       if (generation !== this.#generation || this.#draining) return;
       try {
         await work();
-        // Nothing queued behind this: the socket's buffered messages are all decoded, so
-        // the partitions' messages in hand go out now (a batch is never held by a timer).
-        if (this.#chain === next) await this.#publisher?.cut();
+        if (this.#chain === next && (this.#publisher?.pending ?? 0) > 0) this.#scheduleCut(generation);
       } catch (error) {
         this.#sessionFailed(generation, error);
       }
     });
     this.#chain = next;
     return next;
+  }
+
+  /**
+   * The partitions' messages in hand go out once the replication socket has nothing more
+   * buffered: the client library hands over every message of a socket read in microtasks,
+   * so a check-phase callback (setImmediate) runs after the last of them — never held back
+   * by a timer. The cut runs on the chain, after whatever was queued meanwhile.
+   */
+  #scheduleCut(generation: number): void {
+    if (this.#cutScheduled) return;
+    this.#cutScheduled = setImmediate(() => {
+      this.#cutScheduled = undefined;
+      void this.#enqueue(generation, async () => {
+        await this.#publisher?.cut();
+      });
+    });
   }
 
   #onData(generation: number, lsn: string, message: SourceMessage): Promise<void> {
