@@ -212,6 +212,12 @@ export interface CpuEntry {
   readonly usPerChange: number;
   /** Part of the pipeline total (false: the generator, the bench itself, other users of the shared server). */
   readonly counted: boolean;
+  /**
+   * Apps and servers: CPU in the idle settle before the window (pipeline started, nothing
+   * written), in % of one core — the floor (heartbeats, watermarks, polling) that a short
+   * workload divides by few changes. Absent when the time before the window was not idle (a warm-up).
+   */
+  readonly idleCpuPercent?: number;
 }
 
 export interface CpuReport {
@@ -255,6 +261,8 @@ export class CpuMeter {
   #timer: NodeJS.Timeout | undefined;
   #tick: Promise<void> = Promise.resolve();
   #window: { t: number; apps: Record<string, number>; servers: Record<string, number>; postmaster: Stat | undefined } | undefined;
+  #created: { t: number; apps: Record<string, number>; servers: Record<string, number> } | undefined;
+  #idle: Record<string, number> = {};
 
   private constructor(options: {
     apps: () => Record<string, number | undefined>;
@@ -284,6 +292,7 @@ export class CpuMeter {
       await client.connect();
     }
     const meter = new CpuMeter({ ...options, client });
+    meter.#created = { t: Date.now(), apps: meter.#appTicks(), servers: meter.#serverTicks() };
     await meter.#sample();
     meter.#schedule();
     return meter;
@@ -369,8 +378,11 @@ export class CpuMeter {
     return out;
   }
 
-  /** Opens the window: every process's ticks now. */
-  async begin(): Promise<void> {
+  /**
+   * Opens the window: every process's ticks now. `idle`: nothing ran since create() but the
+   * pipeline idling, so the CPU since then is reported as each process's idle floor.
+   */
+  async begin(options: { idle: boolean }): Promise<void> {
     await this.#tick;
     await this.#sample();
     const postmaster = this.#servers.postgres;
@@ -393,6 +405,14 @@ export class CpuMeter {
       servers: this.#serverTicks(),
       postmaster: postmaster === undefined ? undefined : readStat(postmaster),
     };
+    const created = this.#created;
+    const seconds = created ? (this.#window.t - created.t) / 1000 : 0;
+    if (options.idle && created && seconds >= 0.5) {
+      const hz = ticksPerSecond();
+      const percent = (now: number, then: number | undefined): number => (then === undefined ? 0 : ((now - then) / hz / seconds) * 100);
+      for (const [name, ticks] of Object.entries(this.#window.apps)) this.#idle[name] = percent(ticks, created.apps[name]);
+      for (const [name, ticks] of Object.entries(this.#window.servers)) this.#idle[name] = percent(ticks, created.servers[name]);
+    }
   }
 
   /** Closes the window and reports; the meter keeps following until close(). */
@@ -416,7 +436,11 @@ export class CpuMeter {
     const hz = ticksPerSecond();
     const entry = (name: string, kind: CpuEntry['kind'], ticks: number, counted: boolean, pid?: number): CpuEntry => {
       const cpuMs = (Math.max(0, ticks) * 1000) / hz;
-      return { name, kind, ...(pid === undefined ? {} : { pid }), cpuMs, usPerChange: changes > 0 ? (cpuMs * 1000) / changes : 0, counted };
+      const idle = this.#idle[name];
+      return {
+        name, kind, ...(pid === undefined ? {} : { pid }), cpuMs, usPerChange: changes > 0 ? (cpuMs * 1000) / changes : 0, counted,
+        ...(idle === undefined ? {} : { idleCpuPercent: idle }),
+      };
     };
     const entries: CpuEntry[] = [];
     const missing: string[] = [];

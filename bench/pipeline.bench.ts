@@ -9,6 +9,9 @@
  *   2. the pipeline starts and a sampler reads every 250 ms the source rows written, the
  *      last_seq of the RAW / ORDERED / DEDUPED streams, the sink rows applied and each
  *      app's RSS;
+ *      a CPU meter (bench/cpu.ts) reads every process's utime+stime (apps, nats-server,
+ *      redis-server, etcd, the Kafka broker in Kafka runs, PostgreSQL's children by role)
+ *      over the workload window → CPU µs per change; Redis used_memory at the end;
  *   3. the generator (a server-side procedure, @cdc/testkit runBenchWorkload) writes;
  *   4. the bench waits (bounded) for the sink to hold every change, verifies sink ==
  *      source (@cdc/testkit verifier), reads latency/throughput from the sink's
@@ -371,7 +374,7 @@ async function runWorkloadSpec(
       log(`  warm-up: ${spec.warmupChanges} changes written and applied (not measured)`);
     }
     const baseline = (await sampler.sampleNow()) as Sample;
-    await cpu.begin();
+    await cpu.begin({ idle: spec.warmupChanges === 0 });
     const redisAtStart = await redisUsedMemory(servers.redis);
 
     generator = await runBenchWorkload({
@@ -523,10 +526,12 @@ function cpuLine(report: CpuReport): string {
     .sort((a, b) => b.usPerChange - a.usPerChange)
     .map((e) => `${e.name} ${e.usPerChange.toFixed(1)}`);
   const generator = report.entries.find((e) => e.name === 'postgres: generator');
+  const idle = report.entries.filter((e) => e.idleCpuPercent !== undefined).map((e) => `${e.name} ${(e.idleCpuPercent ?? 0).toFixed(1)}`);
   return (
     `${report.totalUsPerChange.toFixed(1)} µs/change in all (${parts.join(', ')}); not counted: generator ${generator?.usPerChange.toFixed(1) ?? '?'}, ` +
     `all PostgreSQL ${report.postgresUsPerChange.toFixed(1)}, every process ${report.allUsPerChange.toFixed(1)}` +
-    (report.missing.length > 0 ? `; NOT FOUND: ${report.missing.join(', ')}` : '')
+    (report.missing.length > 0 ? `; NOT FOUND: ${report.missing.join(', ')}` : '') +
+    (idle.length > 0 ? `; idle before the workload (% of a core): ${idle.join(', ')}` : '')
   );
 }
 

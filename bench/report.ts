@@ -253,6 +253,15 @@ export function summaryLines(results: readonly WorkloadResult[], machine: { cpus
   lines.push('sink + reader sessions + background; not counted: the generator\'s sessions, the bench\'s own, other databases, exited unattributed)');
   lines.push('and Redis used_memory at the end of the workload (the shared server: every user\'s keys):');
   lines.push(...table(cpu.header, cpu.rows), '');
+  const idle = results.filter((r) => r.cpu?.entries.some((e) => e.idleCpuPercent !== undefined));
+  if (idle.length > 0) {
+    lines.push('idle floor: CPU of each app and server while the pipeline idled ~1 s before the workload, % of one core (short workloads divide it by few changes):');
+    for (const r of idle) {
+      const parts = (r.cpu?.entries ?? []).filter((e) => e.idleCpuPercent !== undefined).map((e) => `${short(e.name)} ${fmt(e.idleCpuPercent, 1)}`);
+      lines.push(`  ${label(r)}: ${parts.join(', ')}`);
+    }
+    lines.push('');
+  }
   for (const r of results) {
     if (r.latency) {
       const l = r.latency;
