@@ -24,8 +24,8 @@
 import type { CheckpointStore } from '@cdc/checkpoint';
 import { formatOrderKey, stageSubject } from '@cdc/core';
 import { memoryFields, type Logger } from '@cdc/runtime';
-import type { Clock } from './clock.ts';
-import { systemClock } from './clock.ts';
+import type { Clock } from '@cdc/core';
+import { systemClock } from '@cdc/core';
 import { COMMITTER_DEFAULTS } from './defaults.ts';
 import { MergedFeed, type FeedBus } from './feed.ts';
 import type { LaneStart, MergeBatch } from './merge.ts';

@@ -9,7 +9,7 @@
 import type { CheckpointStore, PartitionCheckpoint } from '@cdc/checkpoint';
 import { backoffDelay } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
-import { systemClock, type Clock } from './clock.ts';
+import { systemClock, type Clock } from '@cdc/core';
 import { COMMITTER_DEFAULTS } from './defaults.ts';
 import type { LaneCheckpoint } from './merge.ts';
 
