@@ -13,9 +13,8 @@
  * keeps moving. The feed owns its readers: close() closes them.
  */
 import { StreamGapError, type BusMessage } from '@cdc/bus';
-import { Headers, WIRE_DEFAULTS, decodeOrderedMessage, itemText, poisonIdentity, stageSubject, streamName, type DeadLetter } from '@cdc/core';
+import { Headers, WIRE_DEFAULTS, decodeOrderedMessage, itemText, poisonIdentity, stageSubject, streamName, systemClock, type Clock, type DeadLetter } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
-import { systemClock, type Clock } from './clock.ts';
 import { COMMITTER_DEFAULTS } from './defaults.ts';
 import { PartitionMerger, type LaneCheckpoint, type LaneStart, type MergeBatch, type TakeOptions } from './merge.ts';
 

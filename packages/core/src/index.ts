@@ -16,8 +16,10 @@ export {
   errorMessage,
 } from './errors.ts';
 export type { ErrorContext, CdcErrorOptions } from './errors.ts';
-export { retry, sleep, backoffDelay, defaultIsRetriable, RetriesExhaustedError } from './retry.ts';
-export type { RetryOptions } from './retry.ts';
+export { retry, backoffDelay, Backoff, pollUntil, withinMs, defaultIsRetriable, RetriesExhaustedError } from './retry.ts';
+export type { RetryOptions, BackoffPolicy } from './retry.ts';
+export { systemClock, sleep } from './clock.ts';
+export type { Clock, Cancel } from './clock.ts';
 export { computeEventId, partitionOf, asPartition, keyText } from './event.ts';
 export type {
   ChangeEvent,
