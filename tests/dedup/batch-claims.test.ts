@@ -3,8 +3,8 @@
  * verdicts, Redis killed or paused mid-run (a scratch redis-server of the test's own), and
  * the memory a claim costs in the layout the gate uses.
  */
-import { sleep, type ChangeEvent } from '@cdc/core';
-import { DEDUP_DEFAULTS, DedupGate, RedisDedupStore, dedupSlot, type DedupClaim } from '@cdc/dedup';
+import { orderKeyOf, sleep, type ChangeEvent } from '@cdc/core';
+import { DEDUP_DEFAULTS, DedupDecider, DedupGate, RedisDedupStore, dedupSlot, type DedupClaim } from '@cdc/dedup';
 import { Redis } from 'ioredis';
 import { describe, expect, test, waitFor, type TestContext } from '../harness/index.ts';
 import { T0, change, createPipeline, type TestPipeline } from '../reorderer/support.ts';
@@ -16,7 +16,7 @@ const MiB = 1024 * 1024;
 const events = (n: number, from = 0): ChangeEvent[] =>
   Array.from({ length: n }, (_, i) => change('pg_a', T0 + BigInt((from + i + 1) * 10), 0x100 + (from + i) * 0x10));
 
-const claimOf = (e: ChangeEvent, inputSeq: number): DedupClaim => ({ eventId: e.eventId, inputSeq, lamport: BigInt(e.lamport), seq: e.seq });
+const claimOf = (e: ChangeEvent, inputSeq: number): DedupClaim => ({ eventId: e.eventId, inputSeq, commitTs: e.commitTs, seq: e.seq });
 
 async function readyStore(ctx: TestContext, url: string, pipeline: string, logger: TestPipeline['logger'], commandTimeoutMs = 1_000): Promise<RedisDedupStore> {
   const store = RedisDedupStore.create({ url, pipeline, windowMs: WINDOW_MS, logger, commandTimeoutMs });
@@ -83,6 +83,23 @@ describe('batch claims (shared Redis)', () => {
     expect(await redis.type(slot.key)).toBe('hash');
     expect(await redis.pttl(slot.key)).toBeGreaterThan(WINDOW_MS - 10_000);
     expect(await redis.pttl(slot.key)).toBeLessThanOrEqual(WINDOW_MS);
+  });
+
+  test('a replay the reader re-stamped with another Lamport value is still caught: claims are bucketed by WAL commit time, not by Lamport', async ({ ctx }) => {
+    const p = await createPipeline(ctx, 'dedup_restamp');
+    const redis = await ctx.redis();
+    ctx.defer('delete dedup keys', () => deleteKeysOf(redis, p.name));
+    const store = await readyStore(ctx, ctx.servers.redis, p.name, p.logger);
+    const [e] = events(1) as [ChangeEvent];
+    // The same change after an approximate Lamport restore: 7 ms later in Lamport, same WAL position and commit time.
+    const restamped: ChangeEvent = { ...e, lamport: String(BigInt(e.lamport) + 7_000n) };
+    const gate = (x: ChangeEvent, inputSeq: number) => ({ eventId: x.eventId, key: orderKeyOf(x), commitTs: x.commitTs, inputSeq });
+    const first = new DedupDecider({ store, logger: p.logger });
+    expect(await first.decide([gate(e, 3)])).toEqual(['new']);
+    // A later gate run (restored below both keys) sees the re-stamped copy in a later input message.
+    const later = new DedupDecider({ store, logger: p.logger });
+    expect(await later.decide([gate(restamped, 9)])).toEqual(['duplicate']);
+    expect(later.counters).toMatchObject({ duplicates: 1, forwarded: 0 });
   });
 });
 

@@ -40,7 +40,7 @@ async function redisFor(ctx: TestContext, pipeline: string): Promise<Redis> {
 }
 
 /** Where the gate keeps an event's claim (bucket hash, field). */
-const slotOf = (pipeline: string, e: ChangeEvent | undefined) => dedupSlot(pipeline, { eventId: e?.eventId ?? '', lamport: BigInt(e?.lamport ?? 0), seq: e?.seq ?? 0 });
+const slotOf = (pipeline: string, e: ChangeEvent | undefined) => dedupSlot(pipeline, { eventId: e?.eventId ?? '', commitTs: e?.commitTs ?? '', seq: e?.seq ?? 0 });
 
 const events = (n: number, from = 0): ChangeEvent[] =>
   Array.from({ length: n }, (_, i) => change('pg_a', T0 + BigInt((from + i + 1) * 10), 0x100 + (from + i) * 0x10));

@@ -38,7 +38,9 @@ function workload(kind: 'single' | 'tx100'): DedupClaim[] {
     const lamport = T0 + BigInt(tx) * (kind === 'single' ? 50n : 5000n);
     const commitLsn = `0/${(0x1000 + tx * 0x40).toString(16).toUpperCase()}`;
     const eventId = computeEventId({ source: 'pg1', table: 'public.t', key: [String(i)], lsn: commitLsn, commitLsn, seq });
-    out.push({ eventId, inputSeq: 1 + Math.floor(i / 100), lamport, seq });
+    const micros = lamport % 1000n;
+    const commitTs = new Date(Number(lamport / 1000n)).toISOString().replace('Z', `${micros.toString().padStart(3, '0')}Z`);
+    out.push({ eventId, inputSeq: 1 + Math.floor(i / 100), commitTs, seq });
   }
   return out;
 }
@@ -71,7 +73,7 @@ function hashLayout(name: string, field: (id: string) => string | Buffer, bucket
   };
 }
 
-const msBucket = (c: DedupClaim) => `cdc:dedup:bench:${c.lamport / 1000n}${c.seq >> 6 ? `:${c.seq >> 6}` : ''}`;
+const msBucket = (c: DedupClaim) => `cdc:dedup:bench:${c.commitTs.slice(0, 23)}${c.seq >> 6 ? `:${c.seq >> 6}` : ''}`;
 
 const layouts: Layout[] = [
   {
@@ -115,7 +117,7 @@ const layouts: Layout[] = [
   hashLayout('hash per ms, script, field = 32 hex chars', (id) => id, msBucket),
   hashLayout('hash per ms, script, field = 16 binary bytes', (id) => Buffer.from(id, 'hex'), msBucket),
   hashLayout('hash per ms, script, field = 8 binary bytes', (id) => Buffer.from(id.slice(0, 16), 'hex'), msBucket),
-  hashLayout('hash per minute, script, field = 12 binary bytes', (id) => Buffer.from(id.slice(0, 24), 'hex'), (c) => `cdc:dedup:bench:m${c.lamport / 60_000_000n}`),
+  hashLayout('hash per minute, script, field = 12 binary bytes', (id) => Buffer.from(id.slice(0, 24), 'hex'), (c) => `cdc:dedup:bench:m${c.commitTs.slice(0, 16)}`),
 ];
 
 async function main(): Promise<void> {

@@ -35,10 +35,12 @@ export interface GateCounters {
   watermarks: number;
 }
 
-/** One event to decide: its id, its order key (computed once by the caller) and the input message's sequence. */
+/** One event to decide: its id, order key (computed once by the caller), commit time and the input message's sequence. */
 export interface GateEvent {
   readonly eventId: string;
   readonly key: OrderKey;
+  /** The event's `commitTs`: with `key.seq`, where the store keeps its claim. */
+  readonly commitTs: string;
   /** Stream sequence of the input message carrying the event (shared by all events of one message). */
   readonly inputSeq: number;
 }
@@ -85,13 +87,13 @@ export class DedupDecider {
     const claims: DedupClaim[] = [];
     const claimOf: number[] = new Array<number>(events.length);
     for (let i = 0; i < events.length; i++) {
-      const { eventId, key, inputSeq } = events[i] as GateEvent;
+      const { eventId, key, inputSeq, commitTs } = events[i] as GateEvent;
       if (running && compareOrderKeys(key, running) <= 0) {
         claimOf[i] = -1;
         continue;
       }
       running = key;
-      claimOf[i] = claims.push({ eventId, inputSeq, lamport: key.lamport, seq: key.seq }) - 1;
+      claimOf[i] = claims.push({ eventId, inputSeq, commitTs, seq: key.seq }) - 1;
     }
     const verdicts = claims.length > 0 ? await this.#options.store.check(claims) : [];
 
@@ -174,7 +176,7 @@ export class DedupTransform implements RelayTransform {
       if (value.kind === 'watermark') return { kind: 'watermark', message, lamport: value.lamport, lastKey: running };
       const key = orderKeyOf(value);
       if (!running || compareOrderKeys(key, running) > 0) running = key;
-      events.push({ eventId: value.eventId, key, inputSeq: message.seq });
+      events.push({ eventId: value.eventId, key, commitTs: value.commitTs, inputSeq: message.seq });
       return { kind: 'event', message, eventId: value.eventId, traceId: value.traceId, key, index: events.length - 1 };
     });
     const decisions = events.length > 0 ? await this.decider.decide(events) : [];

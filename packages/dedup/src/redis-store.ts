@@ -3,9 +3,11 @@
  *
  * Layout — claims live in small hashes bucketed by the event's own commit time:
  *
- *   key    cdc:dedup:<pipeline>:<lamport / 1000>[:<seq >> 6]   one per millisecond of commit
- *                                                             time (and per 64 events of a
- *                                                             large transaction)
+ *   key    cdc:dedup:<pipeline>:<commit time to the ms>[:<seq >> 6]
+ *          e.g. cdc:dedup:orders:2026-12-02T15:43:00.123 — one per millisecond of commit time
+ *          (and per 64 events of a large transaction); the first 23 characters of the
+ *          event's commitTs, used as they are (no parsing: any deterministic function of the
+ *          event is correct, this one is also cheap and readable)
  *   field  the first 12 bytes of the eventId, binary (the eventId is 32 hex digits of a
  *          sha256; an id of another shape is used as it is, behind a '~')
  *   value  the input message's stream sequence
@@ -15,10 +17,10 @@
  * key sds); 15 minutes at 20k events/s is 18M claims, ~2.9 GB (PITFALLS 27). A hash of at
  * most 128 short fields is stored as one listpack (hash-max-listpack-entries, default 128),
  * ~15 B per field+value, and the per-key cost is paid once per bucket. The bucket is a
- * function of the event (its Lamport stamp = commit time in µs, and its index in its
- * transaction), so a replay lands in the same bucket; the ordered stream is in Lamport
- * order, so a bucket is filled within a batch or two and expires as a whole a window after
- * its last claim. Buckets stay under 128 fields up to ~64 events per millisecond per block,
+ * function of the event (its WAL commit time and its index in its transaction), so a
+ * replay lands in the same bucket — even one the reader re-stamped with another Lamport
+ * value; the ordered stream is in Lamport order, which follows commit time, so a bucket is
+ * filled within a batch or two and expires as a whole a window after its last claim. Buckets stay under 128 fields up to ~64 events per millisecond per block,
  * i.e. ~64k single-row transactions/s; a fuller bucket still works, it just becomes a
  * hashtable and costs ~4x per field. (Measured figures: packages/dedup/README.md.)
  *
@@ -47,9 +49,10 @@ export interface RedisDedupStoreOptions {
 
 export const DEDUP_DEFAULTS = {
   /**
-   * 10 minutes: at a sustained 20k events/s that is 12M claims at the measured ≤ 27 B per
-   * claim, ~330 MB of used_memory — under the 512 MB budget with room for a burst. What
-   * the window does not absorb, the sink's version guard does (PITFALLS 15).
+   * 10 minutes: at a sustained 20k events/s that is 12M claims at the measured 22-29 B per
+   * claim, 260-335 MiB of used_memory — under the 512 MB budget with room for bursts and
+   * expiry lag (15 minutes would be 390-500 MiB: too close). What the window does not
+   * absorb, the sink's version guard does (PITFALLS 15).
    */
   windowMs: 600_000,
 } as const;
@@ -60,11 +63,14 @@ const FIELD_BYTES = 12;
 const SEQ_BLOCK_SHIFT = 6;
 
 /** Where a claim lives: the bucket key and the field inside it. */
-export function dedupSlot(pipeline: string, claim: Pick<DedupClaim, 'eventId' | 'lamport' | 'seq'>): { key: string; field: Buffer } {
-  return { key: bucketKey(pipeline, claim.lamport / 1000n, claim.seq >> SEQ_BLOCK_SHIFT), field: dedupField(claim.eventId) };
+export function dedupSlot(pipeline: string, claim: Pick<DedupClaim, 'eventId' | 'commitTs' | 'seq'>): { key: string; field: Buffer } {
+  return { key: bucketKey(pipeline, claim.commitTs.slice(0, COMMIT_TS_MS), claim.seq >> SEQ_BLOCK_SHIFT), field: dedupField(claim.eventId) };
 }
 
-function bucketKey(pipeline: string, millis: bigint, block: number): string {
+/** `YYYY-MM-DDTHH:MM:SS.mmm` */
+const COMMIT_TS_MS = 23;
+
+function bucketKey(pipeline: string, millis: string, block: number): string {
   return block === 0 ? `cdc:dedup:${pipeline}:${millis}` : `cdc:dedup:${pipeline}:${millis}:${block}`;
 }
 
@@ -168,7 +174,7 @@ export class RedisDedupStore implements DedupStore {
     return this.#redis.status === 'ready';
   }
 
-  slotOf(claim: Pick<DedupClaim, 'eventId' | 'lamport' | 'seq'>): { key: string; field: Buffer } {
+  slotOf(claim: Pick<DedupClaim, 'eventId' | 'commitTs' | 'seq'>): { key: string; field: Buffer } {
     return dedupSlot(this.#options.pipeline, claim);
   }
 
@@ -181,13 +187,13 @@ export class RedisDedupStore implements DedupStore {
     const keys: string[] = [];
     const args: (string | Buffer)[] = [];
     // Consecutive claims mostly share a bucket (the input is in Lamport order).
-    let lastMillis = -1n;
+    let lastMillis = '';
     let lastBlock = -1;
     let lastIndex = '';
     let lastSeq = -1;
     let seqText = '';
     for (const claim of claims) {
-      const millis = claim.lamport / 1000n;
+      const millis = claim.commitTs.slice(0, COMMIT_TS_MS);
       const block = claim.seq >> SEQ_BLOCK_SHIFT;
       if (millis !== lastMillis || block !== lastBlock) {
         lastMillis = millis;

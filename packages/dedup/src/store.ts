@@ -19,10 +19,12 @@ export interface DedupClaim {
   /** Input stream sequence of the message carrying the event: the claim's value. */
   readonly inputSeq: number;
   /**
-   * The event's Lamport stamp (commit time in µs) and its index in its transaction:
-   * a store may bucket claims by them — both are the same on every replay of the event.
+   * The event's commit time (ISO-8601, as the reader decoded it from the WAL commit record)
+   * and its index in its transaction: a store may bucket claims by them — both come from
+   * the WAL, so they are the same on every replay of the event. (Not the Lamport stamp: a
+   * reader that restored its clock approximately re-stamps a replay differently.)
    */
-  readonly lamport: bigint;
+  readonly commitTs: string;
   readonly seq: number;
 }
 

@@ -97,7 +97,7 @@ describe('DedupTransform', () => {
 describe('DedupDecider', () => {
   const ev = (lamport: number, id: string, inputSeq: number) => {
     const e = change(lamport, id);
-    return { eventId: e.eventId, key: orderKeyOf(e), inputSeq };
+    return { eventId: e.eventId, key: orderKeyOf(e), commitTs: e.commitTs, inputSeq };
   };
 
   it('decides a whole batch with one store call: a duplicate in the middle keeps its neighbours', async () => {
