@@ -85,6 +85,28 @@ describe('batch claims (shared Redis)', () => {
     expect(await redis.pttl(slot.key)).toBeLessThanOrEqual(WINDOW_MS);
   });
 
+  test('a bucket expires a window after its last claim: memory is bounded in time, and each claim lives at least the window', async ({ ctx }) => {
+    const p = await createPipeline(ctx, 'dedup_expiry');
+    const redis = await ctx.redis();
+    ctx.defer('delete dedup keys', () => deleteKeysOf(redis, p.name));
+    const windowMs = 3_000;
+    const store = RedisDedupStore.create({ url: ctx.servers.redis, pipeline: p.name, windowMs, logger: p.logger });
+    ctx.defer('close store', () => store.close());
+    await waitFor(() => store.isReady(), { what: 'the dedup store to connect', timeoutMs: 10_000 });
+    const [a, b] = events(2) as [ChangeEvent, ChangeEvent];
+    const slot = dedupSlot(p.name, claimOf(a, 0));
+    expect(dedupSlot(p.name, claimOf(b, 0)).key).toBe(slot.key); // same millisecond of commit time
+    expect(await store.check([claimOf(a, 1)])).toEqual(['new']);
+    await sleep(2_000);
+    // A new claim in the bucket renews it: a's claim is kept too, a window after b's.
+    expect(await store.check([claimOf(b, 2)])).toEqual(['new']);
+    await sleep(2_000); // past a's own window (3 s), inside b's (5 s)
+    expect(await store.check([claimOf(a, 3)])).toEqual(['duplicate']);
+    // Duplicates and redeliveries do not renew it: gone a window after the last claim.
+    await waitFor(async () => (await redis.exists(slot.key)) === 0, { what: 'the bucket to expire', timeoutMs: 8_000 });
+    expect(await store.check([claimOf(a, 4)])).toEqual(['new']);
+  });
+
   test('a replay the reader re-stamped with another Lamport value is still caught: claims are bucketed by WAL commit time, not by Lamport', async ({ ctx }) => {
     const p = await createPipeline(ctx, 'dedup_restamp');
     const redis = await ctx.redis();
