@@ -44,3 +44,20 @@ export {
   assertPipelineName,
 } from './subjects.ts';
 export type { Stage, DeadLetter } from './subjects.ts';
+export {
+  RAW_KINDS,
+  ORDERED_KINDS,
+  WIRE_DEFAULTS,
+  decodeMessage,
+  decodeRawMessage,
+  decodeOrderedMessage,
+  encodeItem,
+  joinItems,
+  joinedLength,
+  itemText,
+  poisonIdentity,
+  BatchCutter,
+  batchHeaders,
+  batchMsgId,
+} from './wire.ts';
+export type { WireKind, WireItem, WireChange, WireMark, WirePoison, RawItem, OrderedItem, CutBatch, SoleEvent } from './wire.ts';

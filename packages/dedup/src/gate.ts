@@ -2,6 +2,10 @@
  * The dedup decision, per event, for a whole batch at once (DedupDecider), and the
  * dedup-gate's relay transform for one partition (ordered.<p> → deduped.<p>) built on it.
  *
+ * Input messages carry many events (@cdc/core wire.ts); the transform hands every event of
+ * a fetched batch of messages to decide() at once (one Redis round trip), then sends each
+ * input message's forwarded events out as ONE message (the same bytes per event).
+ *
  * Per event, in input order:
  *  - at or below the last key this gate has passed or dropped → `replay`: something
  *    already decided, dropped without asking Redis (the ordered stream is strictly
@@ -18,9 +22,9 @@
  * Watermarks always pass. Each output carries Cdc-Resume-Seq = its input sequence + 1 and
  * Cdc-Last-Key = the highest key decided so far.
  */
-import { Headers, compareOrderKeys, formatOrderKey, orderKeyOf, parseOrderKey, type OrderKey } from '@cdc/core';
+import { BatchCutter, Headers, batchHeaders, batchMsgId, compareOrderKeys, decodeOrderedMessage, formatOrderKey, parseOrderKey, poisonIdentity, type OrderKey, type SoleEvent } from '@cdc/core';
 import type { BusMessage } from '@cdc/bus';
-import { BadCheckpointError, decodeOrdered, type DeadLetterRequest, type RelayCheckpoint, type RelayTransform, type StageOutput, type StageResult } from '@cdc/relay';
+import { BadCheckpointError, type DeadLetterRequest, type RelayCheckpoint, type RelayTransform, type StageOutput, type StageResult } from '@cdc/relay';
 import type { Logger } from '@cdc/runtime';
 import type { DedupClaim, DedupStore, DedupVerdict } from './store.ts';
 
@@ -161,53 +165,76 @@ export class DedupTransform implements RelayTransform {
 
   async process(batch: readonly BusMessage[]): Promise<StageResult> {
     type Step =
-      | { kind: 'dead'; letter: DeadLetterRequest }
-      | { kind: 'watermark'; message: BusMessage; lamport: string; lastKey: OrderKey | undefined }
-      | { kind: 'event'; message: BusMessage; eventId: string; traceId: string | undefined; key: OrderKey; index: number };
+      | { kind: 'dead'; message: BusMessage; letter: DeadLetterRequest }
+      | { kind: 'watermark'; message: BusMessage; bytes: Uint8Array; lamport: string }
+      | { kind: 'event'; message: BusMessage; bytes: Uint8Array; key: OrderKey; index: number; event: SoleEvent };
 
     // Every event of the fetched batch goes to the decider at once: one Redis round trip.
     const events: GateEvent[] = [];
-    let running = this.decider.lastKey;
-    const steps: Step[] = batch.map((message): Step => {
-      const decoded = decodeOrdered(message);
-      if (!decoded.ok) return { kind: 'dead', letter: { message, reason: decoded.reason, code: decoded.code } };
-      const value = decoded.value;
-      // A watermark carries the highest key decided before it (a replay does not move it).
-      if (value.kind === 'watermark') return { kind: 'watermark', message, lamport: value.lamport, lastKey: running };
-      const key = orderKeyOf(value);
-      if (!running || compareOrderKeys(key, running) > 0) running = key;
-      events.push({ eventId: value.eventId, key, commitTs: value.commitTs, inputSeq: message.seq });
-      return { kind: 'event', message, eventId: value.eventId, traceId: value.traceId, key, index: events.length - 1 };
-    });
+    const steps: Step[] = [];
+    for (const message of batch) {
+      for (const item of decodeOrderedMessage(message.data)) {
+        if (item.kind === 'poison') {
+          steps.push({ kind: 'dead', message, letter: { message, item: item.bytes, reason: item.reason, code: item.code, ...poisonIdentity(item) } });
+        } else if (item.kind === 'watermark') {
+          steps.push({ kind: 'watermark', message, bytes: item.bytes, lamport: item.value.lamport });
+        } else {
+          events.push({ eventId: item.value.eventId, key: item.key, commitTs: item.value.commitTs ?? '', inputSeq: message.seq });
+          steps.push({ kind: 'event', message, bytes: item.bytes, key: item.key, index: events.length - 1, event: item.value });
+        }
+      }
+    }
+    const before = this.decider.lastKey;
+    // Throws (failing the batch, nothing forwarded) when the store cannot answer.
     const decisions = events.length > 0 ? await this.decider.decide(events) : [];
 
     const outputs: StageOutput[] = [];
     const deadLetters: DeadLetterRequest[] = [];
     const { partition } = this.#options;
-    for (const step of steps) {
+    // The highest key decided so far (forwarded or dropped as a duplicate; a replay does not move it).
+    let lastKey = before;
+    // What goes out of the input message in hand: its forwarded events as one message.
+    let cutter = new BatchCutter({ maxEvents: Number.MAX_SAFE_INTEGER, maxBytes: Number.MAX_SAFE_INTEGER });
+    let from: BusMessage | undefined;
+    // A message's outputs all re-read it on restart (resume = its seq) but the last, which
+    // moves past it (seq + 1); the last-key filter drops what was decided already.
+    const emit = (message: BusMessage, done: boolean): void => {
+      const taken = cutter.take();
+      if (!taken) return;
+      outputs.push({
+        msgId: batchMsgId(`d:${partition}`, taken),
+        payload: taken.data,
+        headers: batchHeaders(taken),
+        events: taken.count,
+        ...(taken.sole?.traceId ? { traceId: taken.sole.traceId } : {}),
+        resumeSeq: done ? message.seq + 1 : message.seq,
+        lastKey: lastKey ? formatOrderKey(lastKey) : undefined,
+      });
+    };
+    for (const [index, step] of steps.entries()) {
+      const message = step.message;
+      if (from !== message) {
+        cutter = new BatchCutter({ maxEvents: Number.MAX_SAFE_INTEGER, maxBytes: Number.MAX_SAFE_INTEGER });
+        from = message;
+      }
+      const lastOfMessage = steps[index + 1]?.message !== message;
       if (step.kind === 'dead') {
         deadLetters.push(step.letter);
-        continue;
-      }
-      if (step.kind === 'watermark') {
+      } else if (step.kind === 'watermark') {
+        emit(message, false);
         this.counters.watermarks += 1;
         outputs.push({
-          msgId: step.message.header(Headers.MsgId) ?? `wm:${partition}:${step.lamport}`,
-          payload: step.message.data,
-          resumeSeq: step.message.seq + 1,
-          lastKey: step.lastKey ? formatOrderKey(step.lastKey) : undefined,
+          msgId: message.header(Headers.MsgId) ?? `wm:${partition}:${step.lamport}`,
+          payload: step.bytes,
+          resumeSeq: lastOfMessage ? message.seq + 1 : message.seq,
+          lastKey: lastKey ? formatOrderKey(lastKey) : undefined,
         });
-        continue;
+      } else {
+        const decision = decisions[step.index] as GateDecision;
+        if (decision !== 'replay') lastKey = step.key;
+        if (forwards(decision)) cutter.add(step.bytes, step.key, step.event);
       }
-      if (!forwards(decisions[step.index] as GateDecision)) continue;
-      const traceId = step.message.header(Headers.TraceId) ?? step.traceId;
-      outputs.push({
-        msgId: step.eventId,
-        payload: step.message.data,
-        resumeSeq: step.message.seq + 1,
-        lastKey: formatOrderKey(step.key),
-        ...(traceId ? { traceId } : {}),
-      });
+      if (lastOfMessage) emit(message, true);
     }
     return { outputs, deadLetters };
   }

@@ -165,9 +165,32 @@ export class RedisDedupStore implements DedupStore {
       lastLogged = now;
       options.logger.warn({ err: error, redis: store.#target }, 'redis connection error');
     });
-    redis.on('ready', () => options.logger.info({ redis: store.#target }, 'redis ready'));
+    redis.on('ready', () => {
+      options.logger.info({ redis: store.#target }, 'redis ready');
+      void store.#checkListpackLimit();
+    });
     redis.connect().catch(() => undefined); // retryStrategy keeps trying; 'error' logs why
     return store;
+  }
+
+  /**
+   * The memory figures hold while a bucket fits a listpack; a server configured with a
+   * much lower hash-max-listpack-entries stores buckets as hashtables (~4x per claim).
+   * Best effort: CONFIG may be disabled (managed Redis), then nothing is said.
+   */
+  async #checkListpackLimit(): Promise<void> {
+    try {
+      const reply = (await this.#redis.config('GET', 'hash-max-listpack-entries')) as unknown;
+      const entries = Array.isArray(reply) ? Number(reply[1]) : Number.NaN;
+      if (Number.isFinite(entries) && entries < 128) {
+        this.#options.logger.warn(
+          { redis: this.#target, hash_max_listpack_entries: entries },
+          'hash-max-listpack-entries is below 128: dedup buckets may be stored as hashtables and cost ~4x the memory per claim',
+        );
+      }
+    } catch {
+      // CONFIG refused or not known (Redis < 7.0 names it hash-max-ziplist-entries): nothing to say.
+    }
   }
 
   isReady(): boolean {

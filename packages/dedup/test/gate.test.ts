@@ -47,6 +47,27 @@ describe('DedupTransform', () => {
     expect(gate.counters).toMatchObject({ duplicates: 1, redeliveries: 1, forwarded: 1 });
   });
 
+  it('messages carrying several events: one store call for the batch, a duplicate in the middle keeps its neighbours, each message\'s survivors go out as one message', async () => {
+    const store = new MemoryDedupStore();
+    store.claims.set('ev-b', 99); // claimed by another input message
+    const gate = new DedupTransform({ store, partition: 0, logger });
+    restore(gate);
+    const many = (seq: number, events: ChangeEvent[]): BusMessage => message(seq, events.map((e) => JSON.stringify(e)).join('\n'));
+    const result = await gate.process([many(7, [change(1, 'a'), change(2, 'b'), change(3, 'c')]), many(8, [change(4, 'd'), change(5, 'e')])]);
+    expect(store.calls).toBe(1);
+    expect(result.outputs).toHaveLength(2);
+    const ids = (o: (typeof result.outputs)[number]) =>
+      new TextDecoder().decode(o.payload as Uint8Array).split('\n').map((line) => (JSON.parse(line) as ChangeEvent).eventId);
+    expect(ids(result.outputs[0]!)).toEqual(['ev-a', 'ev-c']);
+    expect(ids(result.outputs[1]!)).toEqual(['ev-d', 'ev-e']);
+    expect(result.outputs.map((o) => [o.resumeSeq, o.lastKey])).toEqual([
+      [8, formatOrderKey(orderKeyOf(change(3, 'c')))],
+      [9, formatOrderKey(orderKeyOf(change(5, 'e')))],
+    ]);
+    expect(store.claims.get('ev-a')).toBe(7); // every event of message 7 claimed with its sequence
+    expect(gate.counters).toMatchObject({ forwarded: 4, duplicates: 1 });
+  });
+
   it('asks the store once for all events of a fetched batch, watermarks in between', async () => {
     const store = new MemoryDedupStore();
     const gate = new DedupTransform({ store, partition: 0, logger });

@@ -54,7 +54,7 @@ export interface ReaderOptions {
   readonly logger: Logger;
   /** The result of setupSource(), when the caller ran it already. */
   readonly prepared?: PreparedSource;
-  /** Events waiting for their PubAck; when full, reading pauses. Default 256. */
+  /** Messages (batches of events) waiting for their PubAck; when full, reading pauses. Default 256. */
   readonly maxInFlight?: number;
   /**
    * Largest encoded change event (JSON bytes) published; a larger one is dead-lettered
@@ -62,6 +62,10 @@ export interface ReaderOptions {
    * NATS server's max_payload less HEADER_ROOM_BYTES (PITFALLS 25).
    */
   readonly maxEventBytes?: number;
+  /** Events per raw message (default WIRE_DEFAULTS.batchMaxEvents, @cdc/core). */
+  readonly batchMaxEvents?: number | undefined;
+  /** Encoded bytes per raw message (default WIRE_DEFAULTS.batchMaxBytes); a larger event travels alone. */
+  readonly batchMaxBytes?: number | undefined;
   /** WAL heartbeat interval while watched tables are idle. Default 1000. */
   readonly heartbeatIntervalMs?: number;
   /**
@@ -309,6 +313,8 @@ export class Reader {
       partitions: options.partitions,
       maxInFlight: options.maxInFlight ?? 256,
       maxEventBytes: options.maxEventBytes ?? options.bus.maxPayload - HEADER_ROOM_BYTES,
+      batchMaxEvents: options.batchMaxEvents,
+      batchMaxBytes: options.batchMaxBytes,
       onFailure: (error) => this.#sessionFailed(generation, error),
     });
 
@@ -402,10 +408,13 @@ export class Reader {
   // --- the serial chain -----------------------------------------------------------------
 
   #enqueue(generation: number, work: () => Promise<void>): Promise<void> {
-    const next = this.#chain.then(async () => {
+    const next: Promise<void> = this.#chain.then(async () => {
       if (generation !== this.#generation || this.#draining) return;
       try {
         await work();
+        // Nothing queued behind this: the socket's buffered messages are all decoded, so
+        // the partitions' messages in hand go out now (a batch is never held by a timer).
+        if (this.#chain === next) await this.#publisher?.cut();
       } catch (error) {
         this.#sessionFailed(generation, error);
       }

@@ -322,6 +322,7 @@ export class Relay {
     const ready: { output: StageOutput; data: Uint8Array; headers: Record<string, string> }[] = [];
     for (const output of result.outputs) {
       const headers: Record<string, string> = {
+        ...output.headers,
         [Headers.ResumeSeq]: String(output.resumeSeq),
         // Always present; empty means "nothing released yet" (BusMessage.header maps '' to undefined).
         [Headers.LastKey]: output.lastKey ?? '',
@@ -403,7 +404,7 @@ export class Relay {
       ...(letter.eventId !== undefined ? { eventId: letter.eventId } : {}),
       ...(letter.table !== undefined ? { table: letter.table } : {}),
       ...(letter.lsn !== undefined ? { lsn: letter.lsn } : {}),
-      payload: new TextDecoder().decode(letter.message.data),
+      payload: new TextDecoder().decode(letter.item ?? letter.message.data),
       at: new Date().toISOString(),
     });
     this.#deadLettered += 1;
