@@ -33,6 +33,15 @@ async function client(ctx: TestContext, url: string): Promise<Redis> {
   return redis;
 }
 
+/** One input message carrying several events (LF-joined items, @cdc/core wire.ts). */
+const joined = (batch: readonly ChangeEvent[]): string => batch.map((e) => JSON.stringify(e)).join('\n');
+
+async function publishInMessages(p: TestPipeline, batch: readonly ChangeEvent[], perMessage: number): Promise<number[]> {
+  const seqs: number[] = [];
+  for (let i = 0; i < batch.length; i += perMessage) seqs.push(await p.publish('ordered', 0, joined(batch.slice(i, i + perMessage))));
+  return seqs;
+}
+
 async function deleteKeysOf(redis: Redis, pipeline: string): Promise<void> {
   const keys = await redis.keys(`cdc:dedup:${pipeline}:*`);
   if (keys.length > 0) await redis.del(...keys);
@@ -83,6 +92,28 @@ describe('batch claims (shared Redis)', () => {
     expect(await redis.type(slot.key)).toBe('hash');
     expect(await redis.pttl(slot.key)).toBeGreaterThan(WINDOW_MS - 10_000);
     expect(await redis.pttl(slot.key)).toBeLessThanOrEqual(WINDOW_MS);
+  });
+
+  test('the stage with messages of 10 events: a duplicate in the middle of a message is dropped, its neighbours and a redelivery pass, each message\'s survivors go out as one message', async ({ ctx }) => {
+    const p = await createPipeline(ctx, 'dedup_multi');
+    const redis = await ctx.redis();
+    ctx.defer('delete dedup keys', () => deleteKeysOf(redis, p.name));
+    const input = events(30);
+    const seqs = await publishInMessages(p, input, 10);
+    // In message 2: event 12 claimed by message 2 itself (the gate died after its claim), event 15 by another message.
+    const redelivered = dedupSlot(p.name, claimOf(input[12]!, 0));
+    await redis.hset(redelivered.key, redelivered.field, String(seqs[1]));
+    const duplicate = dedupSlot(p.name, claimOf(input[15]!, 0));
+    await redis.hset(duplicate.key, duplicate.field, '999');
+    await redis.pexpire(duplicate.key, WINDOW_MS);
+    const out = p.collect('deduped', 0);
+    const store = await readyStore(ctx, ctx.servers.redis, p.name, p.logger);
+    const gate = startGate(ctx, p, store);
+    await waitFor(() => out.eventIds().includes(input[29]!.eventId), { what: 'the last event forwarded', timeoutMs: 15_000 });
+    await sleep(300);
+    expect(out.eventIds()).toEqual(input.filter((_, i) => i !== 15).map((e) => e.eventId));
+    expect(out.messages).toHaveLength(3);
+    expect(gate.stats()).toMatchObject({ forwarded: 29, duplicates: 1, redeliveries: 1 });
   });
 
   test('a bucket expires a window after its last claim: memory is bounded in time, and each claim lives at least the window', async ({ ctx }) => {
@@ -148,14 +179,15 @@ describe.skipIf(!scratchRedisAvailable())('batch claims (a scratch redis-server)
     const out = p.collect('deduped', 0);
     const store = await readyStore(ctx, scratch.url, p.name, p.logger);
     const gate = startGate(ctx, p, store);
+    // Messages of 10 events each: the claims of a message and of a fetched batch go together.
     const first = events(50);
-    for (const e of first) await p.publish('ordered', 0, e, e.eventId);
+    await publishInMessages(p, first, 10);
     await waitFor(() => out.eventIds().length === 50, { what: 'the first 50 events', timeoutMs: 15_000 });
 
     await scratch.kill();
     await waitFor(() => !store.isReady(), { what: 'the gate to notice Redis is gone', timeoutMs: 10_000 });
     const second = events(60, 50);
-    for (const e of second) await p.publish('ordered', 0, e, e.eventId);
+    await publishInMessages(p, second, 10);
     await sleep(1_500);
     expect(out.eventIds()).toHaveLength(50);
     expect(gate.relay.health().consecutiveFailures).toBeGreaterThan(0);
