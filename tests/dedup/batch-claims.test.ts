@@ -157,7 +157,7 @@ describe('batch claims (shared Redis)', () => {
 });
 
 describe.skipIf(!scratchRedisAvailable())('batch claims (a scratch redis-server)', () => {
-  test('a batch is one script call however many events it has; a flushed script cache (NOSCRIPT) is reloaded by itself', async ({ ctx }) => {
+  test('a batch is one round trip: one script call up to 4,096 claims, a pipeline of calls beyond; a flushed script cache (NOSCRIPT) is reloaded by itself', async ({ ctx }) => {
     const scratch = await ScratchRedis.start(ctx);
     const admin = await client(ctx, scratch.url);
     const p = await createPipeline(ctx, 'dedup_rtt');
@@ -171,6 +171,16 @@ describe.skipIf(!scratchRedisAvailable())('batch claims (a scratch redis-server)
 
     await admin.script('FLUSH');
     expect(new Set(await store.check(batch))).toEqual(new Set(['redelivery']));
+
+    // A batch larger than one call carries (4,096 claims) is several calls in one pipeline,
+    // in order: a copy in a later call sees the claim of an earlier one.
+    const big = events(9_000, 100).map((e) => claimOf(e, 8));
+    const copy = { ...big[10]!, inputSeq: 9 };
+    const bigBefore = await commandCalls(admin);
+    const verdicts = await store.check([...big, copy]);
+    expect((await commandCalls(admin)).scripts - bigBefore.scripts).toBe(3);
+    expect(verdicts.slice(0, 9_000).every((v) => v === 'new')).toBe(true);
+    expect(verdicts[9_000]).toBe('duplicate');
   });
 
   test('Redis killed mid-run: nothing is forwarded while it is gone; restarted empty, every event passes exactly once', async ({ ctx }) => {
