@@ -12,8 +12,11 @@ export const schema = z
     PARTITIONS: env.requiredCount('4'),
     ASSIGNED_PARTITIONS: z.string().default('all'),
     REDIS_URL: env.url(['redis', 'rediss'], 'redis://127.0.0.1:6379'),
-    /** How long an eventId stays claimed; longer than any replay we expect to absorb (default 15 min). */
-    DEDUP_WINDOW_MS: env.positiveInt(900_000),
+    /**
+     * How long an eventId stays claimed (default 10 min = @cdc/dedup DEDUP_DEFAULTS.windowMs: ~330 MB of Redis
+     * at a sustained 20k events/s); older replays are absorbed by the sink's version guard.
+     */
+    DEDUP_WINDOW_MS: env.positiveInt(600_000),
     BATCH_MAX: env.positiveInt(500),
     BATCH_LINGER_MS: env.positiveInt(20),
     NATS_URL: env.url(['nats', 'tls'], 'nats://127.0.0.1:4222'),
