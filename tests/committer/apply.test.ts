@@ -478,6 +478,65 @@ describe('committer', () => {
     expect(letters.find((l) => l.partition === 2)?.payload).toBe('{not json');
   });
 
+  test('one poison item inside a batch message is dead-lettered alone; its neighbours in the same message are applied', async ({ ctx }) => {
+    const name = await table(ctx, 'id integer PRIMARY KEY, name text');
+    const { pipeline, bus } = await createPipeline(ctx);
+    const log = new SourceLog({ partitions: P });
+    const out = new DedupedPublisher(bus, pipeline, P);
+    const t = `public.${name}`;
+    const [a, b, c] = log.transaction([1, 2, 3].map((id) => ({ table: t, op: 'insert' as const, key: [String(id)], after: { id: String(id), name: `n${id}` } })));
+    await out.batch(0, [a!, new TextEncoder().encode('{"kind":"change","table":"x"'), b!, c!]);
+    await out.watermark(log.watermark());
+    await out.flush();
+    await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url });
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+    expect(await rows(name)).toEqual([
+      { id: 1, name: 'n1' },
+      { id: 2, name: 'n2' },
+      { id: 3, name: 'n3' },
+    ]);
+    const letters = await deadLetters(bus, pipeline);
+    expect(letters.map((l) => [l.code, l.partition, l.payload])).toEqual([['POISON_EVENT', 0, '{"kind":"change","table":"x"']]);
+  });
+
+  test('a message holding several source transactions, cut by the sink batch limit, is applied whole per transaction and resumed inside the message without repeats', async ({ ctx }) => {
+    const name = await table(ctx, 'id integer PRIMARY KEY, name text');
+    const audit = await addAuditTrigger(sink.db, `public.${name}`);
+    await sink.db.query(`ALTER TABLE ${audit} ADD COLUMN sink_xid bigint DEFAULT txid_current()`);
+    const { pipeline, bus } = await createPipeline(ctx);
+    const log = new SourceLog({ partitions: P });
+    const out = new DedupedPublisher(bus, pipeline, P);
+    const t = `public.${name}`;
+    const sizes = [3, 3, 2, 4];
+    let id = 0;
+    const transactions = sizes.map((size) => log.transaction(Array.from({ length: size }, () => ({ table: t, op: 'insert' as const, key: [String(++id)], after: { id: String(id), name: 'v' } }))));
+    // All four in ONE message on partition 0: 12 events, a sink batch holds at most 4.
+    await out.batch(0, transactions.flat());
+    await out.watermark(log.watermark());
+    await out.flush();
+    const first = await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url, batchMaxEvents: 4 });
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+    const perSource = await sink.db.query<{ lsn: string; rows: string; xids: string }>(
+      `SELECT lsn::text, count(*) AS rows, count(DISTINCT sink_xid) AS xids FROM ${audit} GROUP BY lsn ORDER BY lsn`,
+    );
+    // Each source transaction whole in one sink transaction; never two sink transactions for one.
+    expect(perSource.rows.map((r) => [Number(r.rows), Number(r.xids)])).toEqual(sizes.map((size) => [size, 1]));
+    // The batch limit (4, closed at the first transaction boundary at or past it) really cut
+    // the one message across sink transactions: 3+3 | 2+4.
+    const perSink = await sink.db.query<{ n: string }>(`SELECT count(DISTINCT lsn) AS n FROM ${audit} GROUP BY sink_xid ORDER BY min(n)`);
+    expect(perSink.rows.map((r) => Number(r.n))).toEqual([2, 2]);
+
+    // A new committer resumes from the checkpoints (inside that message): nothing again.
+    await first.close();
+    const before = Number((await sink.db.query<{ n: string }>(`SELECT count(*) AS n FROM ${audit}`)).rows[0]?.n);
+    await out.watermark(log.watermark());
+    await out.flush();
+    await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url, batchMaxEvents: 4 });
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+    expect(Number((await sink.db.query<{ n: string }>(`SELECT count(*) AS n FROM ${audit}`)).rows[0]?.n)).toBe(before);
+    expect(before).toBe(12);
+  });
+
   test('throughput: applies 20 000 single-row transactions over 4 partitions', async ({ ctx }) => {
     const name = await table(ctx, 'id integer PRIMARY KEY, name text, qty integer, note text');
     const { pipeline, bus } = await createPipeline(ctx);

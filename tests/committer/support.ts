@@ -6,7 +6,12 @@
 import { Bus } from '@cdc/bus';
 import {
   Lsn,
+  batchHeaders,
+  batchMsgId,
   computeEventId,
+  encodeItem,
+  joinItems,
+  orderKeyOf,
   partitionOf,
   stageSubject,
   streamName,
@@ -163,6 +168,19 @@ export class DedupedPublisher {
 
   async events(events: readonly ChangeEvent[]): Promise<void> {
     for (const event of events) await this.event(event);
+  }
+
+  /**
+   * Many items in ONE message on `partition`, as the gate writes them (@cdc/core wire.ts):
+   * change events and, for a poison test, raw bytes in between.
+   */
+  async batch(partition: number, items: readonly (ChangeEvent | Uint8Array)[]): Promise<void> {
+    const events = items.filter((item): item is ChangeEvent => !(item instanceof Uint8Array));
+    const bounds = { count: events.length, firstKey: orderKeyOf(events[0] as ChangeEvent), lastKey: orderKeyOf(events.at(-1) as ChangeEvent) };
+    const data = joinItems(items.map((item) => (item instanceof Uint8Array ? item : encodeItem(item))));
+    this.#publisher
+      .publish(stageSubject(this.#pipeline, 'deduped', partition), data, { msgId: `${batchMsgId(`d:${partition}`, bounds)}:${this.#round}`, headers: batchHeaders(bounds) })
+      .catch(() => undefined); // reported by flush()
   }
 
   async watermark(message: PartitionHeartbeat): Promise<void> {
