@@ -6,7 +6,6 @@
 import { Bus } from '@cdc/bus';
 import {
   Lsn,
-  computeEventId,
   partitionOf,
   stageSubject,
   streamName,
@@ -19,6 +18,7 @@ import {
 } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
 import { PgSink, SinkWriter, TableCatalog, acquireEpoch, ensureBookkeeping, type PgCommitter, type PgCommitterOptions } from '@cdc/sink-pg';
+import { changeEvent, watermark } from '@cdc/testkit';
 import pg from 'pg';
 import { pino } from 'pino';
 import type { ManagedProcess, TestContext } from '../harness/index.ts';
@@ -100,33 +100,29 @@ export class SourceLog {
     const commitLsn = Lsn.format(Lsn.fromBigInt(this.#lsn));
     return changes.map((change, seq) => {
       const lsn = Lsn.format(Lsn.fromBigInt(this.#lsn - 0x80n + BigInt(seq)));
-      const keyColumns = change.keyColumns ?? ['id'];
-      return {
-        kind: 'change',
+      return changeEvent({
         source: this.source,
         table: change.table,
-        keyColumns,
+        keyColumns: change.keyColumns ?? ['id'],
         key: change.key,
         op: change.op,
         before: change.before ?? null,
         after: change.after === undefined ? null : change.after,
         unchanged: change.unchanged ?? [],
-        columnTypes: {},
         lsn,
         commitLsn,
         seq,
         xid: Number(this.#lsn & 0xffffn),
         commitTs: new Date().toISOString(),
-        lamport: this.#lamport.toString(),
-        eventId: computeEventId({ source: this.source, table: change.table, key: change.key, lsn, commitLsn, seq }),
+        lamport: this.#lamport,
         traceId: `t-${commitLsn}-${seq}`,
-      } satisfies ChangeEvent;
+      });
     });
   }
 
   /** The watermark a reorderer would publish after these transactions. */
   watermark(): PartitionHeartbeat {
-    return { kind: 'watermark', lamport: this.#lamport.toString(), positions: { [this.source]: this.lastCommitLsn } };
+    return watermark(this.#lamport, { [this.source]: this.lastCommitLsn });
   }
 
   partitionOf(event: ChangeEvent): number {

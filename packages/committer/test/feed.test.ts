@@ -9,7 +9,7 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { MergedFeed, type FeedBus, type FeedReader } from '../src/feed.ts';
 import type { MergeBatch } from '../src/merge.ts';
-import { changeEvent, heartbeat } from './fixtures.ts';
+import { changeEvent, watermark as heartbeat } from '@cdc/testkit';
 import { ManualClock, settle } from './manual-clock.ts';
 
 const PIPELINE = 'feedtest';
