@@ -32,6 +32,8 @@ export default defineConfig(
     },
     settings: {
       'import-x/extensions': ['.ts'],
+      // Workspace packages are ours: no-cycle follows them (ignoreExternal skips only npm's).
+      'import-x/internal-regex': '^@cdc/',
       'import-x/resolver-next': [importX.createNodeResolver({ extensions: ['.ts', '.js'] })],
     },
     rules: {
