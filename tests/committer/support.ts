@@ -59,6 +59,16 @@ export async function createPipeline(ctx: TestContext): Promise<{ pipeline: stri
   return { pipeline, bus };
 }
 
+/** createPipeline, one source's transactions (SourceLog) and a publisher to deduped.<p>. */
+export async function createPublishingPipeline(
+  ctx: TestContext,
+  partitions: number,
+  source: { startLsn?: bigint } = {},
+): Promise<{ pipeline: string; bus: Bus; log: SourceLog; out: DedupedPublisher }> {
+  const { pipeline, bus } = await createPipeline(ctx);
+  return { pipeline, bus, log: new SourceLog({ partitions, ...source }), out: new DedupedPublisher(bus, pipeline, partitions) };
+}
+
 export interface RowChange {
   readonly table: string;
   readonly op: Op;
