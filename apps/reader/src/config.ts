@@ -2,6 +2,7 @@
  * The reader's environment, parsed once at start-up. Every bad variable is named in one
  * error; defaults are filled here and nowhere else.
  */
+import { WIRE_DEFAULTS } from '@cdc/core';
 import { env, z } from '@cdc/runtime';
 
 const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$/;
@@ -35,6 +36,10 @@ export const readerConfigSchema = z
       .refine((sinks) => sinks.every((sink) => /^[A-Za-z0-9_-]{1,64}$/.test(sink)), 'comma list of sink names (letters, digits, _ and -)'),
     HEARTBEAT_INTERVAL_MS: env.positiveInt(1_000),
     MAX_IN_FLIGHT: env.positiveInt(256),
+    // Events per raw message and its encoded size: a message is also cut whenever the
+    // replication socket has nothing more buffered, and before every watermark.
+    BATCH_MAX_EVENTS: env.positiveInt(WIRE_DEFAULTS.batchMaxEvents),
+    BATCH_MAX_BYTES: env.positiveInt(WIRE_DEFAULTS.batchMaxBytes),
     HEALTH_PORT: env.port(8080),
     LOG_LEVEL: env.logLevel(),
   })

@@ -9,13 +9,15 @@
  *  - every other event is claimed in the store with its input sequence (DedupStore):
  *    new or redelivery → forward, duplicate → drop and count.
  *
- * Each output carries Cdc-Resume-Seq = its input sequence + 1 and Cdc-Last-Key = the
- * highest key decided so far. If the store cannot answer, the whole batch fails and
+ * Input messages carry many events (@cdc/core wire.ts); each input message's forwarded
+ * events go out as ONE message (the same bytes per event), with Cdc-Resume-Seq = its input
+ * sequence + 1 and Cdc-Last-Key = the highest key decided so far. Duplicates, replays and
+ * redeliveries are counted (GateCounters), not logged one line per event. If the store cannot answer, the whole batch fails and
  * nothing is forwarded unchecked; the relay retries it from the checkpoint.
  */
-import { Headers, compareOrderKeys, formatOrderKey, orderKeyOf, parseOrderKey, type OrderKey } from '@cdc/core';
+import { BatchCutter, Headers, batchHeaders, batchMsgId, compareOrderKeys, decodeOrderedMessage, formatOrderKey, parseOrderKey, poisonIdentity, type OrderKey, type SoleEvent } from '@cdc/core';
 import type { BusMessage } from '@cdc/bus';
-import { BadCheckpointError, decodeOrdered, type DeadLetterRequest, type RelayCheckpoint, type RelayTransform, type StageOutput, type StageResult } from '@cdc/relay';
+import { BadCheckpointError, type DeadLetterRequest, type RelayCheckpoint, type RelayTransform, type StageOutput, type StageResult } from '@cdc/relay';
 import type { Logger } from '@cdc/runtime';
 import type { DedupClaim, DedupStore, DedupVerdict } from './store.ts';
 
@@ -59,73 +61,96 @@ export class DedupTransform implements RelayTransform {
 
   async process(batch: readonly BusMessage[]): Promise<StageResult> {
     type Step =
-      | { kind: 'dead'; letter: DeadLetterRequest }
-      | { kind: 'watermark'; message: BusMessage; lamport: string }
-      | { kind: 'replay'; message: BusMessage; eventId: string }
-      | { kind: 'claim'; message: BusMessage; eventId: string; traceId: string | undefined; key: OrderKey; claim: number };
+      | { kind: 'dead'; message: BusMessage; letter: DeadLetterRequest }
+      | { kind: 'watermark'; message: BusMessage; bytes: Uint8Array; lamport: string }
+      | { kind: 'replay'; message: BusMessage }
+      | { kind: 'claim'; message: BusMessage; bytes: Uint8Array; key: OrderKey; claim: number; event: SoleEvent };
 
     // Decide what needs a lookup; the running key makes a repeat inside the batch a replay too.
     let running = this.#lastKey;
     const claims: DedupClaim[] = [];
-    const steps: Step[] = batch.map((message): Step => {
-      const decoded = decodeOrdered(message);
-      if (!decoded.ok) return { kind: 'dead', letter: { message, reason: decoded.reason, code: decoded.code } };
-      const value = decoded.value;
-      if (value.kind === 'watermark') return { kind: 'watermark', message, lamport: value.lamport };
-      const key = orderKeyOf(value);
-      if (running && compareOrderKeys(key, running) <= 0) return { kind: 'replay', message, eventId: value.eventId };
-      running = key;
-      claims.push({ eventId: value.eventId, inputSeq: message.seq });
-      return { kind: 'claim', message, eventId: value.eventId, traceId: value.traceId, key, claim: claims.length - 1 };
-    });
+    const steps: Step[] = [];
+    for (const message of batch) {
+      for (const item of decodeOrderedMessage(message.data)) {
+        if (item.kind === 'poison') {
+          steps.push({ kind: 'dead', message, letter: { message, item: item.bytes, reason: item.reason, code: item.code, ...poisonIdentity(item) } });
+        } else if (item.kind === 'watermark') {
+          steps.push({ kind: 'watermark', message, bytes: item.bytes, lamport: item.value.lamport });
+        } else if (running && compareOrderKeys(item.key, running) <= 0) {
+          steps.push({ kind: 'replay', message });
+        } else {
+          running = item.key;
+          claims.push({ eventId: item.value.eventId, inputSeq: message.seq });
+          steps.push({ kind: 'claim', message, bytes: item.bytes, key: item.key, claim: claims.length - 1, event: item.value });
+        }
+      }
+    }
 
     // One round trip for the batch; throws (failing the batch) when the store cannot answer.
     const verdicts = claims.length > 0 ? await this.#options.store.check(claims) : [];
 
     const outputs: StageOutput[] = [];
     const deadLetters: DeadLetterRequest[] = [];
+    const { partition } = this.#options;
+    const seen = { duplicates: 0, redeliveries: 0, replays: 0 };
     let lastKey = this.#lastKey;
-    const { logger, partition } = this.#options;
-    for (const step of steps) {
+    // What goes out of the input message in hand: its forwarded events as one message.
+    let cutter = new BatchCutter({ maxEvents: Number.MAX_SAFE_INTEGER, maxBytes: Number.MAX_SAFE_INTEGER });
+    let from: BusMessage | undefined;
+    // A message's outputs all re-read it on restart (resume = its seq) but the last, which
+    // moves past it (seq + 1); the last-key filter drops what was decided already.
+    const emit = (message: BusMessage, done: boolean): void => {
+      const taken = cutter.take();
+      if (!taken) return;
+      outputs.push({
+        msgId: batchMsgId(`d:${partition}`, taken),
+        payload: taken.data,
+        headers: batchHeaders(taken),
+        events: taken.count,
+        ...(taken.sole?.traceId ? { traceId: taken.sole.traceId } : {}),
+        resumeSeq: done ? message.seq + 1 : message.seq,
+        lastKey: lastKey ? formatOrderKey(lastKey) : undefined,
+      });
+    };
+    for (const [index, step] of steps.entries()) {
+      const message = step.message;
+      if (from !== message) {
+        cutter = new BatchCutter({ maxEvents: Number.MAX_SAFE_INTEGER, maxBytes: Number.MAX_SAFE_INTEGER });
+        from = message;
+      }
+      const lastOfMessage = steps[index + 1]?.message !== message;
       if (step.kind === 'dead') {
         deadLetters.push(step.letter);
-        continue;
-      }
-      if (step.kind === 'watermark') {
+      } else if (step.kind === 'watermark') {
+        emit(message, false);
         this.counters.watermarks += 1;
         outputs.push({
-          msgId: step.message.header(Headers.MsgId) ?? `wm:${partition}:${step.lamport}`,
-          payload: step.message.data,
-          resumeSeq: step.message.seq + 1,
+          msgId: message.header(Headers.MsgId) ?? `wm:${partition}:${step.lamport}`,
+          payload: step.bytes,
+          resumeSeq: lastOfMessage ? message.seq + 1 : message.seq,
           lastKey: lastKey ? formatOrderKey(lastKey) : undefined,
         });
-        continue;
+      } else if (step.kind === 'replay') {
+        seen.replays += 1;
+      } else {
+        lastKey = step.key;
+        const verdict = verdicts[step.claim] as DedupVerdict;
+        if (verdict === 'duplicate') {
+          seen.duplicates += 1;
+        } else {
+          if (verdict === 'redelivery') seen.redeliveries += 1;
+          cutter.add(step.bytes, step.key, step.event);
+        }
       }
-      if (step.kind === 'replay') {
-        this.counters.belowLastKey += 1;
-        logger.debug({ event_id: step.eventId, input_seq: step.message.seq }, 'replay at or below the last key: dropped');
-        continue;
-      }
-      lastKey = step.key;
-      const verdict = verdicts[step.claim] as DedupVerdict;
-      if (verdict === 'duplicate') {
-        this.counters.duplicates += 1;
-        logger.info({ event_id: step.eventId, input_seq: step.message.seq }, 'duplicate event dropped');
-        continue;
-      }
-      if (verdict === 'redelivery') {
-        this.counters.redeliveries += 1;
-        logger.info({ event_id: step.eventId, input_seq: step.message.seq }, 'redelivery of an event this gate claimed: forwarded again');
-      }
-      this.counters.forwarded += 1;
-      const traceId = step.message.header(Headers.TraceId) ?? step.traceId;
-      outputs.push({
-        msgId: step.eventId,
-        payload: step.message.data,
-        resumeSeq: step.message.seq + 1,
-        lastKey: formatOrderKey(step.key),
-        ...(traceId ? { traceId } : {}),
-      });
+      if (lastOfMessage) emit(message, true);
+    }
+    this.counters.belowLastKey += seen.replays;
+    this.counters.duplicates += seen.duplicates;
+    this.counters.redeliveries += seen.redeliveries;
+    this.counters.forwarded += claims.length - seen.duplicates;
+    if (seen.duplicates + seen.redeliveries + seen.replays > 0) {
+      // Counted, not logged one line per event (a replay can repeat thousands).
+      this.#options.logger.debug({ input: batch.length, first_seq: batch[0]?.seq, ...seen }, 'duplicates dropped, redeliveries forwarded');
     }
     this.#lastKey = lastKey;
     return { outputs, deadLetters };

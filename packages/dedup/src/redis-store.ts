@@ -14,10 +14,13 @@
  * (One command instead of two halves what Redis and ioredis do per event: measured
  * dedup-gate CPU for 100k events, see the commit message.)
  */
-import { UnreachableError } from '@cdc/core';
+import { UnreachableError, backoffDelay, withinMs } from '@cdc/core';
 import { redactUrl, type Logger } from '@cdc/runtime';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { DedupClaim, DedupStore, DedupVerdict } from './store.ts';
+
+/** ioredis reconnects in the background forever; this is its pause per attempt. */
+const REDIS_RECONNECT = { initialDelayMs: 200, maxDelayMs: 2_000 } as const;
 
 export interface RedisDedupStoreOptions {
   readonly url: string;
@@ -69,8 +72,8 @@ export class RedisDedupStore implements DedupStore {
       autoResendUnfulfilledCommands: false,
       // CLIENT PAUSE or a stalled server: fail the batch, do not hang it.
       commandTimeout: options.commandTimeoutMs ?? 5_000,
-      // Keep reconnecting forever in the background, at most every 2 s.
-      retryStrategy: (attempt) => Math.min(attempt * 200, 2_000),
+      // Keep reconnecting forever in the background, backing off to at most 2 s (core backoffDelay).
+      retryStrategy: (attempt) => backoffDelay(attempt, REDIS_RECONNECT),
     };
     const redis = new Redis(options.url, redisOptions);
     const store = new RedisDedupStore(redis, options);
@@ -168,9 +171,7 @@ export class RedisDedupStore implements DedupStore {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       if (this.#redis.status === 'ready') {
-        const quit = this.#redis.quit().then(() => undefined, () => undefined);
-        const timeout = new Promise<void>((resolve) => setTimeout(resolve, 2_000).unref());
-        await Promise.race([quit, timeout]);
+        await withinMs(this.#redis.quit().then(() => undefined, () => undefined), 2_000);
       }
       this.#redis.disconnect();
     })();
