@@ -109,7 +109,8 @@ export class MergedFeed {
 
   /**
    * The next batch (whole source transactions, up to `maxEvents`, or a chunk of one
-   * larger than `streamAbove`), waiting at most the linger time for it to fill.
+   * larger than `streamAbove`), waiting at most the linger time for it to fill while
+   * input keeps arriving; once a poll finds nothing new, what is releasable goes at once.
    * Undefined when nothing moved. A read failure rewinds to the committed checkpoints
    * and rethrows.
    */
@@ -191,6 +192,9 @@ export class MergedFeed {
       const received = await this.#poll(signal);
       // The cheap count first; the plan (which may hold back an unfinished transaction) only then.
       if (this.#merger.releasableAtLeast(this.#options.maxEvents) && this.#merger.wouldRelease(this.#options.maxEvents, this.#takeOptions())) return;
+      // The input is idle: what is releasable goes now. The linger only ever waits for
+      // input that keeps arriving (issue 12: no stage waits out a linger on idle input).
+      if (received === 0 && this.#merger.wouldRelease(this.#options.maxEvents, this.#takeOptions())) return;
       const left = deadline - this.#clock.now();
       if (left <= 0 || signal.aborted) return;
       if (received === 0) await this.#clock.sleep(Math.min(POLL_IDLE_MS, left), signal).catch(() => undefined);
