@@ -2,8 +2,9 @@
  * Every BENCH_SAMPLE_MS (default 250 ms), one sample of where each stage is:
  *   source   change_history_id_seq.last_value on the source — rows the generator wrote
  *            (sequences are not transactional: counts rows as they are written);
- *   raw, ordered, deduped   last_seq of the pipeline's JetStream streams (jsm.streams.info):
- *            messages each stage published, heartbeats/watermarks included;
+ *   raw, ordered, deduped   change events each stage published: the `Cdc-Count` header
+ *            summed over its stream's messages (one event per message or a hundred — the
+ *            bus carries batches), read by a headers-only ordered consumer per stream;
  *   sink     change_history_id_seq.last_value on the sink — rows the committer applied
  *            (written, possibly not yet committed; the history trigger adds one per change);
  *   rss      VmRSS and VmHWM of every app process (/proc/<pid>/status), in kB.
@@ -11,10 +12,10 @@
  * count(*), so sampling does not load the servers being measured.
  */
 import { readFileSync } from 'node:fs';
-import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager, type ConsumerMessages, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import pg from 'pg';
-import { streamName, type Stage } from '@cdc/core';
+import { Headers, streamName, type Stage } from '@cdc/core';
 
 export interface Sample {
   /** ms since the epoch */
@@ -44,10 +45,55 @@ async function sequenceValue(client: pg.Client): Promise<number> {
   return row && row.is_called ? Number(row.last_value) : 0;
 }
 
+/** Change events a stage has published: Cdc-Count summed over its stream (headers only, no payloads). */
+class EventCounter {
+  count = 0;
+  readonly #js: JetStreamClient;
+  readonly #stream: string;
+  #messages: ConsumerMessages | undefined;
+  #starting: Promise<void> | undefined;
+  #closed = false;
+
+  constructor(js: JetStreamClient, stream: string) {
+    this.#js = js;
+    this.#stream = stream;
+  }
+
+  /** Starts reading once the stream exists (the apps create it); called at every sample. */
+  poke(): void {
+    if (this.#messages || this.#starting || this.#closed) return;
+    this.#starting = this.#start()
+      .catch(() => undefined)
+      .finally(() => {
+        this.#starting = undefined;
+      });
+  }
+
+  async #start(): Promise<void> {
+    const consumer = await this.#js.consumers.get(this.#stream, { headers_only: true });
+    const messages = await consumer.consume({ max_messages: 1_000 });
+    if (this.#closed) {
+      await messages.close();
+      return;
+    }
+    this.#messages = messages;
+    void (async () => {
+      for await (const message of messages) this.count += Number(message.headers?.get(Headers.Count) || 0) || 0;
+    })().catch(() => undefined);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#starting;
+    await Promise.race([this.#messages?.close().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 200))]);
+  }
+}
+
 export class Sampler {
   readonly samples: Sample[] = [];
   readonly #nc: NatsConnection;
   readonly #jsm: JetStreamManager;
+  readonly #counters: Record<Stage, EventCounter>;
   readonly #source: pg.Client;
   readonly #sink: pg.Client;
   readonly #pipeline: string;
@@ -68,6 +114,12 @@ export class Sampler {
   ) {
     this.#nc = nc;
     this.#jsm = jsm;
+    const js = jetstream(nc);
+    this.#counters = {
+      raw: new EventCounter(js, streamName(options.pipeline, 'raw')),
+      ordered: new EventCounter(js, streamName(options.pipeline, 'ordered')),
+      deduped: new EventCounter(js, streamName(options.pipeline, 'deduped')),
+    };
     this.#source = source;
     this.#sink = sink;
     this.#pipeline = options.pipeline;
@@ -122,6 +174,7 @@ export class Sampler {
     this.#stopped = true;
     if (this.#timer) clearTimeout(this.#timer);
     await this.#running;
+    await Promise.allSettled(Object.values(this.#counters).map((counter) => counter.close()));
     await Promise.allSettled([this.#nc.close(), this.#source.end(), this.#sink.end()]);
   }
 
@@ -133,12 +186,9 @@ export class Sampler {
   }
 
   async #lastSeq(stage: Stage): Promise<number> {
-    try {
-      const info = await this.#jsm.streams.info(streamName(this.#pipeline, stage));
-      return info.state.last_seq;
-    } catch {
-      return 0; // not created yet
-    }
+    const counter = this.#counters[stage];
+    counter.poke();
+    return counter.count;
   }
 
   async #sampleOnce(): Promise<void> {

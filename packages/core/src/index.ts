@@ -53,6 +53,9 @@ export {
   decodeMessage,
   decodeRawMessage,
   decodeOrderedMessage,
+  decodeRefs,
+  decodeRawRefs,
+  decodeOrderedRefs,
   encodeItem,
   joinItems,
   joinedLength,
@@ -62,4 +65,4 @@ export {
   batchHeaders,
   batchMsgId,
 } from './wire.ts';
-export type { WireKind, WireItem, WireChange, WireMark, WirePoison, RawItem, OrderedItem, CutBatch, SoleEvent } from './wire.ts';
+export type { WireKind, WireItem, WireChange, WireMark, WirePoison, RawItem, OrderedItem, CutBatch, SoleEvent, EventRef, WireRef, RawRefItem, OrderedRefItem } from './wire.ts';

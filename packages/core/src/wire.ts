@@ -19,6 +19,16 @@
  * poison shape (`WirePoison`: reason, code, the item's bytes, and whatever identity could
  * be read), so a bad item is dead-lettered alone and its neighbours go on.
  *
+ * A batch of two or more events opens with an INDEX line (not an item):
+ *
+ *   index   = {"kind":"index","refs":[[eventId, source, lamport, commitLsn, seq, commitTs], …]}
+ *
+ * one ref per item, in order, so the middle stages (which order and dedupe, never read
+ * values) route every event without parsing it (`decodeRefs`; issue 12 measured JSON.parse
+ * and its garbage as most of a relay's CPU). A reader that finds no index, or one that
+ * does not match the items, parses the items instead; the committer always parses them
+ * (`decodeMessage`), so what reaches a sink is checked in full.
+ *
  * Headers that describe a batch (set by whoever cuts it):
  *   Cdc-Count      number of change events in the message
  *   Cdc-First-Key  order key of its first change event
@@ -85,6 +95,30 @@ export type WireItem =
 export type RawItem = WireChange | WireMark<SourceHeartbeat> | WireMark<SourceProgress> | WirePoison;
 export type OrderedItem = WireChange | WireMark<PartitionHeartbeat> | WirePoison;
 
+/** What the middle stages need of a change: identity, position, commit time (and, parsed, its trace id). */
+export interface EventRef {
+  readonly eventId: string;
+  readonly source: string;
+  readonly lamport: string;
+  readonly commitLsn: string;
+  readonly seq: number;
+  readonly commitTs: string;
+  readonly traceId?: string | undefined;
+}
+
+/** A change as a middle stage sees it: its ref and order key, and its bytes to forward. */
+export interface WireRef {
+  readonly kind: 'change';
+  readonly ref: EventRef;
+  readonly key: OrderKey;
+  readonly bytes: Uint8Array;
+}
+
+export type RawRefItem = WireRef | WireMark<SourceHeartbeat> | WireMark<SourceProgress> | WirePoison;
+export type OrderedRefItem = WireRef | WireMark<PartitionHeartbeat> | WirePoison;
+
+const INDEX_PREFIX = new TextEncoder().encode('{"kind":"index"');
+
 const LF = 0x0a;
 const DECIMAL = /^(0|[1-9][0-9]*)$/;
 const OPS = new Set(['insert', 'update', 'delete', 'truncate']);
@@ -107,26 +141,124 @@ export function decodeOrderedMessage(data: Uint8Array): OrderedItem[] {
 /** Splits a message into its items and checks each against `kinds`. Never throws. */
 export function decodeMessage(data: Uint8Array, kinds: readonly WireKind[]): WireItem[] {
   const items: WireItem[] = [];
-  let start = 0;
+  // One Buffer view per message (no copy); items are decoded from it by byte range.
+  const buffer = Buffer.from(data.buffer, data.byteOffset, data.length);
+  // The events of one transaction share their commit LSN and stamp: parse each text once.
+  const cache: ParseCache = { lsnText: undefined, lsn: 0n as Lsn, lamportText: undefined, lamport: 0n };
   let index = 0;
-  while (start <= data.length) {
-    let end = data.indexOf(LF, start);
-    if (end < 0) end = data.length;
-    // Empty lines (a trailing LF) carry nothing; an empty message is one poison item.
-    if (end > start || (index === 0 && end === data.length)) {
-      items.push(decodeItem(data, start, end, index, kinds));
-      index += 1;
-    }
-    start = end + 1;
+  for (const [start, end] of itemRanges(data)) {
+    items.push(decodeItem(buffer, data, start, end, index, kinds, cache));
+    index += 1;
   }
   return items;
 }
 
-function decodeItem(data: Uint8Array, start: number, end: number, index: number, kinds: readonly WireKind[]): WireItem {
+/** Byte ranges of a message's items, its index line left out. */
+function itemRanges(data: Uint8Array): [number, number][] {
+  const ranges: [number, number][] = [];
+  let start = 0;
+  while (start <= data.length) {
+    let end = data.indexOf(LF, start);
+    if (end < 0) end = data.length;
+    // Empty lines (a trailing LF) carry nothing; an empty message is one (poison) item.
+    if (end > start || (ranges.length === 0 && start === 0 && end === data.length)) ranges.push([start, end]);
+    start = end + 1;
+  }
+  if (ranges.length > 1 && startsWith(data, ranges[0] as [number, number], INDEX_PREFIX)) ranges.shift();
+  return ranges;
+}
+
+function startsWith(data: Uint8Array, [start, end]: [number, number], prefix: Uint8Array): boolean {
+  if (end - start < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (data[start + i] !== prefix[i]) return false;
+  return true;
+}
+
+/** The raw stream's items as refs (see decodeRefs). */
+export function decodeRawRefs(data: Uint8Array): RawRefItem[] {
+  return decodeRefs(data, RAW_KINDS) as RawRefItem[];
+}
+
+/** The ordered stream's items as refs (see decodeRefs). */
+export function decodeOrderedRefs(data: Uint8Array): OrderedRefItem[] {
+  return decodeRefs(data, ORDERED_KINDS) as OrderedRefItem[];
+}
+
+/**
+ * A message's items for a middle stage: changes as refs read from the index line, without
+ * parsing them; a message without a (matching) index is parsed item by item instead.
+ * Never throws.
+ */
+export function decodeRefs(data: Uint8Array, kinds: readonly WireKind[]): (WireRef | WireMark<SourceHeartbeat> | WireMark<SourceProgress> | WireMark<PartitionHeartbeat> | WirePoison)[] {
+  const fromIndex = kinds.includes('change') ? refsFromIndex(data) : undefined;
+  if (fromIndex) return fromIndex;
+  return decodeMessage(data, kinds).map((item) => (item.kind === 'change' ? { kind: 'change', ref: item.value, key: item.key, bytes: item.bytes } : item));
+}
+
+function refsFromIndex(data: Uint8Array): WireRef[] | undefined {
+  if (!startsWith(data, [0, data.length], INDEX_PREFIX)) return undefined;
+  const first = data.indexOf(LF);
+  if (first < 0) return undefined;
+  let refs: unknown;
+  try {
+    refs = (JSON.parse(Buffer.from(data.buffer, data.byteOffset, first).toString('utf8')) as { refs?: unknown }).refs;
+  } catch {
+    return undefined;
+  }
+  if (!Array.isArray(refs)) return undefined;
+  const ranges = itemRanges(data);
+  if (ranges.length !== refs.length) return undefined;
+  const cache: ParseCache = { lsnText: undefined, lsn: 0n as Lsn, lamportText: undefined, lamport: 0n };
+  const items: WireRef[] = [];
+  for (const [i, row] of (refs as unknown[]).entries()) {
+    if (!Array.isArray(row) || row.length !== 6) return undefined;
+    const [eventId, source, lamport, commitLsn, seq, commitTs] = row as unknown[];
+    if (!nonEmpty(eventId) || !nonEmpty(source) || typeof lamport !== 'string' || typeof commitLsn !== 'string' || typeof commitTs !== 'string') return undefined;
+    if (typeof seq !== 'number' || !Number.isInteger(seq) || seq < 0) return undefined;
+    const key = keyOf(lamport, source as string, commitLsn, seq, cache);
+    if (!key) return undefined;
+    const [start, end] = ranges[i] as [number, number];
+    items.push({ kind: 'change', ref: { eventId: eventId as string, source: source as string, lamport, commitLsn, seq, commitTs }, key, bytes: data.subarray(start, end) });
+  }
+  return items;
+}
+
+/** An order key from its texts (cached across a transaction's events); undefined when they are not one. */
+function keyOf(lamportText: string, source: string, lsnText: string, seq: number, cache: ParseCache): OrderKey | undefined {
+  let commitLsn: Lsn;
+  if (lsnText === cache.lsnText) commitLsn = cache.lsn;
+  else {
+    try {
+      commitLsn = Lsn.parse(lsnText);
+    } catch {
+      return undefined;
+    }
+    cache.lsnText = lsnText;
+    cache.lsn = commitLsn;
+  }
+  let lamport: bigint;
+  if (lamportText === cache.lamportText) lamport = cache.lamport;
+  else {
+    if (!DECIMAL.test(lamportText)) return undefined;
+    lamport = BigInt(lamportText);
+    cache.lamportText = lamportText;
+    cache.lamport = lamport;
+  }
+  return { lamport, source, commitLsn, seq };
+}
+
+interface ParseCache {
+  lsnText: string | undefined;
+  lsn: Lsn;
+  lamportText: string | undefined;
+  lamport: bigint;
+}
+
+function decodeItem(buffer: Buffer, data: Uint8Array, start: number, end: number, index: number, kinds: readonly WireKind[], cache: ParseCache): WireItem {
   const bytes = data.subarray(start, end);
   let value: unknown;
   try {
-    value = JSON.parse(text(data, start, end));
+    value = JSON.parse(buffer.toString('utf8', start, end));
   } catch {
     return { kind: 'poison', reason: 'not valid JSON', code: 'INVALID_JSON', bytes, index };
   }
@@ -135,11 +267,10 @@ function decodeItem(data: Uint8Array, start: number, end: number, index: number,
   }
   const record = value as Record<string, unknown>;
   const kind = record.kind;
-  const identity = identityOf(record);
   if (typeof kind !== 'string' || !(kinds as readonly string[]).includes(kind)) {
-    return { kind: 'poison', reason: `unknown or unexpected kind ${JSON.stringify(kind)} (expected ${kinds.join(' or ')})`, code: 'UNKNOWN_KIND', bytes, index, ...identity };
+    return { kind: 'poison', reason: `unknown or unexpected kind ${JSON.stringify(kind)} (expected ${kinds.join(' or ')})`, code: 'UNKNOWN_KIND', bytes, index, ...identityOf(record) };
   }
-  const poison = (problem: string): WirePoison => ({ kind: 'poison', reason: `malformed ${kind}: ${problem}`, code: 'INVALID_MESSAGE', bytes, index, ...identity });
+  const poison = (problem: string): WirePoison => ({ kind: 'poison', reason: `malformed ${kind}: ${problem}`, code: 'INVALID_MESSAGE', bytes, index, ...identityOf(record) });
   switch (kind) {
     case 'change': {
       const problem = changeProblem(record);
@@ -149,7 +280,9 @@ function decodeItem(data: Uint8Array, start: number, end: number, index: number,
       if (record.before === undefined) record.before = null;
       if (record.after === undefined) record.after = null;
       const event = record as unknown as ChangeEvent;
-      const key: OrderKey = { lamport: BigInt(event.lamport), source: event.source, commitLsn: Lsn.parse(event.commitLsn), seq: event.seq };
+      if (!DECIMAL.test(event.lamport)) return poison('lamport must be a decimal string');
+      const key = keyOf(event.lamport, event.source, event.commitLsn, event.seq, cache);
+      if (!key) return poison('commitLsn must be an LSN (X/Y)');
       return { kind: 'change', value: event, key, bytes };
     }
     case 'heartbeat': {
@@ -219,7 +352,10 @@ function changeProblem(r: Record<string, unknown>): string | undefined {
   if (!OPS.has(r.op as string)) return "op must be 'insert', 'update', 'delete' or 'truncate'";
   if (!Array.isArray(r.key)) return 'key must be an array';
   if (!Array.isArray(r.keyColumns)) return 'keyColumns must be an array';
-  return lamportProblem(r) ?? lsnProblem(r, 'commitLsn') ?? seqProblem(r);
+  if (typeof r.commitLsn !== 'string') return 'commitLsn must be an LSN (X/Y)';
+  // lamport and commitLsn are checked where the order key is built (once per transaction).
+  if (typeof r.lamport !== 'string') return 'lamport must be a decimal string';
+  return seqProblem(r);
 }
 
 function positionsProblem(r: Record<string, unknown>): string | undefined {
@@ -274,6 +410,8 @@ export class BatchCutter {
   #first: OrderKey | undefined;
   #last: OrderKey | undefined;
   #firstEvent: SoleEvent | undefined;
+  /** One ref per item while every item came with one (then the message gets an index line). */
+  #refs: EventRef[] | undefined = [];
 
   constructor(limits: { maxEvents?: number | undefined; maxBytes?: number | undefined } = {}) {
     this.#maxEvents = Math.max(1, limits.maxEvents ?? WIRE_DEFAULTS.batchMaxEvents);
@@ -293,9 +431,14 @@ export class BatchCutter {
     return this.#items.length > 0 && this.bytes + 1 + bytes > this.#maxBytes;
   }
 
-  /** Adds one event (`event`: its ids, named when it travels alone); true when the message is now full. */
-  add(item: Uint8Array, key: OrderKey, event?: SoleEvent): boolean {
+  /**
+   * Adds one event; true when the message is now full. `event` (its ref: a ChangeEvent is
+   * one) names it when it travels alone and goes into the message's index line.
+   */
+  add(item: Uint8Array, key: OrderKey, event?: EventRef): boolean {
     if (this.#items.length === 0) this.#firstEvent = event;
+    if (event && this.#refs) this.#refs.push(event);
+    else this.#refs = undefined;
     this.#items.push(item);
     this.#bytes += item.length;
     this.#first ??= key;
@@ -306,20 +449,28 @@ export class BatchCutter {
   /** The message in hand, or undefined when empty; the cutter is empty afterwards. */
   take(): CutBatch | undefined {
     if (this.#items.length === 0) return undefined;
+    const refs = this.#refs;
+    const items = refs && this.#items.length > 1 ? [indexLine(refs), ...this.#items] : this.#items;
     const batch: CutBatch = {
-      data: joinItems(this.#items),
+      data: joinItems(items),
       count: this.#items.length,
       firstKey: this.#first as OrderKey,
       lastKey: this.#last as OrderKey,
       ...(this.#items.length === 1 && this.#firstEvent ? { sole: this.#firstEvent } : {}),
     };
     this.#items = [];
+    this.#refs = [];
     this.#firstEvent = undefined;
     this.#bytes = 0;
     this.#first = undefined;
     this.#last = undefined;
     return batch;
   }
+}
+
+function indexLine(refs: readonly EventRef[]): Uint8Array {
+  const rows = refs.map((ref) => [ref.eventId, ref.source, ref.lamport, ref.commitLsn, ref.seq, ref.commitTs ?? '']);
+  return encoder.encode(JSON.stringify({ kind: 'index', refs: rows }));
 }
 
 export interface CutBatch {

@@ -7,6 +7,7 @@ import {
   decodeMessage,
   decodeOrderedMessage,
   decodeRawMessage,
+  decodeRawRefs,
   encodeItem,
   formatOrderKey,
   itemText,
@@ -97,4 +98,33 @@ describe('many events per message', () => {
     expect(byBytes.wouldOverflow(one.length)).toBe(true);
     expect(byBytes.take()?.data.length).toBe(one.length * 2 + 1);
   });
+
+  it('a cut batch opens with an index line: refs decode without parsing the items, the full decoder skips it', () => {
+    const events = [event(0), event(1), event(2)];
+    const cutter = new BatchCutter();
+    for (const e of events) cutter.add(encodeItem(e), { lamport: 17n, source: 'pg1', commitLsn: Lsn.parse('0/16'), seq: e.seq }, e);
+    const taken = cutter.take()!;
+    expect(taken.count).toBe(3);
+    expect(itemText(taken.data).split('\n')[0]).toMatch(/^\{"kind":"index","refs":\[\["e0","pg1","17","0\/16",0,"2026-01-01T00:00:00Z"\]/);
+    // The committer's full decode: the three events, no index item.
+    const full = decodeRawMessage(taken.data);
+    expect(full.map((item) => (item.kind === 'change' ? item.value : item.kind))).toEqual(events);
+    // A middle stage's decode: refs and keys from the index, each item's bytes as they were.
+    const refs = decodeRawRefs(taken.data);
+    expect(refs.map((item) => (item.kind === 'change' ? [item.ref.eventId, item.ref.commitTs, item.key.seq] : item.kind))).toEqual([
+      ['e0', '2026-01-01T00:00:00Z', 0],
+      ['e1', '2026-01-01T00:00:00Z', 1],
+      ['e2', '2026-01-01T00:00:00Z', 2],
+    ]);
+    expect(refs.map((item) => item.bytes)).toEqual(full.map((item) => item.bytes));
+  });
+
+  it('an index that does not match its items is ignored: the items are parsed instead', () => {
+    const index = bytes({ kind: 'index', refs: [['e0', 'pg1', '17', '0/16', 0, 't']] }); // one ref, two items
+    const data = joinItems([index, encodeItem(event(0)), encodeItem(event(1))]);
+    const refs = decodeRawRefs(data);
+    expect(refs.map((item) => (item.kind === 'change' ? item.ref.eventId : item.kind))).toEqual(['e0', 'e1']);
+    expect(refs.every((item) => item.kind !== 'change' || item.ref.commitTs === '2026-01-01T00:00:00Z')).toBe(true);
+  });
 });
+

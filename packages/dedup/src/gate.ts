@@ -22,7 +22,7 @@
  * Watermarks always pass. Each output carries Cdc-Resume-Seq = its input sequence + 1 and
  * Cdc-Last-Key = the highest key decided so far.
  */
-import { BatchCutter, Headers, batchHeaders, batchMsgId, compareOrderKeys, decodeOrderedMessage, formatOrderKey, parseOrderKey, poisonIdentity, type OrderKey, type SoleEvent } from '@cdc/core';
+import { BatchCutter, Headers, batchHeaders, batchMsgId, compareOrderKeys, decodeOrderedRefs, formatOrderKey, parseOrderKey, poisonIdentity, type OrderKey, type EventRef } from '@cdc/core';
 import type { BusMessage } from '@cdc/bus';
 import { BadCheckpointError, type DeadLetterRequest, type RelayCheckpoint, type RelayTransform, type StageOutput, type StageResult } from '@cdc/relay';
 import type { Logger } from '@cdc/runtime';
@@ -167,20 +167,21 @@ export class DedupTransform implements RelayTransform {
     type Step =
       | { kind: 'dead'; message: BusMessage; letter: DeadLetterRequest }
       | { kind: 'watermark'; message: BusMessage; bytes: Uint8Array; lamport: string }
-      | { kind: 'event'; message: BusMessage; bytes: Uint8Array; key: OrderKey; index: number; event: SoleEvent };
+      | { kind: 'event'; message: BusMessage; bytes: Uint8Array; key: OrderKey; index: number; event: EventRef };
 
     // Every event of the fetched batch goes to the decider at once: one Redis round trip.
     const events: GateEvent[] = [];
     const steps: Step[] = [];
     for (const message of batch) {
-      for (const item of decodeOrderedMessage(message.data)) {
+      // Refs from each message's index line: the gate never parses an event it forwards.
+      for (const item of decodeOrderedRefs(message.data)) {
         if (item.kind === 'poison') {
           steps.push({ kind: 'dead', message, letter: { message, item: item.bytes, reason: item.reason, code: item.code, ...poisonIdentity(item) } });
         } else if (item.kind === 'watermark') {
           steps.push({ kind: 'watermark', message, bytes: item.bytes, lamport: item.value.lamport });
         } else {
-          events.push({ eventId: item.value.eventId, key: item.key, commitTs: item.value.commitTs ?? '', inputSeq: message.seq });
-          steps.push({ kind: 'event', message, bytes: item.bytes, key: item.key, index: events.length - 1, event: item.value });
+          events.push({ eventId: item.ref.eventId, key: item.key, commitTs: item.ref.commitTs ?? '', inputSeq: message.seq });
+          steps.push({ kind: 'event', message, bytes: item.bytes, key: item.key, index: events.length - 1, event: item.ref });
         }
       }
     }

@@ -1,5 +1,5 @@
 import type { BusMessage } from '@cdc/bus';
-import { Headers, formatOrderKey, orderKeyOf, type ChangeEvent } from '@cdc/core';
+import { Headers, decodeMessage, formatOrderKey, orderKeyOf, type ChangeEvent } from '@cdc/core';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { DedupDecider, DedupTransform, forwards } from '../src/gate.ts';
@@ -57,7 +57,7 @@ describe('DedupTransform', () => {
     expect(store.calls).toBe(1);
     expect(result.outputs).toHaveLength(2);
     const ids = (o: (typeof result.outputs)[number]) =>
-      new TextDecoder().decode(o.payload as Uint8Array).split('\n').map((line) => (JSON.parse(line) as ChangeEvent).eventId);
+      decodeMessage(o.payload as Uint8Array, ['change']).map((item) => (item.kind === 'change' ? item.value.eventId : item.kind));
     expect(ids(result.outputs[0]!)).toEqual(['ev-a', 'ev-c']);
     expect(ids(result.outputs[1]!)).toEqual(['ev-d', 'ev-e']);
     expect(result.outputs.map((o) => [o.resumeSeq, o.lastKey])).toEqual([

@@ -51,11 +51,20 @@ import {
   formatOrderKey,
   orderKeyOf,
   parseOrderKey,
-  type ChangeEvent,
+  type EventRef,
   type OrderKey,
   type PartitionHeartbeat,
-  type RawMessage,
+  type SourceHeartbeat,
+  type SourceProgress,
 } from '@cdc/core';
+
+/**
+ * What the merger needs of a change: its ref (identity, position, commit time) — a whole
+ * ChangeEvent is one; the stage passes refs read from each message's index line.
+ */
+export type MergerEvent = EventRef & { readonly kind: 'change' };
+
+export type MergerInput = MergerEvent | SourceHeartbeat | SourceProgress;
 
 export interface SourceStats {
   accepted: number;
@@ -113,7 +122,7 @@ export type AcceptResult = 'accepted' | 'duplicate' | 'late' | 'full' | 'unknown
 
 export interface ReleasedEvent<P> {
   readonly kind: 'change';
-  readonly event: ChangeEvent;
+  readonly event: MergerEvent;
   readonly key: OrderKey;
   readonly payload: P;
   readonly inputSeq: number;
@@ -142,7 +151,7 @@ export interface MergerHealth {
 }
 
 interface Entry<P> {
-  readonly event: ChangeEvent;
+  readonly event: MergerEvent;
   readonly key: OrderKey;
   readonly seq: number;
   readonly payload: P;
@@ -241,7 +250,7 @@ export class LamportMerger<P = undefined> {
    * when the caller parsed it already, saves parsing it again). Heartbeats are always
    * taken; events may be refused when full.
    */
-  accept(message: RawMessage, inputSeq: number, payload: P, parsedKey?: OrderKey): AcceptResult {
+  accept(message: MergerInput, inputSeq: number, payload: P, parsedKey?: OrderKey): AcceptResult {
     this.#started = true;
     const replay = this.#isReplay(inputSeq);
     this.#see(inputSeq);

@@ -9,7 +9,7 @@
  * SOURCES, and late events.
  */
 import { BadCheckpointError, Relay, type DeadLetterRequest, type RelayCheckpoint, type RelayTransform, type StageOutput, type StageResult } from '@cdc/relay';
-import { BatchCutter, Headers, batchHeaders, batchMsgId, decodeOrderedMessage, decodeRawMessage, parseOrderKey, type PartitionHeartbeat, poisonIdentity } from '@cdc/core';
+import { BatchCutter, Headers, batchHeaders, batchMsgId, decodeOrderedMessage, decodeRawMessage, decodeRawRefs, parseOrderKey, type PartitionHeartbeat, poisonIdentity } from '@cdc/core';
 import type { Bus, BusMessage } from '@cdc/bus';
 import type { Logger } from '@cdc/runtime';
 import { LamportMerger, createCounters, type MergerCounters, type MergerHealth, type Released, type ReleasedEvent } from './merger.ts';
@@ -25,6 +25,12 @@ export interface ReorderTransformOptions {
   readonly batchMaxEvents?: number | undefined;
   /** Encoded bytes per output message (default WIRE_DEFAULTS.batchMaxBytes). */
   readonly batchMaxBytes?: number | undefined;
+}
+
+/** A refused event's letter names its table and LSN: read from its bytes (a rare path; refs carry neither). */
+function changeIdentity(eventId: string, bytes: Uint8Array): { eventId: string; table?: string; lsn?: string } {
+  const [full] = decodeRawMessage(bytes);
+  return full?.kind === 'change' ? { eventId, table: full.value.table, lsn: full.value.lsn } : { eventId };
 }
 
 export class ReorderTransform implements RelayTransform {
@@ -74,7 +80,8 @@ export class ReorderTransform implements RelayTransform {
     const merger = this.#merger;
     const deadLetters: DeadLetterRequest[] = [];
     for (const message of batch) {
-      const items = decodeRawMessage(message.data);
+      // Refs from each message's index line: events are forwarded without being parsed.
+      const items = decodeRawRefs(message.data);
       let consumed = false;
       for (const item of items) {
         if (item.kind === 'poison') {
@@ -82,31 +89,29 @@ export class ReorderTransform implements RelayTransform {
           continue;
         }
         consumed = true;
-        const value = item.value;
-        const result = item.kind === 'change' ? merger.accept(item.value, message.seq, item.bytes, item.key) : merger.accept(item.value, message.seq, item.bytes);
+        const result =
+          item.kind === 'change' ? merger.accept({ kind: 'change', ...item.ref }, message.seq, item.bytes, item.key) : merger.accept(item.value, message.seq, item.bytes);
         if (result === 'late') {
           // Cannot be placed: a watermark above it is already published. A correct reader never does this.
           deadLetters.push({
             message,
             item: item.bytes,
-            reason: `late event: lamport ${value.lamport} <= released watermark ${merger.releasedWatermark}`,
+            reason: `late event: lamport ${item.kind === 'change' ? item.ref.lamport : item.value.lamport} <= released watermark ${merger.releasedWatermark}`,
             code: 'LATE_EVENT',
-            ...(value.kind === 'change' ? { eventId: value.eventId, table: value.table, lsn: value.lsn } : {}),
+            ...(item.kind === 'change' ? changeIdentity(item.ref.eventId, item.bytes) : {}),
           });
         } else if (result === 'unknown-source') {
-          if (value.kind === 'change') {
+          if (item.kind === 'change') {
             deadLetters.push({
               message,
               item: item.bytes,
-              reason: `source ${value.source} is not in SOURCES (${this.#options.sources.join(',')}): its events cannot be ordered`,
+              reason: `source ${item.ref.source} is not in SOURCES (${this.#options.sources.join(',')}): its events cannot be ordered`,
               code: 'UNKNOWN_SOURCE',
-              eventId: value.eventId,
-              table: value.table,
-              lsn: value.lsn,
+              ...changeIdentity(item.ref.eventId, item.bytes),
             });
-          } else if (!this.#warnedSources.has(value.source)) {
-            this.#warnedSources.add(value.source);
-            this.#options.logger.warn({ source: value.source, sources: this.#options.sources }, 'heartbeat from a source not in SOURCES: ignored');
+          } else if (!this.#warnedSources.has(item.value.source)) {
+            this.#warnedSources.add(item.value.source);
+            this.#options.logger.warn({ source: item.value.source, sources: this.#options.sources }, 'heartbeat from a source not in SOURCES: ignored');
           }
         }
       }
