@@ -60,7 +60,7 @@ describe('reader app', () => {
       },
     });
     await app.waitForLine(/replication did not start: replication slot \S+ is in use by another connection \(replication slot \S+ is active for PID \d+\); retrying/, 30_000);
-    expect(holder.stats().state).toBe('streaming');
+    expect(holder.stats().state).toBe('running');
     const stoppedAt = Date.now();
     app.kill('SIGTERM');
     const status = await app.waitForExit(15_000);

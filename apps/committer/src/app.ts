@@ -38,16 +38,16 @@ export async function runCommitter(hooks: CommitterHooks = {}): Promise<void> {
       'configuration',
     );
 
-    const bus = await Bus.connect({ url: config.NATS_URL, name: `committer-${config.PIPELINE}-${config.SINK_NAME}`, logger });
+    const bus = await Bus.create({ url: config.NATS_URL, name: `committer-${config.PIPELINE}-${config.SINK_NAME}`, logger });
     defer('nats', () => bus.close());
     await bus.ensurePipelineStreams(config.PIPELINE);
 
-    const checkpointStore = await CheckpointStore.connect({ url: config.ETCD_URL, logger });
+    const checkpointStore = await CheckpointStore.create({ url: config.ETCD_URL, logger });
     defer('etcd', () => checkpointStore.close());
 
     const committer =
       config.SINK === 'kafka'
-        ? await KafkaSink.startCommitter({
+        ? await KafkaSink.createCommitter({
             pipeline: config.PIPELINE,
             partitions: config.PARTITIONS,
             brokers: config.KAFKA_BROKERS ?? [],
@@ -77,7 +77,7 @@ export async function runCommitter(hooks: CommitterHooks = {}): Promise<void> {
             ...(hooks.kafkaBeforeCommit ? { beforeCommit: hooks.kafkaBeforeCommit } : {}),
             signal,
           })
-        : await PgSink.startCommitter({
+        : await PgSink.createCommitter({
             pipeline: config.PIPELINE,
             partitions: config.PARTITIONS,
             sinkUrl: config.SINK_DATABASE_URL ?? '',

@@ -13,7 +13,7 @@ await runApp({ app: 'dedup-gate' }, async ({ logger, signal, defer }) => {
   logger.level = config.LOG_LEVEL;
   logger.debug({ config: { ...config, NATS_URL: redactUrl(config.NATS_URL), REDIS_URL: redactUrl(config.REDIS_URL) } }, 'configuration');
 
-  const bus = await Bus.connect({ url: config.NATS_URL, name: `dedup-gate:${config.PIPELINE}`, logger });
+  const bus = await Bus.create({ url: config.NATS_URL, name: `dedup-gate:${config.PIPELINE}`, logger });
   defer('nats', () => bus.close());
   await bus.ensurePipelineStreams(config.PIPELINE);
 
@@ -22,7 +22,7 @@ await runApp({ app: 'dedup-gate' }, async ({ logger, signal, defer }) => {
   defer('redis', () => store.close());
 
   const gates = config.partitions.map((partition) =>
-    DedupGate.start({
+    DedupGate.create({
       bus,
       store,
       pipeline: config.PIPELINE,

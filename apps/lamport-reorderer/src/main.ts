@@ -13,12 +13,12 @@ await runApp({ app: 'lamport-reorderer' }, async ({ logger, signal, defer }) => 
   logger.level = config.LOG_LEVEL;
   logger.debug({ config: { ...config, NATS_URL: redactUrl(config.NATS_URL) } }, 'configuration');
 
-  const bus = await Bus.connect({ url: config.NATS_URL, name: `lamport-reorderer:${config.PIPELINE}`, logger });
+  const bus = await Bus.create({ url: config.NATS_URL, name: `lamport-reorderer:${config.PIPELINE}`, logger });
   defer('nats', () => bus.close());
   await bus.ensurePipelineStreams(config.PIPELINE);
 
   const reorderers = config.partitions.map((partition) =>
-    Reorderer.start({
+    Reorderer.create({
       bus,
       pipeline: config.PIPELINE,
       partition,

@@ -19,11 +19,11 @@ await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
   const log = logger.child({ pipeline: config.PIPELINE, source: config.SOURCE_ID });
   log.debug({ config: { ...config, SOURCE_DATABASE_URL: redactUrl(config.SOURCE_DATABASE_URL) } }, 'configuration');
 
-  const bus = await Bus.connect({ url: config.NATS_URL, name: `reader-${config.PIPELINE}-${config.SOURCE_ID}`, logger: log });
+  const bus = await Bus.create({ url: config.NATS_URL, name: `reader-${config.PIPELINE}-${config.SOURCE_ID}`, logger: log });
   defer('nats', () => bus.close());
   await bus.ensurePipelineStreams(config.PIPELINE);
 
-  const checkpoints = await CheckpointStore.connect({ url: config.ETCD_URL, logger: log });
+  const checkpoints = await CheckpointStore.create({ url: config.ETCD_URL, logger: log });
   defer('etcd', () => checkpoints.close());
 
   const prepared = await setupSource({
@@ -45,7 +45,7 @@ await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
     'source ready',
   );
 
-  const reader = await Reader.start({
+  const reader = await Reader.create({
     pipeline: config.PIPELINE,
     source: config.SOURCE_ID,
     connectionString: config.SOURCE_DATABASE_URL,

@@ -29,7 +29,7 @@ export class StreamReader {
     };
   }
 
-  static async open(
+  static async create(
     js: JetStreamClient,
     options: { stream: string; subject: string; startSeq: number; bufferMessages?: number },
   ): Promise<StreamReader> {
@@ -61,7 +61,7 @@ export class StreamReader {
     return batch;
   }
 
-  get closed(): boolean {
+  get isClosed(): boolean {
     return this.#closed;
   }
 

@@ -1,11 +1,15 @@
 /**
  * The reader of one source: slot → decoder → raw stream, watermarks, slot feedback.
  *
- *   starting ──► streaming ──(session ended: error)──► reconnecting ──► streaming
- *       │            │                                      │
- *       │            └──────────── close() ──► draining ──► stopped
- *       └── (setup or first connect fails: start() rejects)
- *   streaming/reconnecting ──(non-retriable error, retries exhausted)──► failed
+ *   created ──► running ──(session ended: error)──► reconnecting ──► running
+ *      │           │                                       │
+ *      │           └─────────── close() / signal ──► closing ──► closed
+ *      └── (setup or first connect fails: Reader.create() rejects)
+ *   running/reconnecting ──(non-retriable error, retries exhausted)──► failed
+ *
+ * Two states beyond the shared created/running/closing/closed: `reconnecting` (the
+ * replication session ended and the next one is being opened from the slot; /readyz
+ * is false meanwhile) and `failed` (closed with an error; `closed()` resolves with it).
  *
  * Invariants:
  *  - Events are published in slot order; each transaction's events carry one Lamport stamp.
@@ -36,7 +40,7 @@ import { HEADER_ROOM_BYTES, RawPublisher, type Watermark } from './raw-publisher
 import { assertUsableSlot, readSlot, setupSource, type PreparedSource } from './setup.ts';
 import { ReplicationSession } from './stream.ts';
 
-export type ReaderState = 'starting' | 'streaming' | 'reconnecting' | 'draining' | 'stopped' | 'failed';
+export type ReaderState = 'created' | 'running' | 'reconnecting' | 'closing' | 'closed' | 'failed';
 
 export interface ReaderOptions {
   readonly pipeline: string;
@@ -118,7 +122,7 @@ export class Reader {
   readonly #closedPromise: Promise<Error | undefined>;
   #resolveClosed!: (error: Error | undefined) => void;
 
-  #state: ReaderState = 'starting';
+  #state: ReaderState = 'created';
   #generation = 0;
   #session: ReplicationSession | undefined;
   #decoder: PgoutputDecoder;
@@ -170,7 +174,7 @@ export class Reader {
   }
 
   /** Prepares the source (unless `prepared` is given), restores the clock and starts streaming. */
-  static async start(options: ReaderOptions): Promise<Reader> {
+  static async create(options: ReaderOptions): Promise<Reader> {
     const prepared =
       options.prepared ??
       (await setupSource({
@@ -312,7 +316,7 @@ export class Reader {
       onFailure: (error) => this.#sessionFailed(generation, error),
     });
 
-    const session = await ReplicationSession.open({
+    const session = await ReplicationSession.create({
       connectionString: options.connectionString,
       slotName: options.slotName,
       publicationName: options.publicationName,
@@ -325,11 +329,11 @@ export class Reader {
       },
     });
     if (this.#abort.signal.aborted) {
-      await session.stop();
+      await session.close();
       throw this.#abort.signal.reason;
     }
     this.#session = session;
-    this.#state = 'streaming';
+    this.#state = 'running';
     this.#log.info({ lsn: Lsn.format(confirmed), publication: options.publicationName }, 'streaming');
     return session;
   }
@@ -343,7 +347,7 @@ export class Reader {
     let startedAt = Date.now();
     let quickFailures = 0;
     for (;;) {
-      const error = await session.ended;
+      const error = await session.closed();
       if (this.#closing) return;
       this.#restarts += 1;
       this.#state = 'reconnecting';
@@ -374,7 +378,7 @@ export class Reader {
 
   async #drain(reason: unknown): Promise<void> {
     const failed = this.#state === 'failed';
-    if (!failed) this.#state = 'draining';
+    if (!failed) this.#state = 'closing';
     // Messages still queued behind the one in hand are dropped: the slot resends them.
     this.#draining = true;
     this.#abort.abort(reason);
@@ -392,9 +396,9 @@ export class Reader {
       await this.#ackOnce();
     }
     this.#publisher?.close();
-    await this.#session?.stop();
+    await this.#session?.close();
     await this.#supervisor;
-    if (!failed) this.#state = 'stopped';
+    if (!failed) this.#state = 'closed';
     this.#log.info({ ...this.stats() }, failed ? 'reader failed' : 'reader stopped');
     this.#resolveClosed(this.#failure);
   }

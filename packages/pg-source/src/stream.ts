@@ -57,7 +57,7 @@ export class ReplicationSession {
   }
 
   /** Resolves once streaming has started; rejects with a classified error if it cannot. */
-  static async open(options: SessionOptions): Promise<ReplicationSession> {
+  static async create(options: SessionOptions): Promise<ReplicationSession> {
     const service = new LogicalReplicationService(clientConfig(options.connectionString, 'cdc-reader'), {
       acknowledge: { auto: false, timeoutSeconds: 0 },
       flowControl: { enabled: true },
@@ -108,7 +108,7 @@ export class ReplicationSession {
         }),
       ]);
     } catch (error) {
-      await session.stop();
+      await session.close();
       throw error;
     } finally {
       clearTimeout(timer);
@@ -116,8 +116,8 @@ export class ReplicationSession {
     return session;
   }
 
-  /** Resolves when the session is over: with the error that ended it, or undefined after stop(). */
-  get ended(): Promise<Error | undefined> {
+  /** Resolves (never rejects) when the session is over: with the error that ended it, or undefined after close(). */
+  closed(): Promise<Error | undefined> {
     return this.#ended;
   }
 
@@ -136,8 +136,13 @@ export class ReplicationSession {
     await this.#finish(error);
   }
 
-  async stop(): Promise<void> {
+  /** Ends the session; idempotent. */
+  async close(): Promise<void> {
     await this.#finish(undefined);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 
   async #finish(error: Error | undefined): Promise<void> {

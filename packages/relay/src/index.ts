@@ -1,7 +1,7 @@
 /**
  * @cdc/relay — the stream-to-stream stage both middle stages share.
  *
- *   const relay = Relay.start({
+ *   const relay = Relay.create({
  *     bus, pipeline: 'orders', partition: 0, stage: 'dedup-gate',
  *     input: 'ordered', output: 'deduped', transform, logger,
  *     batchMax: 500, batchLingerMs: 20, signal,

@@ -17,7 +17,7 @@
  *
  * States (the fetch/process/commit cycle itself is the ConsumerLoop's machine):
  *
- *   created ──start()──► running ──stop() / signal / fatal──► stopping ──loop ended──► stopped
+ *   created ──create()──► running ──close() / signal / fatal──► closing ──loop ended──► closed
  */
 import { CdcError, Headers, IllegalStateError, errorMessage, sleep, stageSubject, streamName, type DeadLetter, type Stage } from '@cdc/core';
 import { StreamGapError, type AckedPublisher, type Bus, type BusMessage, type StreamReader } from '@cdc/bus';
@@ -47,7 +47,7 @@ export interface RelayOptions {
   readonly signal?: AbortSignal;
 }
 
-export type RelayState = 'created' | 'running' | 'stopping' | 'stopped';
+export type RelayState = 'created' | 'running' | 'closing' | 'closed';
 
 export interface RelayHealth {
   readonly state: RelayState;
@@ -123,7 +123,7 @@ export class Relay {
   }
 
   /** Starts the loop in the background; `closed()` tells when (and why) it ended. */
-  static start(options: RelayOptions): Relay {
+  static create(options: RelayOptions): Relay {
     const relay = new Relay(options);
     relay.#run();
     return relay;
@@ -158,7 +158,7 @@ export class Relay {
 
   /** Ready unless the loop has failed continuously for longer than `maxFailingMs`. */
   isHealthy(maxFailingMs: number, now = Date.now()): boolean {
-    if (this.#state === 'stopped') return false;
+    if (this.#state === 'closed') return false;
     return this.#failingSince === undefined || now - this.#failingSince < maxFailingMs;
   }
 
@@ -167,15 +167,15 @@ export class Relay {
     return this.#done;
   }
 
-  /** Finishes the batch in hand, closes the reader; idempotent. */
-  async stop(): Promise<Error | undefined> {
-    if (this.#state === 'running') this.#state = 'stopping';
+  /** Finishes the batch in hand, closes the reader; idempotent. The error, if any, is closed()'s. */
+  async close(): Promise<void> {
+    if (this.#state === 'running') this.#state = 'closing';
     this.#controller.abort(new Error('relay stopped'));
-    return this.#done;
+    await this.#done;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.stop();
+    await this.close();
   }
 
   #run(): void {
@@ -202,7 +202,7 @@ export class Relay {
       )
       .then((error) => {
         outer?.removeEventListener('abort', onAbort);
-        this.#state = 'stopped';
+        this.#state = 'closed';
         if (error) this.#logger.error({ err: error, code: error instanceof CdcError ? error.code : undefined }, 'relay stopped on a fatal error');
         else this.#logger.info({ resume_seq: this.#resumeSeq, last_key: this.#lastKey }, 'relay stopped');
         return error;

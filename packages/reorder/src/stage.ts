@@ -161,10 +161,10 @@ export class Reorderer {
     this.#timer = timer;
   }
 
-  static start(options: ReordererOptions): Reorderer {
+  static create(options: ReordererOptions): Reorderer {
     const logger = options.logger.child({ component: REORDERER_STAGE, partition: options.partition });
     const transform = new ReorderTransform({ partition: options.partition, sources: options.sources, maxBuffered: options.maxBuffered, logger });
-    const relay = Relay.start({
+    const relay = Relay.create({
       bus: options.bus,
       pipeline: options.pipeline,
       partition: options.partition,
@@ -201,13 +201,14 @@ export class Reorderer {
     return this.relay.closed();
   }
 
-  async stop(): Promise<Error | undefined> {
+  /** Finishes the batch in hand and flushes; idempotent. The error, if any, is closed()'s. */
+  async close(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
-    return this.relay.stop();
+    await this.relay.close();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.stop();
+    await this.close();
   }
 }
 

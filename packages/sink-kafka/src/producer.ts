@@ -45,7 +45,7 @@ export class TransactionalProducer {
   }
 
   /** Connects and initialises the id (fencing any predecessor). */
-  static async connect(options: TransactionalProducerOptions): Promise<TransactionalProducer> {
+  static async create(options: TransactionalProducerOptions): Promise<TransactionalProducer> {
     const producer = new TransactionalProducer(options);
     await producer.#init();
     return producer;
@@ -100,6 +100,10 @@ export class TransactionalProducer {
 
   async close(): Promise<void> {
     await this.#disconnect();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 
   async #init(): Promise<void> {
