@@ -2,6 +2,7 @@
  * The reader's environment, parsed once at start-up. Every bad variable is named in one
  * error; defaults are filled here and nowhere else.
  */
+import { READER_DEFAULTS } from '@cdc/pg-source';
 import { env, z } from '@cdc/runtime';
 
 const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$/;
@@ -22,10 +23,10 @@ export const readerConfigSchema = z
       .list()
       .refine((tables) => tables.length > 0, 'at least one table, for example public.orders,public.customers')
       .refine((tables) => tables.every((table) => TABLE_NAME.test(table)), 'comma list of schema.table, for example public.orders'),
-    PARTITIONS: z.coerce.number({ required_error: 'required: the number of partitions, the same in every app' }).int().positive().max(4096),
+    PARTITIONS: env.partitions(),
     SLOT_NAME: z.string().regex(SLOT_NAME, 'lowercase letters, digits and _ only (1-63)').optional(),
     PUBLICATION_NAME: z.string().regex(/^[A-Za-z0-9_]{1,63}$/, 'letters, digits and _ only (1-63)').optional(),
-    NATS_URL: env.url(['nats', 'tls'], 'nats://127.0.0.1:4222'),
+    NATS_URL: env.natsUrl(),
     ETCD_URL: env.url(['http', 'https'], 'http://127.0.0.1:2379'),
     // The slot is confirmed only through what every one of these sinks has committed.
     SINKS: env
@@ -33,9 +34,9 @@ export const readerConfigSchema = z
       .default('postgres')
       .refine((sinks) => sinks.length > 0, 'at least one sink name, for example postgres or postgres,kafka')
       .refine((sinks) => sinks.every((sink) => /^[A-Za-z0-9_-]{1,64}$/.test(sink)), 'comma list of sink names (letters, digits, _ and -)'),
-    HEARTBEAT_INTERVAL_MS: env.positiveInt(1_000),
-    MAX_IN_FLIGHT: env.positiveInt(256),
-    HEALTH_PORT: env.port(8080),
+    HEARTBEAT_INTERVAL_MS: env.positiveInt(READER_DEFAULTS.heartbeatIntervalMs),
+    MAX_IN_FLIGHT: env.positiveInt(READER_DEFAULTS.maxInFlight),
+    HEALTH_PORT: env.healthPort(),
     LOG_LEVEL: env.logLevel(),
   })
   .transform((config) => {

@@ -2,7 +2,7 @@
  * @cdc/dedup — the duplicate gate in front of the committer.
  *
  *   const store = RedisDedupStore.create({ url, pipeline, windowMs: 900_000, logger });
- *   const gate = DedupGate.start({ bus, store, pipeline, partition: 0, batchMax: 500, batchLingerMs: 20, logger, signal });
+ *   const gate = DedupGate.create({ bus, store, pipeline, partition: 0, batchMax: 500, batchLingerMs: 20, logger, signal });
  */
 export { MemoryDedupStore } from './store.ts';
 export type { DedupStore, DedupClaim, DedupVerdict } from './store.ts';
@@ -11,4 +11,5 @@ export type { RedisDedupStoreOptions } from './redis-store.ts';
 export { DedupTransform } from './gate.ts';
 export type { GateCounters, DedupTransformOptions } from './gate.ts';
 export { DedupGate, DEDUP_STAGE } from './stage.ts';
+export { DEDUP_DEFAULTS } from './defaults.ts';
 export type { DedupGateOptions } from './stage.ts';

@@ -8,6 +8,7 @@
  *   await reader.close(); // drains: publishes what it read, its watermark, confirms what is committed
  */
 export { Reader } from './reader.ts';
+export { READER_DEFAULTS } from './defaults.ts';
 export type { ReaderOptions, ReaderStats, ReaderState } from './reader.ts';
 export { setupSource, readSlot, assertUsableSlot, publicationDifferences } from './setup.ts';
 export type { SetupOptions, PreparedSource, SlotState } from './setup.ts';

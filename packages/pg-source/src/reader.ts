@@ -32,6 +32,7 @@ import { AckTracker, committedByEverySink } from './ack.ts';
 import type { SourceTable } from './catalog.ts';
 import { withSource } from './connection.ts';
 import { PgoutputDecoder, type Decoded } from './decoder.ts';
+import { READER_DEFAULTS } from './defaults.ts';
 import { SlotLostError } from './errors.ts';
 import { WalHeartbeat } from './heartbeat.ts';
 import { restoreLamport, slotAheadOfRing, type AckEntry } from './lamport-restore.ts';
@@ -58,7 +59,7 @@ export interface ReaderOptions {
   readonly logger: Logger;
   /** The result of setupSource(), when the caller ran it already. */
   readonly prepared?: PreparedSource;
-  /** Events waiting for their PubAck; when full, reading pauses. Default 256. */
+  /** Events waiting for their PubAck; when full, reading pauses. Default READER_DEFAULTS.maxInFlight. */
   readonly maxInFlight?: number;
   /**
    * Largest encoded change event (JSON bytes) published; a larger one is dead-lettered
@@ -66,19 +67,19 @@ export interface ReaderOptions {
    * NATS server's max_payload less HEADER_ROOM_BYTES (PITFALLS 25).
    */
   readonly maxEventBytes?: number;
-  /** WAL heartbeat interval while watched tables are idle. Default 1000. */
+  /** WAL heartbeat interval while watched tables are idle. Default READER_DEFAULTS.heartbeatIntervalMs. */
   readonly heartbeatIntervalMs?: number;
   /**
    * Inside a transaction, a progress mark (SourceProgress) after every this many events,
    * so the reorderer releases a large transaction as it streams instead of holding it
-   * whole until its commit. Default 5000.
+   * whole until its commit. Default READER_DEFAULTS.progressEveryEvents.
    */
   readonly progressEveryEvents?: number;
-  /** How often a newly committed transaction is turned into a watermark. Default 50. */
+  /** How often a newly committed transaction is turned into a watermark. Default READER_DEFAULTS.watermarkIntervalMs. */
   readonly watermarkIntervalMs?: number;
-  /** How often etcd checkpoints are read for slot feedback. Default 500. */
+  /** How often etcd checkpoints are read for slot feedback. Default READER_DEFAULTS.ackIntervalMs. */
   readonly ackIntervalMs?: number;
-  /** Aborting it closes the reader (also while start() is still connecting). */
+  /** Aborting it closes the reader (also while Reader.create() is still connecting). */
   readonly signal?: AbortSignal;
   /** Reconnect policy of the replication session. */
   readonly reconnect?: { readonly attempts: number; readonly initialDelayMs: number; readonly maxDelayMs: number };
@@ -258,12 +259,12 @@ export class Reader {
     this.#heartbeat = new WalHeartbeat({
       connectionString: options.connectionString,
       source: options.source,
-      intervalMs: options.heartbeatIntervalMs ?? 1_000,
+      intervalMs: options.heartbeatIntervalMs ?? READER_DEFAULTS.heartbeatIntervalMs,
       logger: this.#log,
       activity: () => this.#dataTransactions,
     });
-    this.#timers.push(setInterval(() => this.#tickWatermark(), options.watermarkIntervalMs ?? 50));
-    this.#timers.push(setInterval(() => void this.#ackOnce(), options.ackIntervalMs ?? 500));
+    this.#timers.push(setInterval(() => this.#tickWatermark(), options.watermarkIntervalMs ?? READER_DEFAULTS.watermarkIntervalMs));
+    this.#timers.push(setInterval(() => void this.#ackOnce(), options.ackIntervalMs ?? READER_DEFAULTS.ackIntervalMs));
     this.#supervisor = this.#supervise(first);
   }
 
@@ -311,7 +312,7 @@ export class Reader {
       pipeline: options.pipeline,
       source: options.source,
       partitions: options.partitions,
-      maxInFlight: options.maxInFlight ?? 256,
+      maxInFlight: options.maxInFlight ?? READER_DEFAULTS.maxInFlight,
       maxEventBytes: options.maxEventBytes ?? options.bus.maxPayload - HEADER_ROOM_BYTES,
       onFailure: (error) => this.#sessionFailed(generation, error),
     });
@@ -447,7 +448,7 @@ export class Reader {
         if (this.#log.isLevelEnabled('trace')) {
           this.#log.trace({ event_id: event.eventId, trace_id: event.traceId, lsn: event.lsn, table: event.table, op: event.op }, 'published');
         }
-        if (++this.#sinceProgress >= (this.#options.progressEveryEvents ?? 5_000)) {
+        if (++this.#sinceProgress >= (this.#options.progressEveryEvents ?? READER_DEFAULTS.progressEveryEvents)) {
           this.#sinceProgress = 0;
           await publisher.publishProgress(event);
         }

@@ -16,4 +16,9 @@ export { ReaderClosedError, BadCheckpointError, MessageTooLargeError } from './e
 export type { RelayTransform, RelayCheckpoint, StageOutput, StageResult, DeadLetterRequest } from './types.ts';
 export { parseAssignment } from './assignment.ts';
 export type { Assignment } from './assignment.ts';
-export { natsConnectionCheck, relaysCheck } from './readiness.ts';
+export { relaysCheck } from './readiness.ts';
+export { RELAY_DEFAULTS } from './defaults.ts';
+export { relayConfigBase, relayConfigSchema } from './app-config.ts';
+export type { RelayAppConfig } from './app-config.ts';
+export { runRelayApp } from './app.ts';
+export type { RelayStage, RelayAppContext, RelayAppSetup, RelayAppOptions } from './app.ts';

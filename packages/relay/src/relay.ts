@@ -22,6 +22,7 @@
 import { CdcError, Headers, IllegalStateError, errorMessage, sleep, stageSubject, streamName, type DeadLetter, type Stage } from '@cdc/core';
 import { StreamGapError, type AckedPublisher, type Bus, type BusMessage, type StreamReader } from '@cdc/bus';
 import { ConsumerLoop, type ConsumerState, type Logger } from '@cdc/runtime';
+import { RELAY_DEFAULTS } from './defaults.ts';
 import { BadCheckpointError, MessageTooLargeError, ReaderClosedError } from './errors.ts';
 import type { DeadLetterRequest, RelayCheckpoint, RelayTransform, StageOutput } from './types.ts';
 
@@ -37,7 +38,7 @@ export interface RelayOptions {
   readonly logger: Logger;
   readonly batchMax: number;
   readonly batchLingerMs: number;
-  /** Un-acknowledged publishes at once (default 256). */
+  /** Un-acknowledged publishes at once (default RELAY_DEFAULTS.maxInFlight). */
   readonly maxInFlight?: number;
   readonly publishTimeoutMs?: number;
   /** Messages the ordered consumer may hold ahead of us (default 2 × batchMax). */
@@ -251,7 +252,7 @@ export class Relay {
     // Acks still due to the old publisher are ignored: the state is rebuilt from the output.
     this.#publisher?.close();
     this.#publisher = this.#options.bus.publisher({
-      maxInFlight: this.#options.maxInFlight ?? 256,
+      maxInFlight: this.#options.maxInFlight ?? RELAY_DEFAULTS.maxInFlight,
       ...(this.#options.publishTimeoutMs !== undefined ? { timeoutMs: this.#options.publishTimeoutMs } : {}),
     });
     const last = await this.#options.bus.lastMessage(this.#outStream, this.#outSubject);

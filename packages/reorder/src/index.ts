@@ -20,4 +20,5 @@ export type {
   ReleasedWatermark,
 } from './merger.ts';
 export { Reorderer, ReorderTransform, REORDERER_STAGE } from './stage.ts';
+export { REORDERER_DEFAULTS } from './defaults.ts';
 export type { ReordererOptions, ReorderTransformOptions } from './stage.ts';

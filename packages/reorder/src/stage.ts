@@ -6,6 +6,7 @@
  * PartitionHeartbeat with Nats-Msg-Id `wm:<partition>:<lamport>`. Dead letters: input that
  * is not a raw message, events of a source not in SOURCES, and late events.
  */
+import { REORDERER_DEFAULTS } from './defaults.ts';
 import { BadCheckpointError, Relay, decodeOrdered, decodeRaw, type DeadLetterRequest, type RelayCheckpoint, type RelayTransform, type StageOutput, type StageResult } from '@cdc/relay';
 import { Headers, parseOrderKey, type PartitionHeartbeat } from '@cdc/core';
 import type { Bus, BusMessage } from '@cdc/bus';
@@ -141,7 +142,7 @@ export interface ReordererOptions {
   readonly batchMax: number;
   readonly batchLingerMs: number;
   readonly logger: Logger;
-  /** How often the per-source counters are logged (default 30 s; 0 = never). */
+  /** How often the per-source counters are logged (default REORDERER_DEFAULTS.statsIntervalMs; 0 = never). */
   readonly statsIntervalMs?: number;
   readonly retry?: { initialDelayMs: number; maxDelayMs: number };
   readonly signal?: AbortSignal;
@@ -178,7 +179,7 @@ export class Reorderer {
       ...(options.retry ? { retry: options.retry } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
     });
-    const interval = options.statsIntervalMs ?? 30_000;
+    const interval = options.statsIntervalMs ?? REORDERER_DEFAULTS.statsIntervalMs;
     const timer = interval > 0 ? setInterval(() => logStats(logger, transform), interval) : undefined;
     timer?.unref();
     const reorderer = new Reorderer(relay, transform, options.partition, timer);
