@@ -1,3 +1,4 @@
+import { TcpProxy } from '../dedup/proxy.ts';
 import { describe, expect, test, waitFor } from '../harness/index.ts';
 import { ReaderWorld } from './support.ts';
 
@@ -66,5 +67,53 @@ describe('reader app', () => {
     const status = await app.waitForExit(15_000);
     expect(status.code).toBe(0);
     expect(Date.now() - stoppedAt).toBeLessThan(10_000);
+  });
+
+  test('/readyz goes false while NATS is unreachable (connection cut) and true again once it is back', async ({ ctx }) => {
+    const world = await ReaderWorld.create(ctx, { partitions: 2, tables: { orders: '(id int PRIMARY KEY)' } });
+    const proxy = await TcpProxy.start(ctx.servers.nats);
+    ctx.defer('close proxy', () => proxy.close());
+    const app = ctx.spawnApp('apps/reader/src/main.ts', {
+      env: {
+        PIPELINE: world.pipeline,
+        SOURCE_ID: world.source,
+        SOURCE_DATABASE_URL: ctx.servers.postgres,
+        TABLES: world.table('orders'),
+        PARTITIONS: '2',
+        SLOT_NAME: world.slot,
+        PUBLICATION_NAME: world.publication,
+        NATS_URL: proxy.url('nats'),
+        HEALTH_PORT: '0',
+      },
+    });
+    const listening = await app.waitForLine(/"msg":"health server listening"/, 30_000);
+    const port = (JSON.parse(listening.line) as { port: number }).port;
+    type Readiness = { ready: boolean; checks: Record<string, { ok: boolean; detail?: string }> };
+    const readyz = async (): Promise<{ status: number; body: Readiness }> => {
+      const response = await fetch(`http://127.0.0.1:${port}/readyz`);
+      return { status: response.status, body: (await response.json()) as Readiness };
+    };
+    await waitFor(async () => ((await readyz()).status === 200 ? true : undefined), { what: '/readyz = 200 before the cut', timeoutMs: 15_000 });
+
+    await proxy.cut();
+    const down = await waitFor(
+      async () => {
+        const answer = await readyz();
+        return answer.status === 503 && answer.body.checks['nats']?.ok === false ? answer : undefined;
+      },
+      { what: '/readyz = 503 with nats not ok while NATS is cut', timeoutMs: 10_000 },
+    );
+    expect(down.body.ready).toBe(false);
+    expect(down.body.checks['nats']).toEqual({ ok: false, detail: 'reconnecting' });
+
+    await proxy.restore();
+    const up = await waitFor(async () => {
+      const answer = await readyz();
+      return answer.status === 200 ? answer : undefined;
+    }, { what: '/readyz = 200 after NATS is back', timeoutMs: 20_000 });
+    expect(up.body.checks['nats']).toEqual({ ok: true });
+
+    app.kill('SIGTERM');
+    expect((await app.waitForExit(20_000)).code).toBe(0);
   });
 });
