@@ -2,8 +2,8 @@
  * One replication connection: START_REPLICATION on the slot, pgoutput messages handed to
  * `onData` one at a time, standby status only when the reader says so.
  *
- *   opening ──(CopyBoth started)──► streaming ──(error | stop())──► ended
- *      └──────────(START_REPLICATION refused)──────────────────────► ended
+ *   created ──(CopyBoth started)──► running ──(error | close())──► closed
+ *      └──────────(START_REPLICATION refused: create() rejects)─────► closed
  *
  * Library settings, and why (pg-logical-replication 2.5):
  *  - `acknowledge.auto: false` — the reader confirms only what the sink committed.

@@ -353,6 +353,10 @@ export class KafkaSink implements Sink<KafkaSinkStats> {
     })();
     return this.#closing;
   }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
 }
 
 /** Commits a barrier under our (freshly initialised) id and reads our checkpoint up to it. */

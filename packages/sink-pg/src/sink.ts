@@ -304,4 +304,8 @@ export class PgSink implements Sink<PgSinkStats> {
     })();
     return this.#closing;
   }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
 }
