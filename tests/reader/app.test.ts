@@ -2,6 +2,20 @@ import { TcpProxy } from '../dedup/proxy.ts';
 import { describe, expect, test, waitFor } from '../harness/index.ts';
 import { ReaderWorld } from './support.ts';
 
+/** The reader app's environment for `world` (table `orders`, 2 partitions, any free health port). */
+function readerEnv(world: ReaderWorld, postgres: string): Record<string, string> {
+  return {
+    PIPELINE: world.pipeline,
+    SOURCE_ID: world.source,
+    SOURCE_DATABASE_URL: postgres,
+    TABLES: world.table('orders'),
+    PARTITIONS: '2',
+    SLOT_NAME: world.slot,
+    PUBLICATION_NAME: world.publication,
+    HEALTH_PORT: '0',
+  };
+}
+
 describe('reader app', () => {
   test('starts, reports ready on /readyz, logs progress, publishes, and drains on SIGTERM with exit 0', async ({ ctx }) => {
     const world = await ReaderWorld.create(ctx, { partitions: 2, tables: { orders: '(id int PRIMARY KEY, v text)' } });
@@ -73,19 +87,7 @@ describe('reader app', () => {
     const world = await ReaderWorld.create(ctx, { partitions: 2, tables: { orders: '(id int PRIMARY KEY)' } });
     const proxy = await TcpProxy.start(ctx.servers.nats);
     ctx.defer('close proxy', () => proxy.close());
-    const app = ctx.spawnApp('apps/reader/src/main.ts', {
-      env: {
-        PIPELINE: world.pipeline,
-        SOURCE_ID: world.source,
-        SOURCE_DATABASE_URL: ctx.servers.postgres,
-        TABLES: world.table('orders'),
-        PARTITIONS: '2',
-        SLOT_NAME: world.slot,
-        PUBLICATION_NAME: world.publication,
-        NATS_URL: proxy.url('nats'),
-        HEALTH_PORT: '0',
-      },
-    });
+    const app = ctx.spawnApp('apps/reader/src/main.ts', { env: { ...readerEnv(world, ctx.servers.postgres), NATS_URL: proxy.url('nats') } });
     const listening = await app.waitForLine(/"msg":"health server listening"/, 30_000);
     const port = (JSON.parse(listening.line) as { port: number }).port;
     type Readiness = { ready: boolean; checks: Record<string, { ok: boolean; detail?: string }> };
