@@ -4,6 +4,7 @@
  */
 import { TcpProxy } from '../dedup/proxy.ts';
 import { describe, expect, test, waitFor } from '../harness/index.ts';
+import { readyz } from '../harness/health.ts';
 import { committerProcessEnv, createPipeline, createSinkDatabase } from './support.ts';
 
 describe('committer app readiness', () => {
@@ -17,27 +18,22 @@ describe('committer app readiness', () => {
     });
     const listening = await app.waitForLine(/"msg":"health server listening"/, 30_000);
     const port = (JSON.parse(listening.line) as { port: number }).port;
-    type Readiness = { ready: boolean; checks: Record<string, { ok: boolean; detail?: string }> };
-    const readyz = async (): Promise<{ status: number; body: Readiness }> => {
-      const response = await fetch(`http://127.0.0.1:${port}/readyz`);
-      return { status: response.status, body: (await response.json()) as Readiness };
-    };
     const before = await waitFor(async () => {
-      const answer = await readyz();
+      const answer = await readyz(port);
       return answer.status === 200 ? answer : undefined;
     }, { what: '/readyz = 200 before the cut', timeoutMs: 15_000 });
     expect(before.body.checks['nats']).toEqual({ ok: true });
 
     await proxy.cut();
     const down = await waitFor(async () => {
-      const answer = await readyz();
+      const answer = await readyz(port);
       return answer.body.checks['nats']?.ok === false ? answer : undefined;
     }, { what: 'nats not ok while NATS is cut', timeoutMs: 10_000 });
     expect(down.status).toBe(503);
     expect(down.body.checks['nats']).toEqual({ ok: false, detail: 'reconnecting' });
 
     await proxy.restore();
-    await waitFor(async () => ((await readyz()).body.checks['nats']?.ok === true ? true : undefined), { what: 'nats ok after NATS is back', timeoutMs: 20_000 });
+    await waitFor(async () => ((await readyz(port)).body.checks['nats']?.ok === true ? true : undefined), { what: 'nats ok after NATS is back', timeoutMs: 20_000 });
 
     app.kill('SIGTERM');
     expect((await app.waitForExit(20_000)).code).toBe(0);

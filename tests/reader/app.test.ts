@@ -1,5 +1,6 @@
 import { TcpProxy } from '../dedup/proxy.ts';
 import { describe, expect, test, waitFor } from '../harness/index.ts';
+import { readyz } from '../harness/health.ts';
 import { ReaderWorld } from './support.ts';
 
 /** The reader app's environment for `world` (table `orders`, 2 partitions, any free health port). */
@@ -90,17 +91,12 @@ describe('reader app', () => {
     const app = ctx.spawnApp('apps/reader/src/main.ts', { env: { ...readerEnv(world, ctx.servers.postgres), NATS_URL: proxy.url('nats') } });
     const listening = await app.waitForLine(/"msg":"health server listening"/, 30_000);
     const port = (JSON.parse(listening.line) as { port: number }).port;
-    type Readiness = { ready: boolean; checks: Record<string, { ok: boolean; detail?: string }> };
-    const readyz = async (): Promise<{ status: number; body: Readiness }> => {
-      const response = await fetch(`http://127.0.0.1:${port}/readyz`);
-      return { status: response.status, body: (await response.json()) as Readiness };
-    };
-    await waitFor(async () => ((await readyz()).status === 200 ? true : undefined), { what: '/readyz = 200 before the cut', timeoutMs: 15_000 });
+    await waitFor(async () => ((await readyz(port)).status === 200 ? true : undefined), { what: '/readyz = 200 before the cut', timeoutMs: 15_000 });
 
     await proxy.cut();
     const down = await waitFor(
       async () => {
-        const answer = await readyz();
+        const answer = await readyz(port);
         return answer.status === 503 && answer.body.checks['nats']?.ok === false ? answer : undefined;
       },
       { what: '/readyz = 503 with nats not ok while NATS is cut', timeoutMs: 10_000 },
@@ -110,7 +106,7 @@ describe('reader app', () => {
 
     await proxy.restore();
     const up = await waitFor(async () => {
-      const answer = await readyz();
+      const answer = await readyz(port);
       return answer.status === 200 ? answer : undefined;
     }, { what: '/readyz = 200 after NATS is back', timeoutMs: 20_000 });
     expect(up.body.checks['nats']).toEqual({ ok: true });
