@@ -9,6 +9,9 @@
  *   2. the pipeline starts and a sampler reads every 250 ms the source rows written, the
  *      last_seq of the RAW / ORDERED / DEDUPED streams, the sink rows applied and each
  *      app's RSS;
+ *      a CPU meter (bench/cpu.ts) reads every process's utime+stime (apps, nats-server,
+ *      redis-server, etcd, the Kafka broker in Kafka runs, PostgreSQL's children by role)
+ *      over the workload window → CPU µs per change; Redis used_memory at the end;
  *   3. the generator (a server-side procedure, @cdc/testkit runBenchWorkload) writes;
  *   4. the bench waits (bounded) for the sink to hold every change, verifies sink ==
  *      source (@cdc/testkit verifier), reads latency/throughput from the sink's
@@ -86,6 +89,7 @@ import { bestOf, createLimitSlots, drainWithNode, drainWithRecvlogical, dropLimi
 import { markdownLines, summaryLines, checkTargets, type WorkloadResult } from './report.ts';
 import { memoryKb, Sampler, type Sample } from './sampler.ts';
 import { KafkaSinkProbe } from './kafka.ts';
+import { CpuMeter, findServers, redisUsedMemory, type CpuReport, type ServerName } from './cpu.ts';
 
 interface WorkloadSpec {
   readonly name: WorkloadName;
@@ -257,6 +261,9 @@ function compactSamples(samples: readonly Sample[], t0: number): { columns: stri
   };
 }
 
+/** Pids of the shared servers (bench/cpu.ts findServers), found once per run. */
+let serverPids: Partial<Record<ServerName, number>> = {};
+
 async function runWorkloadSpec(
   spec: WorkloadSpec,
   sink: 'postgres' | 'kafka',
@@ -337,6 +344,16 @@ async function runWorkloadSpec(
     });
     const sinkTotal = probe ? async () => (probe as KafkaSinkProbe).count() : undefined;
     cleanup.defer('stop sampler', () => sampler.stop());
+    // The Kafka broker is measured in the Kafka runs only (it idles, or serves others, otherwise).
+    const { kafka: brokerPid, ...nonKafka } = serverPids;
+    const cpu = await CpuMeter.create({
+      urls: servers,
+      servers: kafka && brokerPid !== undefined ? { ...nonKafka, kafka: brokerPid } : nonKafka,
+      apps: pids,
+      sourceDb,
+      sinkDb,
+    });
+    cleanup.defer('stop cpu meter', () => cpu.close());
     await sleep(1_000); // let the apps settle (first heartbeats) before the clock starts
     if (spec.warmupChanges > 0) {
       const before = (await sampler.sampleNow()) as Sample;
@@ -357,6 +374,8 @@ async function runWorkloadSpec(
       log(`  warm-up: ${spec.warmupChanges} changes written and applied (not measured)`);
     }
     const baseline = (await sampler.sampleNow()) as Sample;
+    await cpu.begin({ idle: spec.warmupChanges === 0 });
+    const redisAtStart = await redisUsedMemory(servers.redis);
 
     generator = await runBenchWorkload({
       databaseUrl: sourceUrl,
@@ -382,6 +401,12 @@ async function runWorkloadSpec(
       sampler, baseline, pipeline, sinkUrl, changes: spec.changes, committedBefore: spec.warmupChanges, timeoutMs: config.drainTimeoutMs, label: spec.name,
       ...(sinkTotal ? { sinkTotal } : {}),
     });
+    const cpuReport = await cpu.end(spec.changes);
+    const redisAtEnd = await redisUsedMemory(servers.redis);
+    await cpu.close();
+    log(`  cpu: ${cpuLine(cpuReport)}`);
+    log(`  redis used_memory: ${mib(redisAtEnd)} MiB at the end (${mib(redisAtStart)} MiB before the workload)`);
+    partial = { ...partial, cpu: cpuReport, redis: { usedMemoryBytes: redisAtEnd, usedMemoryAtStartBytes: redisAtStart } };
     await sampler.sampleNow();
     const finalRss: Record<string, [number, number]> = {};
     for (const [name, pid] of Object.entries(pids())) finalRss[name] = memoryKb(pid);
@@ -431,6 +456,8 @@ async function runWorkloadSpec(
       rss: rssSummary(samples, baseline, finalRss),
       ...(latency ? { latency } : {}),
       ...(toastBytes === undefined ? {} : { toastBytes }),
+      cpu: cpuReport,
+      redis: { usedMemoryBytes: redisAtEnd, usedMemoryAtStartBytes: redisAtStart },
       samples: compactSamples(samples, generator.startedAt),
     };
 
@@ -490,6 +517,24 @@ async function runWorkloadSpec(
   }
 }
 
+const mib = (bytes: number | null): string => (bytes === null ? '?' : (bytes / 1048576).toFixed(1));
+
+/** One log line: the pipeline total, then every counted process, heaviest first. */
+function cpuLine(report: CpuReport): string {
+  const parts = report.entries
+    .filter((e) => e.counted)
+    .sort((a, b) => b.usPerChange - a.usPerChange)
+    .map((e) => `${e.name} ${e.usPerChange.toFixed(1)}`);
+  const generator = report.entries.find((e) => e.name === 'postgres: generator');
+  const idle = report.entries.filter((e) => e.idleCpuPercent !== undefined).map((e) => `${e.name} ${(e.idleCpuPercent ?? 0).toFixed(1)}`);
+  return (
+    `${report.totalUsPerChange.toFixed(1)} µs/change in all (${parts.join(', ')}); not counted: generator ${generator?.usPerChange.toFixed(1) ?? '?'}, ` +
+    `all PostgreSQL ${report.postgresUsPerChange.toFixed(1)}, every process ${report.allUsPerChange.toFixed(1)}` +
+    (report.missing.length > 0 ? `; NOT FOUND: ${report.missing.join(', ')}` : '') +
+    (idle.length > 0 ? `; idle before the workload (% of a core): ${idle.join(', ')}` : '')
+  );
+}
+
 /** The Kafka verification in the shape the PostgreSQL verifier reports. */
 function kafkaReport(v: Awaited<ReturnType<KafkaSinkProbe['verify']>>): { ok: boolean; summary: string } {
   return {
@@ -530,6 +575,7 @@ async function main(): Promise<number> {
   process.on('SIGTERM', onSignal);
 
   const servers = await resolveServers();
+  serverPids = findServers(servers.urls);
   const cpus = os.cpus();
   const machine = {
     cpus: cpus.length,
@@ -541,9 +587,11 @@ async function main(): Promise<number> {
     loadAverageAtStart: os.loadavg(),
     postgres: await serverVersion(servers.urls.postgres),
     pgRecvlogical: pgRecvlogicalPath() ?? null,
+    serverPids,
   };
   const code = codeVersion();
   const startedAt = new Date();
+  log(`server pids (CPU per change): ${Object.entries(serverPids).map(([name, pid]) => `${name} ${pid}`).join(', ') || 'none found'}`);
   log(`${machine.cpus} cores (${machine.model}), node ${machine.node}, PostgreSQL ${machine.postgres}${config.quick ? ' — QUICK mode (small sizes)' : ''}`);
   log(
     `sizes: single-row ${config.singleRowChanges}, txn-100 ${config.txn100Changes}, wide-rows ${config.wideRowChanges}, ` +

@@ -2,7 +2,7 @@
  * The dedup-gate stage in-process against real NATS and Redis.
  */
 import { sleep, type ChangeEvent } from '@cdc/core';
-import { DedupGate, RedisDedupStore, dedupKey } from '@cdc/dedup';
+import { DedupGate, RedisDedupStore, dedupSlot } from '@cdc/dedup';
 import type { Redis } from 'ioredis';
 import { describe, expect, test, waitFor, type TestContext } from '../harness/index.ts';
 import { T0, change, createPipeline, type TestPipeline } from '../reorderer/support.ts';
@@ -39,6 +39,9 @@ async function redisFor(ctx: TestContext, pipeline: string): Promise<Redis> {
   return redis;
 }
 
+/** Where the gate keeps an event's claim (bucket hash, field). */
+const slotOf = (pipeline: string, e: ChangeEvent | undefined) => dedupSlot(pipeline, { eventId: e?.eventId ?? '', commitTs: e?.commitTs ?? '', seq: e?.seq ?? 0 });
+
 const events = (n: number, from = 0): ChangeEvent[] =>
   Array.from({ length: n }, (_, i) => change('pg_a', T0 + BigInt((from + i + 1) * 10), 0x100 + (from + i) * 0x10));
 
@@ -55,8 +58,9 @@ describe('dedup-gate stage', () => {
     await waitFor(() => out.messages.length === 3, { what: '3 messages on deduped.0', timeoutMs: 15_000 });
     expect(out.eventIds()).toEqual([e1?.eventId, e2?.eventId]);
     expect(out.watermarks()).toHaveLength(1);
-    expect(await redis.get(dedupKey(p.name, e1?.eventId ?? ''))).toBe(String(s1));
-    expect(await redis.pttl(dedupKey(p.name, e1?.eventId ?? ''))).toBeGreaterThan(WINDOW_MS - 10_000);
+    const slot = slotOf(p.name, e1);
+    expect(await redis.hget(slot.key, slot.field)).toBe(String(s1));
+    expect(await redis.pttl(slot.key)).toBeGreaterThan(WINDOW_MS - 10_000);
     expect(gate.stats()).toMatchObject({ forwarded: 2, watermarks: 1, duplicates: 0 });
   });
 
@@ -65,7 +69,9 @@ describe('dedup-gate stage', () => {
     const redis = await redisFor(ctx, p.name);
     const [e1, e2, e3] = events(3);
     // e2 was forwarded earlier from another input message (sequence 999 of some earlier run).
-    await redis.set(dedupKey(p.name, e2?.eventId ?? ''), '999', 'PX', WINDOW_MS);
+    const slot = slotOf(p.name, e2);
+    await redis.hset(slot.key, slot.field, '999');
+    await redis.pexpire(slot.key, WINDOW_MS);
     for (const e of [e1, e2, e3]) await p.publish('ordered', 0, e, e?.eventId);
     // And the same event again in the stream, as a replay past JetStream's window would put it.
     await p.publish('ordered', 0, e3);
@@ -86,7 +92,9 @@ describe('dedup-gate stage', () => {
     await p.publish('ordered', 0, e1, e1?.eventId);
     const s2 = await p.publish('ordered', 0, e2, e2?.eventId);
     // What the dead gate left behind: e2 claimed with its own input sequence, never forwarded.
-    await redis.set(dedupKey(p.name, e2?.eventId ?? ''), String(s2), 'PX', WINDOW_MS);
+    const slot = slotOf(p.name, e2);
+    await redis.hset(slot.key, slot.field, String(s2));
+    await redis.pexpire(slot.key, WINDOW_MS);
     const out = p.collect('deduped', 0);
     const { gate } = startGate(ctx, p);
     await waitFor(() => out.eventIds().length === 2, { what: 'both events forwarded', timeoutMs: 15_000 });

@@ -175,9 +175,12 @@ export class PipelineProcesses {
     await child.waitForExit(10_000);
   }
 
-  async restart(name: string): Promise<void> {
+  /** Stops (SIGTERM) what runs under `name` and starts it again, with `env` over its configuration from now on. */
+  async restart(name: string, env?: Readonly<Record<string, string>>): Promise<void> {
     const previous = this.#running.get(name);
     if (previous) await previous.stop();
+    const definition = this.#definitions.get(name);
+    if (env && definition) this.#definitions.set(name, { ...definition, env: { ...definition.env, ...env } });
     this.#restarts.set(name, this.restarts(name) + 1);
     await this.#launch(name);
   }

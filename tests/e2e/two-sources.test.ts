@@ -6,6 +6,7 @@
  */
 import { Bus } from '@cdc/bus';
 import {
+  decodeMessage,
   compareOrderKeys,
   orderKeyOf,
   stageSubject,
@@ -34,7 +35,12 @@ async function readAll<T>(bus: Bus, stream: string, subject: string): Promise<T[
       if (batch.length === 0) throw new Error(`${subject}: stream ended at ${seen}, expected up to ${last}`);
       for (const message of batch) {
         seen = message.seq;
-        if (message.seq <= last) out.push(message.json<T>());
+        if (message.seq > last) continue;
+        // One entry per item: a message carries one or many (@cdc/core wire.ts).
+        for (const item of decodeMessage(message.data, ['change', 'heartbeat', 'progress', 'watermark'])) {
+          if (item.kind === 'poison') throw new Error(`${subject} message ${message.seq}: ${item.reason}`);
+          out.push(item.value as T);
+        }
       }
     }
   } finally {

@@ -5,7 +5,7 @@
  */
 import { Bus } from '@cdc/bus';
 import { CheckpointStore } from '@cdc/checkpoint';
-import { Lsn, STAGES, dlqSubject, streamName, type ChangeEvent, type DeadLetter, type RawMessage, type SourceHeartbeat } from '@cdc/core';
+import { Lsn, STAGES, decodeRawMessage, dlqSubject, streamName, type ChangeEvent, type DeadLetter, type RawMessage, type SourceHeartbeat } from '@cdc/core';
 import { createLogger, type Logger } from '@cdc/runtime';
 import type pg from 'pg';
 import { waitFor, type TestContext } from '../harness/index.ts';
@@ -21,6 +21,8 @@ export interface RawRecord {
   readonly msgId: string | undefined;
   readonly traceHeader: string | undefined;
   readonly message: RawMessage;
+  /** Items in the stored message this one came from (many events travel in one message). */
+  readonly batch: number;
 }
 
 export interface WorldOptions {
@@ -119,14 +121,20 @@ export class ReaderWorld {
     for (; this.#nextSeq <= info.state.last_seq; this.#nextSeq++) {
       const stored = await this.bus.jsm.streams.getMessage(stream, { seq: this.#nextSeq });
       if (!stored) continue;
-      this.#raw.push({
-        subject: stored.subject,
-        partition: Number(stored.subject.split('.').at(-1)),
-        seq: stored.seq,
-        msgId: stored.header?.get('Nats-Msg-Id') || undefined,
-        traceHeader: stored.header?.get('Cdc-Trace-Id') || undefined,
-        message: stored.json<RawMessage>(),
-      });
+      // One record per item: a message carries one or many (@cdc/core wire.ts).
+      const items = decodeRawMessage(stored.data);
+      for (const item of items) {
+        if (item.kind === 'poison') throw new Error(`raw message ${stored.seq} holds an undecodable item: ${item.reason}`);
+        this.#raw.push({
+          subject: stored.subject,
+          partition: Number(stored.subject.split('.').at(-1)),
+          seq: stored.seq,
+          msgId: stored.header?.get('Nats-Msg-Id') || undefined,
+          traceHeader: stored.header?.get('Cdc-Trace-Id') || undefined,
+          message: item.value,
+          batch: items.length,
+        });
+      }
     }
     return this.#raw;
   }

@@ -9,6 +9,7 @@ import {
   sleep,
   compareOrderKeys,
   computeEventId,
+  decodeMessage,
   orderKeyOf,
   stageSubject,
   streamName,
@@ -206,7 +207,14 @@ export async function createPipeline(ctx: TestContext, prefix: string): Promise<
         // Bounded: nats.js resolves close() only once buffered messages are iterated.
         if (reader) await Promise.race([bus.closeReader(reader), sleep(200)]);
       });
-      const parsed = () => messages.map((m) => m.json<{ kind: string } & Record<string, unknown>>());
+      // One entry per item: a message carries one or many (@cdc/core wire.ts).
+      const parsed = () =>
+        messages.flatMap((m) =>
+          decodeMessage(m.data, ['change', 'heartbeat', 'progress', 'watermark']).map((item) => {
+            if (item.kind === 'poison') throw new Error(`message ${m.seq} of ${m.subject} holds an undecodable item: ${item.reason}`);
+            return item.value as unknown as { kind: string } & Record<string, unknown>;
+          }),
+        );
       const events = () => parsed().filter((m) => m.kind === 'change') as unknown as ChangeEvent[];
       return {
         messages,

@@ -9,7 +9,10 @@ import { env, z } from '@cdc/runtime';
 
 export const schema = relayConfigSchema({
   REDIS_URL: env.url(['redis', 'rediss'], 'redis://127.0.0.1:6379'),
-  /** How long an eventId stays claimed; longer than any replay we expect to absorb (default 15 min). */
+  /**
+   * How long an eventId stays claimed (default 10 min = @cdc/dedup DEDUP_DEFAULTS.windowMs: ~330 MB of Redis
+   * at a sustained 20k events/s); older replays are absorbed by the sink's version guard.
+   */
   DEDUP_WINDOW_MS: env.positiveInt(DEDUP_DEFAULTS.windowMs),
 });
 

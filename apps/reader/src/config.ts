@@ -2,6 +2,7 @@
  * The reader's environment, parsed once at start-up. Every bad variable is named in one
  * error; defaults are filled here and nowhere else.
  */
+import { WIRE_DEFAULTS } from '@cdc/core';
 import { READER_DEFAULTS } from '@cdc/pg-source';
 import { env, z } from '@cdc/runtime';
 
@@ -36,6 +37,10 @@ export const readerConfigSchema = z
       .refine((sinks) => sinks.every((sink) => /^[A-Za-z0-9_-]{1,64}$/.test(sink)), 'comma list of sink names (letters, digits, _ and -)'),
     HEARTBEAT_INTERVAL_MS: env.positiveInt(READER_DEFAULTS.heartbeatIntervalMs),
     MAX_IN_FLIGHT: env.positiveInt(READER_DEFAULTS.maxInFlight),
+    // Events per raw message and its encoded size: a message is also cut whenever the
+    // replication socket has nothing more buffered, and before every watermark.
+    BATCH_MAX_EVENTS: env.positiveInt(WIRE_DEFAULTS.batchMaxEvents),
+    BATCH_MAX_BYTES: env.positiveInt(WIRE_DEFAULTS.batchMaxBytes),
     HEALTH_PORT: env.healthPort(),
     LOG_LEVEL: env.logLevel(),
   })

@@ -53,6 +53,8 @@ await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
     publicationName: config.PUBLICATION_NAME,
     heartbeatIntervalMs: config.HEARTBEAT_INTERVAL_MS,
     maxInFlight: config.MAX_IN_FLIGHT,
+    batchMaxEvents: config.BATCH_MAX_EVENTS,
+    batchMaxBytes: config.BATCH_MAX_BYTES,
     bus,
     checkpoints,
     sinks: config.SINKS,

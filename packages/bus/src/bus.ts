@@ -2,7 +2,7 @@
  * The one owner of a NATS connection in a process. Creates the pipeline's streams,
  * hands out publishers and stream readers, and sends dead letters.
  */
-import { UnreachableError, deadLetterId, dlqSubject, streamName, stageWildcard, STAGES, type DeadLetter } from '@cdc/core';
+import { UnreachableError, deadLetterId, dlqSubject, streamName, stageWildcard, STAGES, type Clock, type DeadLetter } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
 import {
   jetstream,
@@ -144,7 +144,7 @@ export class Bus {
     return info.state.first_seq;
   }
 
-  async openReader(options: { stream: string; subject: string; startSeq: number; bufferMessages?: number }): Promise<StreamReader> {
+  async openReader(options: { stream: string; subject: string; startSeq: number; bufferMessages?: number; clock?: Clock }): Promise<StreamReader> {
     const reader = await StreamReader.create(this.js, options);
     this.#readers.add(reader);
     return reader;

@@ -6,6 +6,7 @@
  * most `lingerMs` for the first one; the consumer's own buffer is bounded by
  * `bufferMessages` (back-pressure to the server when we fall behind).
  */
+import { systemClock, type Cancel, type Clock } from '@cdc/core';
 import type { ConsumerMessages, JetStreamClient } from '@nats-io/jetstream';
 import { DeliverPolicy } from '@nats-io/jetstream';
 import { toBusMessage, type BusMessage } from './message.ts';
@@ -13,11 +14,13 @@ import { toBusMessage, type BusMessage } from './message.ts';
 export class StreamReader {
   readonly #messages: ConsumerMessages;
   readonly #iterator: AsyncIterator<BusMessage>;
+  readonly #clock: Clock;
   #pending: Promise<IteratorResult<BusMessage>> | undefined;
   #closed = false;
 
-  private constructor(messages: ConsumerMessages) {
+  private constructor(messages: ConsumerMessages, clock: Clock) {
     this.#messages = messages;
+    this.#clock = clock;
     const source = messages[Symbol.asyncIterator]();
     this.#iterator = {
       next: async () => {
@@ -31,7 +34,7 @@ export class StreamReader {
 
   static async create(
     js: JetStreamClient,
-    options: { stream: string; subject: string; startSeq: number; bufferMessages?: number },
+    options: { stream: string; subject: string; startSeq: number; bufferMessages?: number; clock?: Clock | undefined },
   ): Promise<StreamReader> {
     const consumer = await js.consumers.get(options.stream, {
       filter_subjects: options.subject,
@@ -39,17 +42,17 @@ export class StreamReader {
       ...(options.startSeq > 1 ? { opt_start_seq: options.startSeq } : {}),
     });
     const messages = await consumer.consume({ max_messages: options.bufferMessages ?? 1000 });
-    return new StreamReader(messages);
+    return new StreamReader(messages, options.clock ?? systemClock);
   }
 
   /** Up to `max` messages; waits at most `lingerMs` for the first, then takes what is already buffered. */
   async nextBatch(max: number, lingerMs: number, signal?: AbortSignal): Promise<BusMessage[]> {
     const batch: BusMessage[] = [];
-    const deadline = Date.now() + lingerMs;
+    const deadline = this.#clock.now() + lingerMs;
     while (batch.length < max && !this.#closed && !signal?.aborted) {
       this.#pending ??= this.#iterator.next();
-      const wait = batch.length === 0 ? Math.max(0, deadline - Date.now()) : 0;
-      const result = await raceTimeout(this.#pending, wait);
+      const wait = batch.length === 0 ? Math.max(0, deadline - this.#clock.now()) : 0;
+      const result = await raceTimeout(this.#pending, wait, this.#clock);
       if (result === TIMEOUT) break;
       this.#pending = undefined;
       if (result.done) {
@@ -84,24 +87,24 @@ export class StreamReader {
         if (result.done) return;
       }
     })();
-    await raceTimeout(Promise.all([closing, drain]), 2_000);
+    await raceTimeout(Promise.all([closing, drain]), 2_000, this.#clock);
   }
 }
 
 const TIMEOUT = Symbol('timeout');
 
-async function raceTimeout<T>(promise: Promise<T>, ms: number): Promise<T | typeof TIMEOUT> {
+async function raceTimeout<T>(promise: Promise<T>, ms: number, clock: Clock): Promise<T | typeof TIMEOUT> {
   if (ms <= 0) {
     // Only take what is already resolved: a microtask turn settles a ready value.
     return Promise.race([promise, new Promise<typeof TIMEOUT>((resolve) => setImmediate(() => resolve(TIMEOUT)))]);
   }
-  let timer: NodeJS.Timeout | undefined;
+  let timer: Cancel | undefined;
   const timeout = new Promise<typeof TIMEOUT>((resolve) => {
-    timer = setTimeout(() => resolve(TIMEOUT), ms);
+    timer = clock.timer(ms, () => resolve(TIMEOUT));
   });
   try {
     return await Promise.race([promise, timeout]);
   } finally {
-    clearTimeout(timer);
+    timer?.cancel();
   }
 }

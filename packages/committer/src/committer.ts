@@ -22,10 +22,8 @@
  * the last ones are flushed to etcd, bounded.
  */
 import type { CheckpointStore } from '@cdc/checkpoint';
-import { formatOrderKey, stageSubject } from '@cdc/core';
+import { formatOrderKey, stageSubject, systemClock, type Clock } from '@cdc/core';
 import { memoryFields, type Logger } from '@cdc/runtime';
-import type { Clock } from './clock.ts';
-import { systemClock } from './clock.ts';
 import { COMMITTER_DEFAULTS } from './defaults.ts';
 import { MergedFeed, type FeedBus } from './feed.ts';
 import type { LaneStart, MergeBatch } from './merge.ts';
@@ -131,6 +129,7 @@ export class Committer<S extends Sink = Sink> {
       signal: options.signal,
       progressIntervalMs: options.progressIntervalMs,
       retry: options.retry,
+      clock: this.#clock,
       logProgress: () => this.#logProgress(),
       onFailure: () => {
         this.#stats.retries += 1;

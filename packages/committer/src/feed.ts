@@ -13,10 +13,8 @@
  * keeps moving. The feed owns its readers: close() closes them.
  */
 import { StreamGapError, type BusMessage } from '@cdc/bus';
-import { stageSubject, streamName, type DeadLetter } from '@cdc/core';
+import { Headers, WIRE_DEFAULTS, decodeOrderedMessage, itemText, poisonIdentity, stageSubject, streamName, systemClock, type Clock, type DeadLetter } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
-import { systemClock, type Clock } from './clock.ts';
-import { decodeOrdered } from './decode.ts';
 import { COMMITTER_DEFAULTS } from './defaults.ts';
 import { PartitionMerger, type LaneCheckpoint, type LaneStart, type MergeBatch, type TakeOptions } from './merge.ts';
 
@@ -169,7 +167,9 @@ export class MergedFeed {
         stream: this.#stream,
         subject: stageSubject(this.#options.pipeline, 'deduped', start.partition),
         startSeq: start.resumeSeq,
-        bufferMessages: Math.min(1_000, this.#options.maxBuffered),
+        // Messages carry up to WIRE_DEFAULTS.batchMaxEvents events each: read ahead about
+        // maxBuffered events, not maxBuffered messages (up to 64 KiB each).
+        bufferMessages: Math.max(16, Math.min(1_000, Math.ceil(this.#options.maxBuffered / WIRE_DEFAULTS.batchMaxEvents))),
       });
       this.#readers.set(start.partition, reader);
     }
@@ -216,34 +216,50 @@ export class MergedFeed {
   }
 
   async #accept(partition: number, message: BusMessage): Promise<void> {
-    const subject = stageSubject(this.#options.pipeline, 'deduped', partition);
-    const decoded = decodeOrdered(message.data, { subject, partition });
-    if (decoded instanceof Error) {
-      // Dead-lettered before it counts as consumed; if this fails, the rewind reads it again.
-      await this.#deadLetter({
-        stage: this.#options.stage,
-        sink: this.#options.sink,
-        reason: decoded.message,
-        code: decoded.code,
-        partition,
-        subject,
-        payload: new TextDecoder().decode(message.data),
-        at: new Date(this.#clock.now()).toISOString(),
-        ...(decoded.context.eventId ? { eventId: decoded.context.eventId } : {}),
-        ...(decoded.context.table ? { table: decoded.context.table } : {}),
-      });
+    // A batch of changes wholly at or below what this partition already has is a replay:
+    // skipped without parsing it (its Cdc-Last-Key is >= every key it carries, see
+    // @cdc/core wire.ts). Only batches say Cdc-Count; a watermark is never skipped.
+    const count = message.header(Headers.Count);
+    const lastKey = count === undefined ? undefined : message.header(Headers.LastKey);
+    if (lastKey !== undefined && this.#merger.holdsThrough(partition, lastKey)) {
       this.#merger.push(partition, message.seq, undefined);
+      this.#stats.replaysSkipped += Number(count) || 1;
       return;
     }
-    const result = this.#merger.push(partition, message.seq, decoded, message.data.length);
-    if (result === 'replay') this.#stats.replaysSkipped += 1;
-    if (result === 'late' && decoded.kind === 'change') {
-      this.#stats.lateEvents += 1;
-      this.#options.logger.warn(
-        { partition, lsn: decoded.commitLsn, event_id: decoded.eventId, trace_id: decoded.traceId },
-        'event arrived after its watermark was released; applying it on its own',
-      );
+    const subject = stageSubject(this.#options.pipeline, 'deduped', partition);
+    const items = decodeOrderedMessage(message.data);
+    const bytesEach = Math.ceil(message.data.length / Math.max(1, items.length));
+    let taken = false;
+    for (const item of items) {
+      if (item.kind === 'poison') {
+        // Dead-lettered (alone: its neighbours go on) before it counts as consumed; if this
+        // fails, the rewind reads it again.
+        await this.#deadLetter({
+          stage: this.#options.stage,
+          sink: this.#options.sink,
+          // The committer's letters keep one code for everything it cannot decode; the reason names the wire problem.
+          reason: `undecodable message (${item.code}): ${item.reason}`,
+          code: 'POISON_EVENT',
+          partition,
+          subject,
+          payload: itemText(item.bytes),
+          at: new Date(this.#clock.now()).toISOString(),
+          ...poisonIdentity(item),
+        });
+        continue;
+      }
+      taken = true;
+      const result = item.kind === 'change' ? this.#merger.push(partition, message.seq, item.value, bytesEach, item.key) : this.#merger.push(partition, message.seq, item.value, bytesEach);
+      if (result === 'replay') this.#stats.replaysSkipped += 1;
+      if (result === 'late' && item.kind === 'change') {
+        this.#stats.lateEvents += 1;
+        this.#options.logger.warn(
+          { partition, lsn: item.value.commitLsn, event_id: item.value.eventId, trace_id: item.value.traceId },
+          'event arrived after its watermark was released; applying it on its own',
+        );
+      }
     }
+    if (!taken) this.#merger.push(partition, message.seq, undefined);
   }
 
   async #deadLetter(letter: DeadLetter): Promise<void> {

@@ -19,7 +19,6 @@ export { Committer } from './committer.ts';
 export type { CommitterOptions, CommitterStats, CommitterState } from './committer.ts';
 export type { Sink, SinkRefusal, ApplyContext, Applied } from './sink.ts';
 export { COMMITTER_DEFAULTS } from './defaults.ts';
-export type { Clock } from './clock.ts';
 export { PartitionMerger, sameTransaction } from './merge.ts';
 export type { LaneStart, LaneCheckpoint, MergeBatch, MergedEvent, Watermark, PushResult, TakeOptions } from './merge.ts';
 export type { FeedBus, FeedReader } from './feed.ts';

@@ -25,7 +25,7 @@
  *
  *   push(p, seq, msg) ──► lane p queue ──take(max)──► MergeBatch { events in order, checkpoints }
  */
-import { IllegalStateError, compareOrderKeys, orderKeyOf, type ChangeEvent, type OrderKey, type OrderedMessage } from '@cdc/core';
+import { IllegalStateError, compareOrderKeys, orderKeyOf, parseOrderKey, type ChangeEvent, type OrderKey, type OrderedMessage } from '@cdc/core';
 
 export interface Watermark {
   readonly lamport: bigint;
@@ -251,7 +251,7 @@ export class PartitionMerger {
    * Events at or below the last key of their partition are replays and are dropped.
    * `bytes` (its encoded size) counts toward the partition's byte bound (wantsMore).
    */
-  push(partition: number, seq: number, message: OrderedMessage | undefined, bytes = 0): PushResult {
+  push(partition: number, seq: number, message: OrderedMessage | undefined, bytes = 0, parsedKey?: OrderKey): PushResult {
     const lane = this.#lane(partition);
     if (seq >= lane.nextSeq) lane.nextSeq = seq + 1;
     if (message === undefined) return 'skipped';
@@ -262,12 +262,29 @@ export class PartitionMerger {
       lane.queuedBytes += bytes;
       return 'queued';
     }
-    const key = orderKeyOf(message);
+    const key = parsedKey ?? orderKeyOf(message);
     if (lane.lastQueuedKey !== undefined && compareOrderKeys(key, lane.lastQueuedKey) <= 0) return 'replay';
     lane.lastQueuedKey = key;
     lane.queue.push({ kind: 'event', seq, key, event: message, bytes });
     lane.queuedBytes += bytes;
     return this.#released !== undefined && key.lamport <= this.#released ? 'late' : 'queued';
+  }
+
+  /**
+   * Whether the partition already holds (queued or released) every order key up to
+   * `keyText` (formatOrderKey text): a message bounded by it would be all replays. An
+   * unparseable key says nothing (false: the message is read item by item).
+   */
+  holdsThrough(partition: number, keyText: string): boolean {
+    const have = this.#lane(partition).lastQueuedKey;
+    if (have === undefined) return false;
+    let key: OrderKey;
+    try {
+      key = parseOrderKey(keyText);
+    } catch {
+      return false;
+    }
+    return compareOrderKeys(key, have) <= 0;
   }
 
   /** min over partitions of the newest watermark seen; undefined until every partition showed one. */

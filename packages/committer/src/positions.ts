@@ -3,13 +3,12 @@
  * sink is the truth, etcd only tells the reader how far it may confirm. One publish at a
  * time, newest per partition wins; a slow or failing etcd never holds up applying. A
  * failed publish puts its entries back (unless newer ones arrived) and is retried after
- * a back-off (core backoffDelay, growing while etcd keeps refusing), with or without new
+ * a back-off (core Backoff, growing while etcd keeps refusing), with or without new
  * batches.
  */
 import type { CheckpointStore, PartitionCheckpoint } from '@cdc/checkpoint';
-import { backoffDelay } from '@cdc/core';
+import { Backoff, systemClock, type Clock } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
-import { systemClock, type Clock } from './clock.ts';
 import { COMMITTER_DEFAULTS } from './defaults.ts';
 import type { LaneCheckpoint } from './merge.ts';
 
@@ -33,13 +32,12 @@ export class PositionPublisher {
   readonly #pipeline: string;
   readonly #sink: string;
   readonly #logger: Logger;
-  readonly #retry: NonNullable<PositionPublisherOptions['retry']>;
+  /** Publishes failed in a row: the next pause grows with it. */
+  readonly #backoff: Backoff;
   readonly #clock: Clock;
   readonly #dirty = new Map<number, PartitionCheckpoint>();
   #publishing: Promise<void> | undefined;
   #retryTimer: { cancel(): void } | undefined;
-  /** Publishes failed in a row: the next pause grows with it. */
-  #failures = 0;
   #stopped = false;
 
   constructor(options: PositionPublisherOptions) {
@@ -47,7 +45,7 @@ export class PositionPublisher {
     this.#pipeline = options.pipeline;
     this.#sink = options.sink;
     this.#logger = options.logger;
-    this.#retry = options.retry ?? COMMITTER_DEFAULTS.positionsRetry;
+    this.#backoff = new Backoff(options.retry ?? COMMITTER_DEFAULTS.positionsRetry);
     this.#clock = options.clock ?? systemClock;
   }
 
@@ -72,7 +70,7 @@ export class PositionPublisher {
     this.#publishing = store.publishPartitions(this.#pipeline, checkpoints, this.#sink).then(
       () => {
         this.#publishing = undefined;
-        this.#failures = 0;
+        this.#backoff.reset();
         this.publish();
       },
       (error: unknown) => {
@@ -80,10 +78,9 @@ export class PositionPublisher {
         for (const checkpoint of checkpoints) {
           if (!this.#dirty.has(checkpoint.partition)) this.#dirty.set(checkpoint.partition, checkpoint);
         }
-        this.#failures += 1;
-        const delayMs = backoffDelay(this.#failures, this.#retry);
+        const delayMs = this.#backoff.next();
         this.#logger.warn(
-          { err: error, partitions: checkpoints.map((c) => c.partition), attempt: this.#failures, delay_ms: delayMs },
+          { err: error, partitions: checkpoints.map((c) => c.partition), attempt: this.#backoff.failures, delay_ms: delayMs },
           'publishing positions to etcd failed; will retry',
         );
         if (this.#retryTimer === undefined && !this.#stopped) {

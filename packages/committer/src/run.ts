@@ -9,7 +9,7 @@
  * tests tell a fenced committer from a drained one by it.
  * `closed()` resolves (never rejects) with the error that stopped it, if any.
  */
-import { CdcError } from '@cdc/core';
+import { CdcError, systemClock, type Cancel, type Clock } from '@cdc/core';
 import { ConsumerLoop, type ConsumerHandler, type Logger } from '@cdc/runtime';
 import { COMMITTER_DEFAULTS } from './defaults.ts';
 
@@ -26,6 +26,8 @@ export interface CommitterRunOptions {
   readonly retry?: { readonly initialDelayMs: number; readonly maxDelayMs: number } | undefined;
   /** Every failed loop iteration (retried or not). */
   readonly onFailure?: () => void;
+  /** The loop's back-off and the progress line run on it. Default systemClock. */
+  readonly clock?: Clock | undefined;
 }
 
 export class CommitterRun<Batch> {
@@ -34,7 +36,7 @@ export class CommitterRun<Batch> {
   #loop: ConsumerLoop<Batch> | undefined;
   #state: CommitterState = 'running';
   #fatal: unknown;
-  #progressTimer: NodeJS.Timeout | undefined;
+  #progressTimer: Cancel | undefined;
   #resolveDone: (error: Error | undefined) => void = () => undefined;
   readonly #closed: Promise<Error | undefined>;
 
@@ -76,6 +78,7 @@ export class CommitterRun<Batch> {
       name: this.#options.name,
       logger: this.#options.logger,
       retry: { ...(this.#options.retry ?? COMMITTER_DEFAULTS.retry) },
+      clock: this.#options.clock ?? systemClock,
       onError: (error) => {
         this.#options.onFailure?.();
         // Retrying cannot help a fenced or otherwise non-retriable committer: stop.
@@ -94,8 +97,7 @@ export class CommitterRun<Batch> {
         await onStop?.();
       },
     };
-    this.#progressTimer = setInterval(() => this.#options.logProgress(), this.#options.progressIntervalMs ?? COMMITTER_DEFAULTS.progressIntervalMs);
-    this.#progressTimer.unref();
+    this.#progressTimer = (this.#options.clock ?? systemClock).every(this.#options.progressIntervalMs ?? COMMITTER_DEFAULTS.progressIntervalMs, () => this.#options.logProgress());
     loop.run(wrapped, this.#controller.signal).then(
       () => this.#finish(this.#fatal),
       (error: unknown) => this.#finish(this.#fatal ?? error),
@@ -110,7 +112,7 @@ export class CommitterRun<Batch> {
   }
 
   #finish(error: unknown): void {
-    clearInterval(this.#progressTimer);
+    this.#progressTimer?.cancel();
     const failure = error === undefined ? undefined : error instanceof Error ? error : new Error(String(error));
     this.#state = failure ? 'failed' : 'closed';
     if (failure) this.#options.logger.error({ err: failure }, `${this.#options.name} stopped on error`);

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { MergedFeed, type FeedBus, type FeedReader } from '../src/feed.ts';
 import type { MergeBatch } from '../src/merge.ts';
 import { changeEvent, heartbeat } from './fixtures.ts';
-import { ManualClock, settle } from './manual-clock.ts';
+import { ManualClock, settle } from '@cdc/testkit';
 
 const PIPELINE = 'feedtest';
 const logger = pino({ level: 'silent' });

@@ -8,7 +8,7 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { LaneCheckpoint } from '../src/merge.ts';
 import { PositionPublisher, type PositionStore } from '../src/positions.ts';
-import { ManualClock, settle } from './manual-clock.ts';
+import { ManualClock, settle } from '@cdc/testkit';
 
 const logger = pino({ level: 'silent' });
 

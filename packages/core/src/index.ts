@@ -16,8 +16,10 @@ export {
   errorMessage,
 } from './errors.ts';
 export type { ErrorContext, CdcErrorOptions } from './errors.ts';
-export { retry, sleep, backoffDelay, defaultIsRetriable, RetriesExhaustedError } from './retry.ts';
-export type { RetryOptions } from './retry.ts';
+export { retry, backoffDelay, Backoff, pollUntil, withinMs, defaultIsRetriable, RetriesExhaustedError } from './retry.ts';
+export type { RetryOptions, BackoffPolicy } from './retry.ts';
+export { systemClock, sleep } from './clock.ts';
+export type { Clock, Cancel } from './clock.ts';
 export { computeEventId, partitionOf, asPartition, keyText } from './event.ts';
 export type {
   ChangeEvent,
@@ -44,3 +46,20 @@ export {
   assertPipelineName,
 } from './subjects.ts';
 export type { Stage, DeadLetter } from './subjects.ts';
+export {
+  RAW_KINDS,
+  ORDERED_KINDS,
+  WIRE_DEFAULTS,
+  decodeMessage,
+  decodeRawMessage,
+  decodeOrderedMessage,
+  encodeItem,
+  joinItems,
+  joinedLength,
+  itemText,
+  poisonIdentity,
+  BatchCutter,
+  batchHeaders,
+  batchMsgId,
+} from './wire.ts';
+export type { WireKind, WireItem, WireChange, WireMark, WirePoison, RawItem, OrderedItem, CutBatch, SoleEvent } from './wire.ts';

@@ -40,8 +40,15 @@ export const Headers = {
   MsgId: 'Nats-Msg-Id',
   /** Input stream sequence from which a stage restarts (its checkpoint lives in its output). */
   ResumeSeq: 'Cdc-Resume-Seq',
-  /** Last released order key, so a restarted stage drops what it already released. */
+  /**
+   * Last released order key, so a restarted stage drops what it already released; on a
+   * batch it is >= the key of every event the message carries (see wire.ts).
+   */
   LastKey: 'Cdc-Last-Key',
+  /** Change events in a batch message. */
+  Count: 'Cdc-Count',
+  /** Order key of a batch message's first change event. */
+  FirstKey: 'Cdc-First-Key',
   TraceId: 'Cdc-Trace-Id',
 } as const;
 

@@ -1,21 +1,30 @@
 /**
- * The dedup-gate's transform for one partition (ordered.<p> → deduped.<p>):
+ * The dedup decision, per event, for a whole batch at once (DedupDecider), and the
+ * dedup-gate's relay transform for one partition (ordered.<p> → deduped.<p>) built on it.
  *
- *  - watermarks always pass;
- *  - an event at or below the last key this gate has passed or dropped is a replay of
- *    something already decided: dropped without asking Redis (the ordered stream is
- *    strictly increasing, so only a repeat can be there — this also holds when Redis lost
- *    its keys, PITFALLS 15);
- *  - every other event is claimed in the store with its input sequence (DedupStore):
- *    new or redelivery → forward, duplicate → drop and count.
+ * Input messages carry many events (@cdc/core wire.ts); the transform hands every event of
+ * a fetched batch of messages to decide() at once (one Redis round trip), then sends each
+ * input message's forwarded events out as ONE message (the same bytes per event).
  *
- * Each output carries Cdc-Resume-Seq = its input sequence + 1 and Cdc-Last-Key = the
- * highest key decided so far. If the store cannot answer, the whole batch fails and
- * nothing is forwarded unchecked; the relay retries it from the checkpoint.
+ * Per event, in input order:
+ *  - at or below the last key this gate has passed or dropped → `replay`: something
+ *    already decided, dropped without asking Redis (the ordered stream is strictly
+ *    increasing, so only a repeat can be there — this also holds when Redis lost its keys,
+ *    PITFALLS 15; and it catches a repeat inside one batch or one multi-event message);
+ *  - every other event is claimed in the store with its input sequence (DedupStore), all
+ *    of a batch in ONE store call: `new` or `redelivery` → forward, `duplicate` → drop.
+ *
+ * If the store cannot answer, decide() rejects and changes nothing (no counter, no last
+ * key): the relay fails the batch, forwards nothing unchecked and retries from its
+ * checkpoint. Duplicates, redeliveries and replays are counted (stats, health) and
+ * summarised in at most one debug line per batch — never a line per event.
+ *
+ * Watermarks always pass. Each output carries Cdc-Resume-Seq = its input sequence + 1 and
+ * Cdc-Last-Key = the highest key decided so far.
  */
-import { Headers, compareOrderKeys, formatOrderKey, orderKeyOf, parseOrderKey, type OrderKey } from '@cdc/core';
+import { BatchCutter, Headers, batchHeaders, batchMsgId, compareOrderKeys, decodeOrderedMessage, formatOrderKey, parseOrderKey, poisonIdentity, type OrderKey, type SoleEvent } from '@cdc/core';
 import type { BusMessage } from '@cdc/bus';
-import { BadCheckpointError, decodeOrdered, type DeadLetterRequest, type RelayCheckpoint, type RelayTransform, type StageOutput, type StageResult } from '@cdc/relay';
+import { BadCheckpointError, type DeadLetterRequest, type RelayCheckpoint, type RelayTransform, type StageOutput, type StageResult } from '@cdc/relay';
 import type { Logger } from '@cdc/runtime';
 import type { DedupClaim, DedupStore, DedupVerdict } from './store.ts';
 
@@ -30,6 +39,96 @@ export interface GateCounters {
   watermarks: number;
 }
 
+/** One event to decide: its id, order key (computed once by the caller), commit time and the input message's sequence. */
+export interface GateEvent {
+  readonly eventId: string;
+  readonly key: OrderKey;
+  /** The event's `commitTs`: with `key.seq`, where the store keeps its claim. */
+  readonly commitTs: string;
+  /** Stream sequence of the input message carrying the event (shared by all events of one message). */
+  readonly inputSeq: number;
+}
+
+/** `new` and `redelivery` are forwarded; `duplicate` and `replay` are dropped. */
+export type GateDecision = DedupVerdict | 'replay';
+
+export function forwards(decision: GateDecision): boolean {
+  return decision === 'new' || decision === 'redelivery';
+}
+
+export interface DedupDeciderOptions {
+  readonly store: DedupStore;
+  readonly logger: Logger;
+}
+
+export class DedupDecider {
+  readonly #options: DedupDeciderOptions;
+  readonly counters: GateCounters = { forwarded: 0, duplicates: 0, redeliveries: 0, belowLastKey: 0, watermarks: 0 };
+  #lastKey: OrderKey | undefined;
+
+  constructor(options: DedupDeciderOptions) {
+    this.#options = options;
+  }
+
+  /** The highest key decided so far (forwarded or dropped). */
+  get lastKey(): OrderKey | undefined {
+    return this.#lastKey;
+  }
+
+  /** Rebuilds the state from a checkpoint (the relay calls this at every (re)start). */
+  restore(lastKey: OrderKey | undefined): void {
+    this.#lastKey = lastKey;
+  }
+
+  /**
+   * One decision per event, in order, with one store round trip for the batch. The
+   * events must be in input order (the ordered stream: increasing order keys, repeats
+   * aside). Rejects — and changes nothing — when the store cannot answer.
+   */
+  async decide(events: readonly GateEvent[]): Promise<GateDecision[]> {
+    // The running key makes a repeat inside the batch a replay too.
+    let running = this.#lastKey;
+    const claims: DedupClaim[] = [];
+    const claimOf: number[] = new Array<number>(events.length);
+    for (let i = 0; i < events.length; i++) {
+      const { eventId, key, inputSeq, commitTs } = events[i] as GateEvent;
+      if (running && compareOrderKeys(key, running) <= 0) {
+        claimOf[i] = -1;
+        continue;
+      }
+      running = key;
+      claimOf[i] = claims.push({ eventId, inputSeq, commitTs, seq: key.seq }) - 1;
+    }
+    const verdicts = claims.length > 0 ? await this.#options.store.check(claims) : [];
+
+    const decisions: GateDecision[] = new Array<GateDecision>(events.length);
+    let replays = 0;
+    let duplicates = 0;
+    let redeliveries = 0;
+    for (let i = 0; i < events.length; i++) {
+      const claim = claimOf[i] as number;
+      const decision: GateDecision = claim < 0 ? 'replay' : (verdicts[claim] as DedupVerdict);
+      decisions[i] = decision;
+      if (decision === 'replay') replays += 1;
+      else if (decision === 'duplicate') duplicates += 1;
+      else if (decision === 'redelivery') redeliveries += 1;
+    }
+    const c = this.counters;
+    c.belowLastKey += replays;
+    c.duplicates += duplicates;
+    c.redeliveries += redeliveries;
+    c.forwarded += claims.length - duplicates;
+    this.#lastKey = running;
+    if (replays + duplicates + redeliveries > 0) {
+      this.#options.logger.debug(
+        { events: events.length, duplicates, redeliveries, replays, first_input_seq: events[0]?.inputSeq, last_input_seq: events.at(-1)?.inputSeq },
+        'batch had duplicates, redeliveries or replays',
+      );
+    }
+    return decisions;
+  }
+}
+
 export interface DedupTransformOptions {
   readonly store: DedupStore;
   readonly partition: number;
@@ -38,96 +137,105 @@ export interface DedupTransformOptions {
 
 export class DedupTransform implements RelayTransform {
   readonly #options: DedupTransformOptions;
-  readonly counters: GateCounters = { forwarded: 0, duplicates: 0, redeliveries: 0, belowLastKey: 0, watermarks: 0 };
-  #lastKey: OrderKey | undefined;
+  readonly decider: DedupDecider;
 
   constructor(options: DedupTransformOptions) {
     this.#options = options;
+    this.decider = new DedupDecider({ store: options.store, logger: options.logger });
+  }
+
+  get counters(): GateCounters {
+    return this.decider.counters;
   }
 
   get lastKey(): string | undefined {
-    return this.#lastKey ? formatOrderKey(this.#lastKey) : undefined;
+    const key = this.decider.lastKey;
+    return key ? formatOrderKey(key) : undefined;
   }
 
   restore(checkpoint: RelayCheckpoint): void {
+    let lastKey: OrderKey | undefined;
     try {
-      this.#lastKey = checkpoint.lastKey === undefined ? undefined : parseOrderKey(checkpoint.lastKey);
+      lastKey = checkpoint.lastKey === undefined ? undefined : parseOrderKey(checkpoint.lastKey);
     } catch {
       throw new BadCheckpointError(`deduped.${this.#options.partition}`, Headers.LastKey, checkpoint.lastKey ?? '');
     }
+    this.decider.restore(lastKey);
   }
 
   async process(batch: readonly BusMessage[]): Promise<StageResult> {
     type Step =
-      | { kind: 'dead'; letter: DeadLetterRequest }
-      | { kind: 'watermark'; message: BusMessage; lamport: string }
-      | { kind: 'replay'; message: BusMessage; eventId: string }
-      | { kind: 'claim'; message: BusMessage; eventId: string; traceId: string | undefined; key: OrderKey; claim: number };
+      | { kind: 'dead'; message: BusMessage; letter: DeadLetterRequest }
+      | { kind: 'watermark'; message: BusMessage; bytes: Uint8Array; lamport: string }
+      | { kind: 'event'; message: BusMessage; bytes: Uint8Array; key: OrderKey; index: number; event: SoleEvent };
 
-    // Decide what needs a lookup; the running key makes a repeat inside the batch a replay too.
-    let running = this.#lastKey;
-    const claims: DedupClaim[] = [];
-    const steps: Step[] = batch.map((message): Step => {
-      const decoded = decodeOrdered(message);
-      if (!decoded.ok) return { kind: 'dead', letter: { message, reason: decoded.reason, code: decoded.code } };
-      const value = decoded.value;
-      if (value.kind === 'watermark') return { kind: 'watermark', message, lamport: value.lamport };
-      const key = orderKeyOf(value);
-      if (running && compareOrderKeys(key, running) <= 0) return { kind: 'replay', message, eventId: value.eventId };
-      running = key;
-      claims.push({ eventId: value.eventId, inputSeq: message.seq });
-      return { kind: 'claim', message, eventId: value.eventId, traceId: value.traceId, key, claim: claims.length - 1 };
-    });
-
-    // One round trip for the batch; throws (failing the batch) when the store cannot answer.
-    const verdicts = claims.length > 0 ? await this.#options.store.check(claims) : [];
+    // Every event of the fetched batch goes to the decider at once: one Redis round trip.
+    const events: GateEvent[] = [];
+    const steps: Step[] = [];
+    for (const message of batch) {
+      for (const item of decodeOrderedMessage(message.data)) {
+        if (item.kind === 'poison') {
+          steps.push({ kind: 'dead', message, letter: { message, item: item.bytes, reason: item.reason, code: item.code, ...poisonIdentity(item) } });
+        } else if (item.kind === 'watermark') {
+          steps.push({ kind: 'watermark', message, bytes: item.bytes, lamport: item.value.lamport });
+        } else {
+          events.push({ eventId: item.value.eventId, key: item.key, commitTs: item.value.commitTs ?? '', inputSeq: message.seq });
+          steps.push({ kind: 'event', message, bytes: item.bytes, key: item.key, index: events.length - 1, event: item.value });
+        }
+      }
+    }
+    const before = this.decider.lastKey;
+    // Throws (failing the batch, nothing forwarded) when the store cannot answer.
+    const decisions = events.length > 0 ? await this.decider.decide(events) : [];
 
     const outputs: StageOutput[] = [];
     const deadLetters: DeadLetterRequest[] = [];
-    let lastKey = this.#lastKey;
-    const { logger, partition } = this.#options;
-    for (const step of steps) {
+    const { partition } = this.#options;
+    // The highest key decided so far (forwarded or dropped as a duplicate; a replay does not move it).
+    let lastKey = before;
+    // What goes out of the input message in hand: its forwarded events as one message.
+    let cutter = new BatchCutter({ maxEvents: Number.MAX_SAFE_INTEGER, maxBytes: Number.MAX_SAFE_INTEGER });
+    let from: BusMessage | undefined;
+    // A message's outputs all re-read it on restart (resume = its seq) but the last, which
+    // moves past it (seq + 1); the last-key filter drops what was decided already.
+    const emit = (message: BusMessage, done: boolean): void => {
+      const taken = cutter.take();
+      if (!taken) return;
+      outputs.push({
+        msgId: batchMsgId(`d:${partition}`, taken),
+        payload: taken.data,
+        headers: batchHeaders(taken),
+        events: taken.count,
+        ...(taken.sole?.traceId ? { traceId: taken.sole.traceId } : {}),
+        resumeSeq: done ? message.seq + 1 : message.seq,
+        lastKey: lastKey ? formatOrderKey(lastKey) : undefined,
+      });
+    };
+    for (const [index, step] of steps.entries()) {
+      const message = step.message;
+      if (from !== message) {
+        cutter = new BatchCutter({ maxEvents: Number.MAX_SAFE_INTEGER, maxBytes: Number.MAX_SAFE_INTEGER });
+        from = message;
+      }
+      const lastOfMessage = steps[index + 1]?.message !== message;
       if (step.kind === 'dead') {
         deadLetters.push(step.letter);
-        continue;
-      }
-      if (step.kind === 'watermark') {
+      } else if (step.kind === 'watermark') {
+        emit(message, false);
         this.counters.watermarks += 1;
         outputs.push({
-          msgId: step.message.header(Headers.MsgId) ?? `wm:${partition}:${step.lamport}`,
-          payload: step.message.data,
-          resumeSeq: step.message.seq + 1,
+          msgId: message.header(Headers.MsgId) ?? `wm:${partition}:${step.lamport}`,
+          payload: step.bytes,
+          resumeSeq: lastOfMessage ? message.seq + 1 : message.seq,
           lastKey: lastKey ? formatOrderKey(lastKey) : undefined,
         });
-        continue;
+      } else {
+        const decision = decisions[step.index] as GateDecision;
+        if (decision !== 'replay') lastKey = step.key;
+        if (forwards(decision)) cutter.add(step.bytes, step.key, step.event);
       }
-      if (step.kind === 'replay') {
-        this.counters.belowLastKey += 1;
-        logger.debug({ event_id: step.eventId, input_seq: step.message.seq }, 'replay at or below the last key: dropped');
-        continue;
-      }
-      lastKey = step.key;
-      const verdict = verdicts[step.claim] as DedupVerdict;
-      if (verdict === 'duplicate') {
-        this.counters.duplicates += 1;
-        logger.info({ event_id: step.eventId, input_seq: step.message.seq }, 'duplicate event dropped');
-        continue;
-      }
-      if (verdict === 'redelivery') {
-        this.counters.redeliveries += 1;
-        logger.info({ event_id: step.eventId, input_seq: step.message.seq }, 'redelivery of an event this gate claimed: forwarded again');
-      }
-      this.counters.forwarded += 1;
-      const traceId = step.message.header(Headers.TraceId) ?? step.traceId;
-      outputs.push({
-        msgId: step.eventId,
-        payload: step.message.data,
-        resumeSeq: step.message.seq + 1,
-        lastKey: formatOrderKey(step.key),
-        ...(traceId ? { traceId } : {}),
-      });
+      if (lastOfMessage) emit(message, true);
     }
-    this.#lastKey = lastKey;
     return { outputs, deadLetters };
   }
 }

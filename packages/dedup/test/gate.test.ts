@@ -2,7 +2,7 @@ import type { BusMessage } from '@cdc/bus';
 import { Headers, formatOrderKey, orderKeyOf, type ChangeEvent } from '@cdc/core';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import { DedupTransform } from '../src/gate.ts';
+import { DedupDecider, DedupTransform, forwards } from '../src/gate.ts';
 import { MemoryDedupStore } from '../src/store.ts';
 
 const logger = pino({ level: 'silent' });
@@ -47,6 +47,38 @@ describe('DedupTransform', () => {
     expect(gate.counters).toMatchObject({ duplicates: 1, redeliveries: 1, forwarded: 1 });
   });
 
+  it('messages carrying several events: one store call for the batch, a duplicate in the middle keeps its neighbours, each message\'s survivors go out as one message', async () => {
+    const store = new MemoryDedupStore();
+    store.claims.set('ev-b', 99); // claimed by another input message
+    const gate = new DedupTransform({ store, partition: 0, logger });
+    restore(gate);
+    const many = (seq: number, events: ChangeEvent[]): BusMessage => message(seq, events.map((e) => JSON.stringify(e)).join('\n'));
+    const result = await gate.process([many(7, [change(1, 'a'), change(2, 'b'), change(3, 'c')]), many(8, [change(4, 'd'), change(5, 'e')])]);
+    expect(store.calls).toBe(1);
+    expect(result.outputs).toHaveLength(2);
+    const ids = (o: (typeof result.outputs)[number]) =>
+      new TextDecoder().decode(o.payload as Uint8Array).split('\n').map((line) => (JSON.parse(line) as ChangeEvent).eventId);
+    expect(ids(result.outputs[0]!)).toEqual(['ev-a', 'ev-c']);
+    expect(ids(result.outputs[1]!)).toEqual(['ev-d', 'ev-e']);
+    expect(result.outputs.map((o) => [o.resumeSeq, o.lastKey])).toEqual([
+      [8, formatOrderKey(orderKeyOf(change(3, 'c')))],
+      [9, formatOrderKey(orderKeyOf(change(5, 'e')))],
+    ]);
+    expect(store.claims.get('ev-a')).toBe(7); // every event of message 7 claimed with its sequence
+    expect(gate.counters).toMatchObject({ forwarded: 4, duplicates: 1 });
+  });
+
+  it('asks the store once for all events of a fetched batch, watermarks in between', async () => {
+    const store = new MemoryDedupStore();
+    const gate = new DedupTransform({ store, partition: 0, logger });
+    restore(gate);
+    const wm = { kind: 'watermark', lamport: '1', positions: {} };
+    const result = await gate.process([message(1, change(1, 'a')), message(2, wm), message(3, change(2, 'b')), message(4, change(3, 'c'))]);
+    expect(store.calls).toBe(1);
+    expect(result.outputs.map((o) => o.msgId)).toEqual(['ev-a', 'wm:0:1', 'ev-b', 'ev-c']);
+    expect(result.outputs[1]?.lastKey).toBe(formatOrderKey(orderKeyOf(change(1, 'a'))));
+  });
+
   it('drops a repeat at or below the last key without asking the store', async () => {
     const store = new MemoryDedupStore();
     const gate = new DedupTransform({ store, partition: 0, logger });
@@ -80,5 +112,59 @@ describe('DedupTransform', () => {
     const withHeader: BusMessage = { ...wm, header: (name) => (name === Headers.MsgId ? 'wm:3:9' : undefined) };
     const result = await gate.process([withHeader]);
     expect(result.outputs[0]?.msgId).toBe('wm:3:9');
+  });
+});
+
+describe('DedupDecider', () => {
+  const ev = (lamport: number, id: string, inputSeq: number) => {
+    const e = change(lamport, id);
+    return { eventId: e.eventId, key: orderKeyOf(e), commitTs: e.commitTs, inputSeq };
+  };
+
+  it('decides a whole batch with one store call: a duplicate in the middle keeps its neighbours', async () => {
+    const store = new MemoryDedupStore();
+    store.claims.set('ev-b', 1); // another input message claimed b
+    store.claims.set('ev-c', 7); // this message (seq 7) claimed c before a crash
+    const decider = new DedupDecider({ store, logger });
+    // Events a..d share input message 7 (a message carrying several events), e is in message 8.
+    const decisions = await decider.decide([ev(1, 'a', 7), ev(2, 'b', 7), ev(3, 'c', 7), ev(4, 'd', 7), ev(5, 'e', 8)]);
+    expect(decisions).toEqual(['new', 'duplicate', 'redelivery', 'new', 'new']);
+    expect(decisions.map(forwards)).toEqual([true, false, true, true, true]);
+    expect(store.calls).toBe(1);
+    expect(decider.counters).toMatchObject({ forwarded: 4, duplicates: 1, redeliveries: 1, belowLastKey: 0 });
+    expect(decider.lastKey).toEqual(orderKeyOf(change(5, 'e')));
+  });
+
+  it('a repeat inside the batch, or at or below the restored key, is a replay and never reaches the store', async () => {
+    const store = new MemoryDedupStore();
+    const decider = new DedupDecider({ store, logger });
+    decider.restore(orderKeyOf(change(2, 'b')));
+    const decisions = await decider.decide([ev(1, 'a', 1), ev(3, 'c', 2), ev(3, 'c', 2), ev(4, 'd', 3)]);
+    expect(decisions).toEqual(['replay', 'new', 'replay', 'new']);
+    expect([...store.claims.keys()]).toEqual(['ev-c', 'ev-d']);
+    expect(decider.counters).toMatchObject({ forwarded: 2, belowLastKey: 2 });
+  });
+
+  it('a store failure rejects the batch and changes nothing: no counter, no last key', async () => {
+    const store = new MemoryDedupStore();
+    store.failing = new Error('redis down');
+    const decider = new DedupDecider({ store, logger });
+    await expect(decider.decide([ev(1, 'a', 1)])).rejects.toThrow('redis down');
+    expect(decider.lastKey).toBeUndefined();
+    expect(decider.counters).toMatchObject({ forwarded: 0, duplicates: 0, redeliveries: 0, belowLastKey: 0 });
+    store.failing = undefined;
+    expect(await decider.decide([ev(1, 'a', 1)])).toEqual(['new']);
+  });
+
+  it('logs at most one debug line per batch, however many duplicates it has', async () => {
+    const lines: unknown[] = [];
+    const sink = pino({ level: 'debug' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    const store = new MemoryDedupStore();
+    for (let i = 0; i < 50; i++) store.claims.set(`ev-${i}`, 1_000);
+    const decider = new DedupDecider({ store, logger: sink });
+    await decider.decide(Array.from({ length: 100 }, (_, i) => ev(i + 1, String(i), 2_000)));
+    expect(decider.counters.duplicates).toBe(50);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ level: 20, events: 100, duplicates: 50, redeliveries: 0, replays: 0 });
   });
 });

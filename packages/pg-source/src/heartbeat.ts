@@ -7,6 +7,7 @@
  * transaction — deterministically, because it is in the WAL — and is published as a
  * watermark, which the committer turns into a position the slot can be confirmed to.
  */
+import { systemClock, type Cancel, type Clock } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
 import type pg from 'pg';
 import { connectSource } from './connection.ts';
@@ -19,11 +20,18 @@ export interface WalHeartbeatOptions {
   readonly logger: Logger;
   /** A counter that grows with every data transaction decoded; unchanged over an interval = idle. */
   readonly activity: () => number;
+  /** Ticks every intervalMs on it. Default systemClock. */
+  readonly clock?: Clock;
+  /**
+   * Writes one heartbeat. Default: `pg_logical_emit_message` on the source (see above);
+   * the timing tests pass a counter instead.
+   */
+  readonly write?: () => Promise<void>;
 }
 
 export class WalHeartbeat {
   readonly #options: WalHeartbeatOptions;
-  readonly #timer: NodeJS.Timeout;
+  readonly #timer: Cancel;
   #client: pg.Client | undefined;
   #lastActivity = -1;
   #busy = false;
@@ -33,7 +41,7 @@ export class WalHeartbeat {
 
   constructor(options: WalHeartbeatOptions) {
     this.#options = options;
-    this.#timer = setInterval(() => void this.#tick(), options.intervalMs);
+    this.#timer = (options.clock ?? systemClock).every(options.intervalMs, () => void this.#tick());
   }
 
   get emitted(): number {
@@ -58,15 +66,8 @@ export class WalHeartbeat {
   /** Writes one heartbeat message now. Failures are logged and retried on the next tick. */
   async emit(): Promise<void> {
     try {
-      if (!this.#client) {
-        const client = await connectSource(this.#options.connectionString, 'cdc-reader-heartbeat');
-        if (this.#closed) {
-          await client.end().catch(() => undefined);
-          return;
-        }
-        this.#client = client;
-      }
-      await this.#client.query('SELECT pg_logical_emit_message(true, $1, $2)', [HEARTBEAT_PREFIX, this.#options.source]);
+      if (this.#options.write) await this.#options.write();
+      else if (!(await this.#writeToSource())) return;
       this.#emitted += 1;
       if (this.#failures > 0) this.#options.logger.info({ after: this.#failures }, 'WAL heartbeat works again');
       this.#failures = 0;
@@ -81,10 +82,24 @@ export class WalHeartbeat {
     }
   }
 
+  /** False when close() came first (nothing written). */
+  async #writeToSource(): Promise<boolean> {
+    if (!this.#client) {
+      const client = await connectSource(this.#options.connectionString, 'cdc-reader-heartbeat');
+      if (this.#closed) {
+        await client.end().catch(() => undefined);
+        return false;
+      }
+      this.#client = client;
+    }
+    await this.#client.query('SELECT pg_logical_emit_message(true, $1, $2)', [HEARTBEAT_PREFIX, this.#options.source]);
+    return true;
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearInterval(this.#timer);
+    this.#timer.cancel();
     // Ending the client also ends a heartbeat query in flight (it fails quietly).
     const client = this.#client;
     this.#client = undefined;

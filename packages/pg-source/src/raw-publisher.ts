@@ -1,18 +1,23 @@
 /**
  * The reader's side of the raw stream, for one replication session.
  *
- *  - Events go to `cdc.<pipeline>.raw.<partitionOf(table, key)>` (TRUNCATE: partition 0)
- *    with Nats-Msg-Id = eventId, so a replay inside the duplicate window is absorbed.
- *  - At most `maxInFlight` events wait for their PubAck. `publishEvent` resolves once the
- *    event is SENT (not acknowledged): the caller keeps decoding, and blocks — pausing the
- *    replication socket — only when the window is full (back-pressure, not buffering).
- *    The window is ours, not AckedPublisher's, so every publish leaves in call order.
- *  - A watermark is published only after every earlier publish was acknowledged
+ *  - Events go to `cdc.<pipeline>.raw.<partitionOf(table, key)>` (TRUNCATE: partition 0),
+ *    many per JetStream message (@cdc/core wire.ts): each partition collects its events in
+ *    a BatchCutter and a message is sent when it is full (count or bytes), when the
+ *    caller says the replication socket has nothing more buffered (`cut`), and before
+ *    every watermark or progress mark (`flush`) — never held back by a timer. Its
+ *    Nats-Msg-Id derives from its first and last positions, so a replay cut the same way
+ *    is absorbed by JetStream; cut differently, per-event identity downstream absorbs it.
+ *  - At most `maxInFlight` messages wait for their PubAck. `publishEvent` resolves once the
+ *    event is queued or SENT (not acknowledged): the caller keeps decoding, and blocks —
+ *    pausing the replication socket — only when the window is full (back-pressure, not
+ *    buffering). The window is ours, not AckedPublisher's, so every publish leaves in call order.
+ *  - A watermark is published only after every earlier event was sent and acknowledged
  *    (flush), then to every partition (idle partitions advance too), then flushed again.
  *    So is a progress mark inside a large transaction (publishProgress).
  *  - The first failed publish fails this publisher for good and is reported once through
- *    `onFailure`: later events may have been stored after the lost one, so the caller
- *    restarts the session from the slot and the replay (same ids) fills the hole.
+ *    `onFailure`: later messages may have been stored after the lost one, so the caller
+ *    restarts the session from the slot and the replay (same event ids) fills the hole.
  *  - An event larger than `maxEventBytes` encoded is never sent (it could never be
  *    stored: NATS max_payload, PITFALLS 25); `publishEvent` returns an EventTooLargeError
  *    and the caller dead-letters it (`deadLetterTooLarge`) instead of failing the session.
@@ -20,7 +25,11 @@
 import { createHash } from 'node:crypto';
 import type { AckedPublisher, Bus } from '@cdc/bus';
 import {
-  Headers,
+  BatchCutter,
+  Lsn,
+  batchHeaders,
+  batchMsgId,
+  encodeItem,
   partitionOf,
   stageSubject,
   type ChangeEvent,
@@ -32,13 +41,11 @@ import {
 import { EventTooLargeError } from './errors.ts';
 
 /**
- * Bytes of `max_payload` left for headers: ours (Nats-Msg-Id, Cdc-Trace-Id) and those the
- * reorderer and the dedup gate add when they republish the event (Cdc-Resume-Seq,
+ * Bytes of `max_payload` left for headers: ours (Nats-Msg-Id, the batch bounds) and those
+ * the reorderer and the dedup gate add when they republish the event (Cdc-Resume-Seq,
  * Cdc-Last-Key: a few hundred bytes in all).
  */
 export const HEADER_ROOM_BYTES = 4096;
-
-const encoder = new TextEncoder();
 
 export interface Watermark {
   readonly lamport: bigint;
@@ -54,6 +61,10 @@ export interface RawPublisherOptions {
   readonly maxInFlight: number;
   /** Largest encoded event (JSON bytes) published; larger ones are refused (EventTooLargeError). */
   readonly maxEventBytes: number;
+  /** Events per message (default WIRE_DEFAULTS.batchMaxEvents). */
+  readonly batchMaxEvents?: number | undefined;
+  /** Encoded bytes per message (default WIRE_DEFAULTS.batchMaxBytes); a larger event travels alone. */
+  readonly batchMaxBytes?: number | undefined;
   readonly onFailure: (error: Error) => void;
 }
 
@@ -68,6 +79,8 @@ export class RawPublisher {
   readonly #options: RawPublisherOptions;
   readonly #publisher: AckedPublisher;
   readonly #waiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
+  /** Per partition: the message being filled. */
+  readonly #cutters = new Map<number, BatchCutter>();
   #inFlight = 0;
   #failure: Error | undefined;
   #closed = false;
@@ -83,22 +96,58 @@ export class RawPublisher {
     return this.#inFlight;
   }
 
+  /** Events queued in partitions' messages not sent yet. */
+  get pending(): number {
+    let pending = 0;
+    for (const cutter of this.#cutters.values()) pending += cutter.count;
+    return pending;
+  }
+
+  partitionOf(event: Pick<ChangeEvent, 'op' | 'table' | 'key'>): number {
+    return event.op === 'truncate' ? 0 : partitionOf(event.table, event.key, this.#options.partitions);
+  }
+
   subjectOf(event: Pick<ChangeEvent, 'op' | 'table' | 'key'>): string {
-    const partition = event.op === 'truncate' ? 0 : partitionOf(event.table, event.key, this.#options.partitions);
-    return stageSubject(this.#options.pipeline, 'raw', partition);
+    return stageSubject(this.#options.pipeline, 'raw', this.partitionOf(event));
   }
 
   /**
-   * Resolves when the event is on the wire (its PubAck is tracked here), or at once with an
-   * EventTooLargeError when it cannot fit in a bus message: then nothing was sent.
+   * Resolves when the event is queued in its partition's message (sent when that is full,
+   * on `cut` or `flush`), or at once with an EventTooLargeError when it cannot fit in a bus
+   * message: then nothing was queued.
    */
   async publishEvent(event: ChangeEvent): Promise<EventTooLargeError | undefined> {
-    const data = encoder.encode(JSON.stringify(event));
+    const data = encodeItem(event);
     if (data.length > this.#options.maxEventBytes) return new EventTooLargeError(event, data.length, this.#options.maxEventBytes);
+    if (this.#failure) throw this.#failure;
+    if (this.#closed) throw new PublisherClosedError();
+    const partition = this.partitionOf(event);
+    let cutter = this.#cutters.get(partition);
+    if (!cutter) {
+      cutter = new BatchCutter({ maxEvents: this.#options.batchMaxEvents, maxBytes: this.#options.batchMaxBytes });
+      this.#cutters.set(partition, cutter);
+    }
+    if (cutter.wouldOverflow(data.length)) await this.#send(partition, cutter);
+    const key = { lamport: BigInt(event.lamport), source: event.source, commitLsn: Lsn.parse(event.commitLsn), seq: event.seq };
+    if (cutter.add(data, key, event)) await this.#send(partition, cutter);
+    return undefined;
+  }
+
+  /** Sends every partition's message in hand: the replication socket has nothing more buffered. */
+  async cut(): Promise<void> {
+    for (const [partition, cutter] of this.#cutters) if (cutter.count > 0) await this.#send(partition, cutter);
+  }
+
+  async #send(partition: number, cutter: BatchCutter): Promise<void> {
     await this.#acquire();
-    const ack = this.#publisher.publish(this.subjectOf(event), data, {
-      msgId: event.eventId,
-      headers: { [Headers.TraceId]: event.traceId },
+    const batch = cutter.take();
+    if (!batch) {
+      this.#release();
+      return;
+    }
+    const ack = this.#publisher.publish(stageSubject(this.#options.pipeline, 'raw', partition), batch.data, {
+      msgId: batchMsgId(`r:${partition}`, batch),
+      headers: batchHeaders(batch),
     });
     void ack.then(
       () => this.#release(),
@@ -107,10 +156,9 @@ export class RawPublisher {
         this.#fail(error instanceof Error ? error : new Error(String(error)));
       },
     );
-    return undefined;
   }
 
-  /** Every event sent so far is acknowledged, then the watermark is stored in every partition. */
+  /** Every event queued so far is sent and acknowledged, then the watermark is stored in every partition. */
   async publishWatermark(watermark: Watermark): Promise<void> {
     await this.flush();
     const { source } = this.#options;
@@ -145,9 +193,10 @@ export class RawPublisher {
     }
   }
 
-  /** Resolves when every publish so far is acknowledged; throws the first failure. */
+  /** Resolves when every event queued so far is sent and acknowledged; throws the first failure. */
   async flush(): Promise<void> {
     if (this.#failure) throw this.#failure;
+    await this.cut();
     await this.#publisher.flush();
     if (this.#failure) throw this.#failure;
   }

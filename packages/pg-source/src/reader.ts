@@ -26,7 +26,7 @@
  */
 import type { Bus } from '@cdc/bus';
 import { DEFAULT_SINK, type CheckpointStore } from '@cdc/checkpoint';
-import { CdcError, LamportClock, Lsn, backoffDelay, errorMessage, retry, sleep } from '@cdc/core';
+import { LamportClock, Lsn, errorMessage, retry, systemClock, type Cancel, type Clock } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
 import { AckTracker, committedByEverySink } from './ack.ts';
 import type { SourceTable } from './catalog.ts';
@@ -40,6 +40,7 @@ import type { SourceMessage } from './pgoutput.ts';
 import { HEADER_ROOM_BYTES, RawPublisher, type Watermark } from './raw-publisher.ts';
 import { assertUsableSlot, readSlot, setupSource, type PreparedSource } from './setup.ts';
 import { ReplicationSession } from './stream.ts';
+import { superviseSessions } from './supervisor.ts';
 
 export type ReaderState = 'created' | 'running' | 'reconnecting' | 'closing' | 'closed' | 'failed';
 
@@ -59,7 +60,7 @@ export interface ReaderOptions {
   readonly logger: Logger;
   /** The result of setupSource(), when the caller ran it already. */
   readonly prepared?: PreparedSource;
-  /** Events waiting for their PubAck; when full, reading pauses. Default READER_DEFAULTS.maxInFlight. */
+  /** Messages (batches of events) waiting for their PubAck; when full, reading pauses. Default READER_DEFAULTS.maxInFlight. */
   readonly maxInFlight?: number;
   /**
    * Largest encoded change event (JSON bytes) published; a larger one is dead-lettered
@@ -67,6 +68,10 @@ export interface ReaderOptions {
    * NATS server's max_payload less HEADER_ROOM_BYTES (PITFALLS 25).
    */
   readonly maxEventBytes?: number;
+  /** Events per raw message (default WIRE_DEFAULTS.batchMaxEvents, @cdc/core). */
+  readonly batchMaxEvents?: number | undefined;
+  /** Encoded bytes per raw message (default WIRE_DEFAULTS.batchMaxBytes); a larger event travels alone. */
+  readonly batchMaxBytes?: number | undefined;
   /** WAL heartbeat interval while watched tables are idle. Default READER_DEFAULTS.heartbeatIntervalMs. */
   readonly heartbeatIntervalMs?: number;
   /**
@@ -83,6 +88,8 @@ export interface ReaderOptions {
   readonly signal?: AbortSignal;
   /** Reconnect policy of the replication session. */
   readonly reconnect?: { readonly attempts: number; readonly initialDelayMs: number; readonly maxDelayMs: number };
+  /** Time for the supervisor's back-off, the heartbeat and the feedback timers. Default systemClock. */
+  readonly clock?: Clock;
 }
 
 export interface ReaderStats {
@@ -110,8 +117,6 @@ export interface ReaderStats {
 }
 
 const STATUS_INTERVAL_MS = 10_000;
-/** A session that ends sooner than this after starting counts as a quick failure (back-off grows). */
-const QUICK_FAILURE_MS = 10_000;
 const DEFAULT_RECONNECT = { attempts: 30, initialDelayMs: 200, maxDelayMs: 5_000 };
 
 export class Reader {
@@ -120,6 +125,7 @@ export class Reader {
   readonly #log: Logger;
   readonly #abort = new AbortController();
   readonly #tracker: AckTracker;
+  readonly #clock: Clock;
   readonly #closedPromise: Promise<Error | undefined>;
   #resolveClosed!: (error: Error | undefined) => void;
 
@@ -129,8 +135,9 @@ export class Reader {
   #decoder: PgoutputDecoder;
   #publisher: RawPublisher | undefined;
   #chain: Promise<void> = Promise.resolve();
+  #cutScheduled: NodeJS.Immediate | undefined;
   #heartbeat: WalHeartbeat | undefined;
-  #timers: NodeJS.Timeout[] = [];
+  #timers: Cancel[] = [];
   #supervisor: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
   #draining = false;
@@ -139,7 +146,8 @@ export class Reader {
   #pendingWatermark: Watermark | undefined;
   #lastWatermark: Watermark | undefined;
   #watermarkQueued = false;
-  #acking = false;
+  /** The slot-feedback round in flight, if any. */
+  #acking: Promise<void> | undefined;
   #ackWarned = false;
   #lastStatusAt = 0;
 
@@ -161,6 +169,7 @@ export class Reader {
     this.#prepared = prepared;
     this.#log = options.logger.child({ component: 'reader', slot: options.slotName });
     this.#tracker = new AckTracker(confirmed);
+    this.#clock = options.clock ?? systemClock;
     this.#decoder = this.#newDecoder(confirmed.lamport);
     this.#closedPromise = new Promise((resolve) => {
       this.#resolveClosed = resolve;
@@ -262,9 +271,10 @@ export class Reader {
       intervalMs: options.heartbeatIntervalMs ?? READER_DEFAULTS.heartbeatIntervalMs,
       logger: this.#log,
       activity: () => this.#dataTransactions,
+      clock: this.#clock,
     });
-    this.#timers.push(setInterval(() => this.#tickWatermark(), options.watermarkIntervalMs ?? READER_DEFAULTS.watermarkIntervalMs));
-    this.#timers.push(setInterval(() => void this.#ackOnce(), options.ackIntervalMs ?? READER_DEFAULTS.ackIntervalMs));
+    this.#timers.push(this.#clock.every(options.watermarkIntervalMs ?? READER_DEFAULTS.watermarkIntervalMs, () => this.#tickWatermark()));
+    this.#timers.push(this.#clock.every(options.ackIntervalMs ?? READER_DEFAULTS.ackIntervalMs, () => void this.#ackOnce()));
     this.#supervisor = this.#supervise(first);
   }
 
@@ -273,6 +283,7 @@ export class Reader {
     return retry(() => this.#openSession(), {
       ...policy,
       signal: this.#abort.signal,
+      clock: this.#clock,
       onRetry: ({ attempt, delayMs, error }) =>
         this.#log.warn({ attempt, delay_ms: delayMs, err: error }, `replication did not start: ${errorMessage(error)}; retrying`),
     });
@@ -314,6 +325,8 @@ export class Reader {
       partitions: options.partitions,
       maxInFlight: options.maxInFlight ?? READER_DEFAULTS.maxInFlight,
       maxEventBytes: options.maxEventBytes ?? options.bus.maxPayload - HEADER_ROOM_BYTES,
+      batchMaxEvents: options.batchMaxEvents,
+      batchMaxBytes: options.batchMaxBytes,
       onFailure: (error) => this.#sessionFailed(generation, error),
     });
 
@@ -322,6 +335,7 @@ export class Reader {
       slotName: options.slotName,
       publicationName: options.publicationName,
       logger: this.#log,
+      clock: this.#clock,
       handlers: {
         onData: (lsn, message) => this.#onData(generation, lsn, message),
         onKeepalive: (_lsn, shouldRespond) => {
@@ -339,35 +353,25 @@ export class Reader {
     return session;
   }
 
-  /**
-   * Restarts ended sessions until close() or a failure retrying cannot fix. A session that
-   * dies young (NATS down: every replay fails its first publish) backs off before the next.
-   */
+  /** Restarts ended sessions (supervisor.ts: growing, bounded back-off for sessions that die young). */
   async #supervise(first: ReplicationSession): Promise<void> {
-    let session = first;
-    let startedAt = Date.now();
-    let quickFailures = 0;
-    for (;;) {
-      const error = await session.closed();
-      if (this.#closing) return;
-      this.#restarts += 1;
-      this.#state = 'reconnecting';
-      if (error instanceof CdcError && !error.retriable) return this.#fatal(error);
-      quickFailures = Date.now() - startedAt < QUICK_FAILURE_MS ? quickFailures + 1 : 0;
-      const delayMs = quickFailures === 0 ? 0 : backoffDelay(quickFailures, { initialDelayMs: 200, maxDelayMs: 10_000 });
-      this.#log.warn(
-        { err: error, restarts: this.#restarts, delay_ms: delayMs },
-        `replication session ended (${errorMessage(error)}); resuming from the slot`,
-      );
-      try {
-        if (delayMs > 0) await sleep(delayMs, this.#abort.signal);
-        session = await this.#connect();
-        startedAt = Date.now();
-      } catch (connectError) {
-        if (this.#closing) return;
-        return this.#fatal(connectError instanceof Error ? connectError : new Error(String(connectError)));
-      }
-    }
+    const failure = await superviseSessions({
+      first,
+      reconnect: () => this.#connect(),
+      closing: () => this.#closing !== undefined,
+      clock: this.#clock,
+      signal: this.#abort.signal,
+      onEnded: () => {
+        this.#restarts += 1;
+        this.#state = 'reconnecting';
+      },
+      onRestart: ({ error, delayMs }) =>
+        this.#log.warn(
+          { err: error, restarts: this.#restarts, delay_ms: delayMs },
+          `replication session ended (${errorMessage(error)}); resuming from the slot`,
+        ),
+    });
+    if (failure) this.#fatal(failure);
   }
 
   #fatal(error: Error): void {
@@ -383,8 +387,10 @@ export class Reader {
     // Messages still queued behind the one in hand are dropped: the slot resends them.
     this.#draining = true;
     this.#abort.abort(reason);
-    for (const timer of this.#timers) clearInterval(timer);
+    for (const timer of this.#timers) timer.cancel();
     this.#timers = [];
+    if (this.#cutScheduled) clearImmediate(this.#cutScheduled);
+    this.#cutScheduled = undefined;
     await this.#heartbeat?.close();
     await this.#chain;
     if (!failed && this.#publisher) {
@@ -393,7 +399,7 @@ export class Reader {
       } catch (error) {
         this.#log.warn({ err: error }, 'final watermark not published; the next start replays from the slot');
       }
-      while (this.#acking) await sleep(10);
+      await this.#acking;
       await this.#ackOnce();
     }
     this.#publisher?.close();
@@ -407,16 +413,33 @@ export class Reader {
   // --- the serial chain -----------------------------------------------------------------
 
   #enqueue(generation: number, work: () => Promise<void>): Promise<void> {
-    const next = this.#chain.then(async () => {
+    const next: Promise<void> = this.#chain.then(async () => {
       if (generation !== this.#generation || this.#draining) return;
       try {
         await work();
+        if (this.#chain === next && (this.#publisher?.pending ?? 0) > 0) this.#scheduleCut(generation);
       } catch (error) {
         this.#sessionFailed(generation, error);
       }
     });
     this.#chain = next;
     return next;
+  }
+
+  /**
+   * The partitions' messages in hand go out once the replication socket has nothing more
+   * buffered: the client library hands over every message of a socket read in microtasks,
+   * so a check-phase callback (setImmediate) runs after the last of them — never held back
+   * by a timer. The cut runs on the chain, after whatever was queued meanwhile.
+   */
+  #scheduleCut(generation: number): void {
+    if (this.#cutScheduled) return;
+    this.#cutScheduled = setImmediate(() => {
+      this.#cutScheduled = undefined;
+      void this.#enqueue(generation, async () => {
+        await this.#publisher?.cut();
+      });
+    });
   }
 
   #onData(generation: number, lsn: string, message: SourceMessage): Promise<void> {
@@ -513,10 +536,16 @@ export class Reader {
 
   // --- slot feedback --------------------------------------------------------------------
 
+  /** One slot-feedback round; a call while one runs joins it. */
+  #ackOnce(): Promise<void> {
+    this.#acking ??= this.#ackRound().finally(() => {
+      this.#acking = undefined;
+    });
+    return this.#acking;
+  }
+
   /** Confirms to PostgreSQL what the committer has committed in every partition. */
-  async #ackOnce(): Promise<void> {
-    if (this.#acking) return;
-    this.#acking = true;
+  async #ackRound(): Promise<void> {
     const options = this.#options;
     try {
       const session = this.#session;
@@ -532,17 +561,15 @@ export class Reader {
         });
         if (session !== this.#session || !(await session.confirm(target.lsn))) return;
         this.#tracker.confirm(target);
-        this.#lastStatusAt = Date.now();
+        this.#lastStatusAt = this.#clock.now();
         this.#log.debug({ lsn: Lsn.format(target.lsn), lamport: target.lamport.toString() }, 'confirmed to PostgreSQL');
-      } else if (Date.now() - this.#lastStatusAt > STATUS_INTERVAL_MS) {
+      } else if (this.#clock.now() - this.#lastStatusAt > STATUS_INTERVAL_MS) {
         await this.#sendStatus();
       }
       this.#ackWarned = false;
     } catch (error) {
       if (!this.#ackWarned) this.#log.warn({ err: error }, 'slot feedback failed; retrying');
       this.#ackWarned = true;
-    } finally {
-      this.#acking = false;
     }
   }
 
@@ -550,7 +577,7 @@ export class Reader {
   async #sendStatus(): Promise<void> {
     const session = this.#session;
     if (!session?.streaming) return;
-    this.#lastStatusAt = Date.now();
+    this.#lastStatusAt = this.#clock.now();
     await session.confirm(this.#tracker.confirmed.lsn).catch(() => false);
   }
 

@@ -18,7 +18,7 @@
  *  - `acknowledge(x)` reports x + 1 as flushed (it takes "the last byte processed"); we
  *    pass (position - 1) so confirmed_flush_lsn becomes exactly the commit end position.
  */
-import { Lsn } from '@cdc/core';
+import { Lsn, systemClock, type Cancel, type Clock } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
 import { LogicalReplicationService } from 'pg-logical-replication';
 import { assertValueTextSettings, clientConfig, sqlStateOf, toConnectError } from './connection.ts';
@@ -39,6 +39,8 @@ export interface SessionOptions {
   readonly handlers: SessionHandlers;
   readonly logger: Logger;
   readonly startTimeoutMs?: number;
+  /** Times the start timeout. Default systemClock. */
+  readonly clock?: Clock;
 }
 
 export class ReplicationSession {
@@ -96,14 +98,13 @@ export class ReplicationSession {
     );
 
     const timeoutMs = options.startTimeoutMs ?? 15_000;
-    let timer: NodeJS.Timeout | undefined;
+    let timer: Cancel | undefined;
     try {
       await Promise.race([
         startedPromise,
         new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new ReplicationError(`START_REPLICATION on slot ${options.slotName} did not start within ${timeoutMs} ms`, { slot: options.slotName })),
-            timeoutMs,
+          timer = (options.clock ?? systemClock).timer(timeoutMs, () =>
+            reject(new ReplicationError(`START_REPLICATION on slot ${options.slotName} did not start within ${timeoutMs} ms`, { slot: options.slotName })),
           );
         }),
       ]);
@@ -111,7 +112,7 @@ export class ReplicationSession {
       await session.close();
       throw error;
     } finally {
-      clearTimeout(timer);
+      timer?.cancel();
     }
     return session;
   }

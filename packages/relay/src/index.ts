@@ -10,8 +10,6 @@
  */
 export { Relay } from './relay.ts';
 export type { RelayOptions, RelayState, RelayHealth } from './relay.ts';
-export { decodeRaw, decodeOrdered } from './decode.ts';
-export type { Decoded } from './decode.ts';
 export { ReaderClosedError, BadCheckpointError, MessageTooLargeError } from './errors.ts';
 export type { RelayTransform, RelayCheckpoint, StageOutput, StageResult, DeadLetterRequest } from './types.ts';
 export { parseAssignment } from './assignment.ts';

@@ -19,7 +19,7 @@
  *
  *   created ──create()──► running ──close() / signal / fatal──► closing ──loop ended──► closed
  */
-import { CdcError, Headers, IllegalStateError, errorMessage, sleep, stageSubject, streamName, type DeadLetter, type Stage } from '@cdc/core';
+import { CdcError, Headers, IllegalStateError, errorMessage, stageSubject, streamName, systemClock, withinMs, type Clock, type DeadLetter, type Stage } from '@cdc/core';
 import { StreamGapError, type AckedPublisher, type Bus, type BusMessage, type StreamReader } from '@cdc/bus';
 import { ConsumerLoop, type ConsumerState, type Logger } from '@cdc/runtime';
 import { RELAY_DEFAULTS } from './defaults.ts';
@@ -46,6 +46,8 @@ export interface RelayOptions {
   readonly retry?: { initialDelayMs: number; maxDelayMs: number };
   /** Aborting it stops the relay after the batch in hand (SIGTERM drain). */
   readonly signal?: AbortSignal;
+  /** Time for health (failingSince), the linger check and the loop's back-off. Default systemClock. */
+  readonly clock?: Clock;
 }
 
 export type RelayState = 'created' | 'running' | 'closing' | 'closed';
@@ -90,6 +92,7 @@ export class Relay {
   readonly #inSubject: string;
   readonly #outStream: string;
   readonly #outSubject: string;
+  readonly #clock: Clock;
   #state: RelayState = 'created';
   #done: Promise<Error | undefined> = Promise.resolve(undefined);
   #fatal: Error | undefined;
@@ -109,6 +112,7 @@ export class Relay {
 
   private constructor(options: RelayOptions) {
     this.#options = options;
+    this.#clock = options.clock ?? systemClock;
     const { pipeline, partition, input, output } = options;
     this.#logger = options.logger.child({ component: 'relay', stage: options.stage, partition });
     this.#inStream = streamName(pipeline, input);
@@ -119,6 +123,7 @@ export class Relay {
       name: `${options.stage}/${partition}`,
       logger: this.#logger,
       ...(options.retry ? { retry: options.retry } : {}),
+      clock: this.#clock,
       onError: (error) => this.#onError(error),
     });
   }
@@ -158,7 +163,7 @@ export class Relay {
   }
 
   /** Ready unless the loop has failed continuously for longer than `maxFailingMs`. */
-  isHealthy(maxFailingMs: number, now = Date.now()): boolean {
+  isHealthy(maxFailingMs: number, now = this.#clock.now()): boolean {
     if (this.#state === 'closed') return false;
     return this.#failingSince === undefined || now - this.#failingSince < maxFailingMs;
   }
@@ -212,7 +217,7 @@ export class Relay {
 
   #onError(error: unknown): void {
     this.#needsStart = true;
-    this.#failingSince ??= Date.now();
+    this.#failingSince ??= this.#clock.now();
     this.#lastError = errorMessage(error);
     // Retrying cannot fix a gap in the input or a corrupt checkpoint: stop loudly.
     if (error instanceof CdcError && !error.retriable) {
@@ -228,12 +233,12 @@ export class Relay {
       const reader = this.#reader;
       if (!reader) throw new ReaderClosedError(this.#inSubject);
       const { batchMax, batchLingerMs } = this.#options;
-      const started = performance.now();
+      const started = this.#clock.now();
       const batch = await reader.nextBatch(batchMax, batchLingerMs, signal);
       if (batch.length > 0) return batch;
       // An empty batch before the linger elapsed means the consumer's iterator ended
       // (StreamReader marks itself closed and returns at once from then on).
-      if (!signal.aborted && performance.now() - started < batchLingerMs / 2) throw new ReaderClosedError(this.#inSubject);
+      if (!signal.aborted && this.#clock.now() - started < batchLingerMs / 2) throw new ReaderClosedError(this.#inSubject);
       // Caught up with nothing to do: whatever failed before works again (an idle
       // partition must not stay unready until its next message).
       this.#failingSince = undefined;
@@ -285,6 +290,7 @@ export class Relay {
       subject: this.#inSubject,
       startSeq,
       bufferMessages: this.#options.readerBufferMessages ?? Math.max(2 * this.#options.batchMax, 64),
+      clock: this.#clock,
     });
     this.#reopenAt = undefined;
     this.#logger.info({ input: this.#inSubject, output: this.#outSubject, start_seq: startSeq, last_key: this.#lastKey, why }, 'reading input');
@@ -298,7 +304,7 @@ export class Relay {
     // `close()` only resolves once someone iterates them — nobody will. The subscription
     // is already gone when close() returns control; waiting longer only stalls a reopen.
     const closing = this.#options.bus.closeReader(reader).catch(() => undefined);
-    await Promise.race([closing, sleep(READER_CLOSE_WAIT_MS)]);
+    await withinMs(closing, READER_CLOSE_WAIT_MS, this.#clock);
   }
 
   async #process(batch: BusMessage[], signal: AbortSignal): Promise<void> {
@@ -323,6 +329,7 @@ export class Relay {
     const ready: { output: StageOutput; data: Uint8Array; headers: Record<string, string> }[] = [];
     for (const output of result.outputs) {
       const headers: Record<string, string> = {
+        ...output.headers,
         [Headers.ResumeSeq]: String(output.resumeSeq),
         // Always present; empty means "nothing released yet" (BusMessage.header maps '' to undefined).
         [Headers.LastKey]: output.lastKey ?? '',
@@ -387,7 +394,7 @@ export class Relay {
       bytes,
       limit,
       payload: text,
-      at: new Date().toISOString(),
+      at: new Date(this.#clock.now()).toISOString(),
     };
     await bus.deadLetter(pipeline, letter);
     this.#deadLettered += 1;
@@ -404,8 +411,8 @@ export class Relay {
       ...(letter.eventId !== undefined ? { eventId: letter.eventId } : {}),
       ...(letter.table !== undefined ? { table: letter.table } : {}),
       ...(letter.lsn !== undefined ? { lsn: letter.lsn } : {}),
-      payload: new TextDecoder().decode(letter.message.data),
-      at: new Date().toISOString(),
+      payload: new TextDecoder().decode(letter.item ?? letter.message.data),
+      at: new Date(this.#clock.now()).toISOString(),
     });
     this.#deadLettered += 1;
   }

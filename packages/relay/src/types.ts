@@ -12,10 +12,17 @@ export interface RelayCheckpoint {
 
 /** One message to publish, with the checkpoint that is true once it is stored. */
 export interface StageOutput {
-  /** `Nats-Msg-Id`: eventId, or `wm:<partition>:<lamport>` for watermarks. */
+  /** `Nats-Msg-Id`: from the batch's first and last positions (batchMsgId), or `wm:<partition>:<lamport>` for watermarks. */
   readonly msgId: string;
-  /** Bytes are forwarded as they are (events keep fields we do not know); objects are JSON-encoded. */
+  /**
+   * A wire message (@cdc/core wire.ts): items' bytes are forwarded as they are (events keep
+   * fields we do not know); an object is JSON-encoded as one item.
+   */
   readonly payload: Uint8Array | object;
+  /** More headers (the batch bounds: Cdc-Count, Cdc-First-Key); the relay sets Cdc-Resume-Seq and Cdc-Last-Key. */
+  readonly headers?: Readonly<Record<string, string>>;
+  /** Change events in the message (for stats); default 1 for a non-watermark payload. */
+  readonly events?: number;
   /** Input sequence to restart from if this is the last stored output. */
   readonly resumeSeq: number;
   /** Last released order key if this is the last stored output. */
@@ -26,6 +33,8 @@ export interface StageOutput {
 /** A message the stage cannot process: it goes to `cdc.<pipeline>.dlq.<stage>`. */
 export interface DeadLetterRequest {
   readonly message: BusMessage;
+  /** The one item refused, when the message carries several (default: the whole message). */
+  readonly item?: Uint8Array;
   readonly reason: string;
   readonly code: string;
   readonly eventId?: string;

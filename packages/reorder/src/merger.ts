@@ -114,6 +114,7 @@ export type AcceptResult = 'accepted' | 'duplicate' | 'late' | 'full' | 'unknown
 export interface ReleasedEvent<P> {
   readonly kind: 'change';
   readonly event: ChangeEvent;
+  readonly key: OrderKey;
   readonly payload: P;
   readonly inputSeq: number;
   readonly resumeSeq: number;
@@ -197,6 +198,9 @@ export class LamportMerger<P = undefined> {
   #releasedWhileRefusing = false;
   #nextSeq = 1;
   #maxSeqSeen = 0;
+  /** Whether the input message at `#currentSeq` was read before: one message carries many events. */
+  #currentSeq = 0;
+  #currentReplay = false;
   #started = false;
 
   constructor(options: MergerOptions) {
@@ -232,10 +236,14 @@ export class LamportMerger<P = undefined> {
     }
   }
 
-  /** Takes one input message. Heartbeats are always taken; events may be refused when full. */
-  accept(message: RawMessage, inputSeq: number, payload: P): AcceptResult {
+  /**
+   * Takes one item of the input message at `inputSeq` (a message may carry many; `key`,
+   * when the caller parsed it already, saves parsing it again). Heartbeats are always
+   * taken; events may be refused when full.
+   */
+  accept(message: RawMessage, inputSeq: number, payload: P, parsedKey?: OrderKey): AcceptResult {
     this.#started = true;
-    const replay = inputSeq <= this.#maxSeqSeen;
+    const replay = this.#isReplay(inputSeq);
     this.#see(inputSeq);
     const stats = this.#counters.sources[message.source];
     if (!stats || !this.#marks.has(message.source)) {
@@ -271,7 +279,7 @@ export class LamportMerger<P = undefined> {
     }
 
     const event = message;
-    const key = orderKeyOf(event);
+    const key = parsedKey ?? orderKeyOf(event);
     if (this.#ids.has(event.eventId)) {
       if (replay) stats.replayed += 1;
       else stats.duplicates += 1;
@@ -315,7 +323,17 @@ export class LamportMerger<P = undefined> {
   /** Notes an input sequence consumed without content (dead-lettered), so resume passes it. */
   skip(inputSeq: number): void {
     this.#started = true;
+    this.#isReplay(inputSeq);
     this.#see(inputSeq);
+  }
+
+  /** The first item of a message decides whether the message is read again; its other items follow it. */
+  #isReplay(inputSeq: number): boolean {
+    if (inputSeq !== this.#currentSeq) {
+      this.#currentSeq = inputSeq;
+      this.#currentReplay = inputSeq <= this.#maxSeqSeen;
+    }
+    return this.#currentReplay;
   }
 
   /** Everything releasable now, in order-key order, then at most one watermark. */
@@ -363,6 +381,7 @@ export class LamportMerger<P = undefined> {
     const items: Released<P>[] = released.map((entry, i) => ({
       kind: 'change',
       event: entry.event,
+      key: entry.key,
       payload: entry.payload,
       inputSeq: entry.seq,
       resumeSeq: Math.min(suffixMin[i] as number, rest, anchorsBefore),
@@ -414,6 +433,7 @@ export class LamportMerger<P = undefined> {
     this.#refused = undefined;
     this.#releasedWhileRefusing = false;
     this.#nextSeq = inputSeq;
+    this.#currentSeq = 0;
     this.#counters.reopens += 1;
   }
 

@@ -2,16 +2,18 @@
  * The lamport-reorderer stage for one partition: `raw.<p>` → LamportMerger → `ordered.<p>`,
  * run by a Relay (checkpoint in the output headers, ordered reader, acked publishes).
  *
- * Outputs: events forwarded byte for byte with Nats-Msg-Id = eventId; after them one
- * PartitionHeartbeat with Nats-Msg-Id `wm:<partition>:<lamport>`. Dead letters: input that
- * is not a raw message, events of a source not in SOURCES, and late events.
+ * Outputs: released events forwarded byte for byte, many per message (@cdc/core wire.ts),
+ * Nats-Msg-Id from the message's first and last positions; after them one
+ * PartitionHeartbeat with Nats-Msg-Id `wm:<partition>:<lamport>`. Dead letters, one item
+ * each (its neighbours go on): input that is not a raw message, events of a source not in
+ * SOURCES, and late events.
  */
 import { REORDERER_DEFAULTS } from './defaults.ts';
-import { BadCheckpointError, Relay, decodeOrdered, decodeRaw, type DeadLetterRequest, type RelayCheckpoint, type RelayTransform, type StageOutput, type StageResult } from '@cdc/relay';
-import { Headers, parseOrderKey, type PartitionHeartbeat } from '@cdc/core';
+import { BadCheckpointError, Relay, type DeadLetterRequest, type RelayCheckpoint, type RelayTransform, type StageOutput, type StageResult } from '@cdc/relay';
+import { BatchCutter, Headers, batchHeaders, batchMsgId, decodeOrderedMessage, decodeRawMessage, parseOrderKey, type PartitionHeartbeat, poisonIdentity } from '@cdc/core';
 import type { Bus, BusMessage } from '@cdc/bus';
 import type { Logger } from '@cdc/runtime';
-import { LamportMerger, createCounters, type MergerCounters, type MergerHealth } from './merger.ts';
+import { LamportMerger, createCounters, type MergerCounters, type MergerHealth, type Released, type ReleasedEvent } from './merger.ts';
 
 export const REORDERER_STAGE = 'lamport-reorderer';
 
@@ -20,6 +22,10 @@ export interface ReorderTransformOptions {
   readonly sources: readonly string[];
   readonly maxBuffered: number;
   readonly logger: Logger;
+  /** Events per output message (default WIRE_DEFAULTS.batchMaxEvents). */
+  readonly batchMaxEvents?: number | undefined;
+  /** Encoded bytes per output message (default WIRE_DEFAULTS.batchMaxBytes). */
+  readonly batchMaxBytes?: number | undefined;
 }
 
 export class ReorderTransform implements RelayTransform {
@@ -51,8 +57,9 @@ export class ReorderTransform implements RelayTransform {
     this.#merger = this.#newMerger();
     let lastWatermark: PartitionHeartbeat | undefined;
     if (checkpoint.last) {
-      const decoded = decodeOrdered(checkpoint.last);
-      if (decoded.ok && decoded.value.kind === 'watermark') lastWatermark = decoded.value;
+      const items = decodeOrderedMessage(checkpoint.last.data);
+      const only = items.length === 1 ? items[0] : undefined;
+      if (only?.kind === 'watermark') lastWatermark = only.value;
     }
     if (checkpoint.lastKey !== undefined) {
       try {
@@ -68,60 +75,93 @@ export class ReorderTransform implements RelayTransform {
     const merger = this.#merger;
     const deadLetters: DeadLetterRequest[] = [];
     for (const message of batch) {
-      const decoded = decodeRaw(message);
-      if (!decoded.ok) {
-        merger.skip(message.seq);
-        deadLetters.push({ message, reason: decoded.reason, code: decoded.code });
-        continue;
-      }
-      const value = decoded.value;
-      const result = merger.accept(value, message.seq, message.data);
-      if (result === 'late') {
-        // Cannot be placed: a watermark above it is already published. A correct reader never does this.
-        deadLetters.push({
-          message,
-          reason: `late event: lamport ${value.lamport} <= released watermark ${merger.releasedWatermark}`,
-          code: 'LATE_EVENT',
-          ...(value.kind === 'change' ? { eventId: value.eventId, table: value.table, lsn: value.lsn } : {}),
-        });
-      } else if (result === 'unknown-source') {
-        if (value.kind === 'change') {
+      const items = decodeRawMessage(message.data);
+      let consumed = false;
+      for (const item of items) {
+        if (item.kind === 'poison') {
+          deadLetters.push({ message, item: item.bytes, reason: item.reason, code: item.code, ...poisonIdentity(item) });
+          continue;
+        }
+        consumed = true;
+        const value = item.value;
+        const result = item.kind === 'change' ? merger.accept(item.value, message.seq, item.bytes, item.key) : merger.accept(item.value, message.seq, item.bytes);
+        if (result === 'late') {
+          // Cannot be placed: a watermark above it is already published. A correct reader never does this.
           deadLetters.push({
             message,
-            reason: `source ${value.source} is not in SOURCES (${this.#options.sources.join(',')}): its events cannot be ordered`,
-            code: 'UNKNOWN_SOURCE',
-            eventId: value.eventId,
-            table: value.table,
-            lsn: value.lsn,
+            item: item.bytes,
+            reason: `late event: lamport ${value.lamport} <= released watermark ${merger.releasedWatermark}`,
+            code: 'LATE_EVENT',
+            ...(value.kind === 'change' ? { eventId: value.eventId, table: value.table, lsn: value.lsn } : {}),
           });
-        } else if (!this.#warnedSources.has(value.source)) {
-          this.#warnedSources.add(value.source);
-          this.#options.logger.warn({ source: value.source, sources: this.#options.sources }, 'heartbeat from a source not in SOURCES: ignored');
+        } else if (result === 'unknown-source') {
+          if (value.kind === 'change') {
+            deadLetters.push({
+              message,
+              item: item.bytes,
+              reason: `source ${value.source} is not in SOURCES (${this.#options.sources.join(',')}): its events cannot be ordered`,
+              code: 'UNKNOWN_SOURCE',
+              eventId: value.eventId,
+              table: value.table,
+              lsn: value.lsn,
+            });
+          } else if (!this.#warnedSources.has(value.source)) {
+            this.#warnedSources.add(value.source);
+            this.#options.logger.warn({ source: value.source, sources: this.#options.sources }, 'heartbeat from a source not in SOURCES: ignored');
+          }
         }
       }
+      // Nothing in it could be taken: its sequence still counts as read, so resume passes it.
+      if (!consumed) merger.skip(message.seq);
     }
-    const outputs: StageOutput[] = [];
-    for (const item of merger.release()) {
-      if (item.kind === 'change') {
-        outputs.push({
-          msgId: item.event.eventId,
-          payload: item.payload,
-          resumeSeq: item.resumeSeq,
-          lastKey: item.lastKey,
-          ...(item.event.traceId ? { traceId: item.event.traceId } : {}),
-        });
-      } else {
-        outputs.push({
-          msgId: `wm:${this.#options.partition}:${item.watermark.lamport}`,
-          payload: item.watermark,
-          resumeSeq: item.resumeSeq,
-          lastKey: item.lastKey,
-        });
-      }
-    }
+    const outputs = this.#outputs(merger.release());
     const reopenFrom = merger.reopenFrom();
     if (reopenFrom !== undefined) merger.rewind(reopenFrom);
     return { outputs, deadLetters, ...(reopenFrom !== undefined ? { reopenFrom } : {}) };
+  }
+
+  /**
+   * Released events go out many per message (BatchCutter: count and bytes), cut before
+   * every watermark. A message's checkpoint is its last event's: every event before it in
+   * the message is stored with it, and that event's resume sequence already accounts for
+   * whatever is released after it.
+   */
+  #outputs(released: readonly Released<Uint8Array>[]): StageOutput[] {
+    const outputs: StageOutput[] = [];
+    const cutter = new BatchCutter({ maxEvents: this.#options.batchMaxEvents, maxBytes: this.#options.batchMaxBytes });
+    let last: ReleasedEvent<Uint8Array> | undefined;
+    const cut = (): void => {
+      const taken = cutter.take();
+      if (!taken || !last) return;
+      outputs.push({
+        msgId: batchMsgId(`o:${this.#options.partition}`, taken),
+        payload: taken.data,
+        headers: batchHeaders(taken),
+        events: taken.count,
+        ...(taken.sole?.traceId ? { traceId: taken.sole.traceId } : {}),
+        resumeSeq: last.resumeSeq,
+        lastKey: last.lastKey,
+      });
+      last = undefined;
+    };
+    for (const item of released) {
+      if (item.kind === 'change') {
+        if (cutter.wouldOverflow(item.payload.length)) cut();
+        const full = cutter.add(item.payload, item.key, item.event);
+        last = item;
+        if (full) cut();
+        continue;
+      }
+      cut();
+      outputs.push({
+        msgId: `wm:${this.#options.partition}:${item.watermark.lamport}`,
+        payload: item.watermark,
+        resumeSeq: item.resumeSeq,
+        lastKey: item.lastKey,
+      });
+    }
+    cut();
+    return outputs;
   }
 
   #newMerger(): LamportMerger<Uint8Array> {
@@ -141,6 +181,10 @@ export interface ReordererOptions {
   readonly maxBuffered: number;
   readonly batchMax: number;
   readonly batchLingerMs: number;
+  /** Events per output message (default WIRE_DEFAULTS.batchMaxEvents, @cdc/core). */
+  readonly outputMaxEvents?: number | undefined;
+  /** Encoded bytes per output message (default WIRE_DEFAULTS.batchMaxBytes). */
+  readonly outputMaxBytes?: number | undefined;
   readonly logger: Logger;
   /** How often the per-source counters are logged (default REORDERER_DEFAULTS.statsIntervalMs; 0 = never). */
   readonly statsIntervalMs?: number;
@@ -164,7 +208,14 @@ export class Reorderer {
 
   static create(options: ReordererOptions): Reorderer {
     const logger = options.logger.child({ component: REORDERER_STAGE, partition: options.partition });
-    const transform = new ReorderTransform({ partition: options.partition, sources: options.sources, maxBuffered: options.maxBuffered, logger });
+    const transform = new ReorderTransform({
+      partition: options.partition,
+      sources: options.sources,
+      maxBuffered: options.maxBuffered,
+      logger,
+      batchMaxEvents: options.outputMaxEvents,
+      batchMaxBytes: options.outputMaxBytes,
+    });
     const relay = Relay.create({
       bus: options.bus,
       pipeline: options.pipeline,

@@ -18,7 +18,7 @@
  * straight after COMMIT without a fetch). xstate itself ignores such events silently,
  * which would hide exactly the bugs this machine exists to catch.
  */
-import { CdcError, backoffDelay, sleep } from '@cdc/core';
+import { Backoff, CdcError, systemClock, type BackoffPolicy, type Clock } from '@cdc/core';
 import { createActor, setup, type Actor } from 'xstate';
 import type { Logger } from './logger.ts';
 
@@ -78,7 +78,10 @@ export interface ConsumerHandler<Batch> {
 export interface ConsumerLoopOptions {
   readonly name: string;
   readonly logger: Logger;
-  readonly retry?: { initialDelayMs: number; maxDelayMs: number };
+  /** Back-off between failed iterations (core Backoff). Default 200 ms doubling to 10 s. */
+  readonly retry?: BackoffPolicy;
+  /** Where the back-off sleeps. Default systemClock. */
+  readonly clock?: Clock;
   /** Consecutive failures after which the error is rethrown (the process exits, a supervisor restarts it). 0 = never. */
   readonly maxConsecutiveFailures?: number;
   readonly onError?: (error: unknown, attempt: number) => void;
@@ -87,10 +90,13 @@ export interface ConsumerLoopOptions {
 export class ConsumerLoop<Batch> {
   readonly #actor: Actor<typeof consumerMachine>;
   readonly #options: ConsumerLoopOptions;
-  #failures = 0;
+  readonly #backoff: Backoff;
+  readonly #clock: Clock;
 
   constructor(options: ConsumerLoopOptions) {
     this.#options = options;
+    this.#backoff = new Backoff(options.retry ?? { initialDelayMs: 200, maxDelayMs: 10_000 });
+    this.#clock = options.clock ?? systemClock;
     this.#actor = createActor(consumerMachine);
     this.#actor.start();
   }
@@ -100,7 +106,7 @@ export class ConsumerLoop<Batch> {
   }
 
   get consecutiveFailures(): number {
-    return this.#failures;
+    return this.#backoff.failures;
   }
 
   /** Sends one event, or throws if the machine does not allow it in the current state. */
@@ -131,20 +137,20 @@ export class ConsumerLoop<Batch> {
           await handler.process(batch, new AbortController().signal);
           await handler.commit(batch);
           this.step('COMMIT');
-          this.#failures = 0;
+          this.#backoff.reset();
           if (!signal.aborted) this.step('FETCH');
         } catch (error) {
           if (error instanceof IllegalTransitionError) throw error;
           if (signal.aborted && this.state === 'fetching') break;
           this.step('FAIL');
-          this.#failures += 1;
-          this.#options.onError?.(error, this.#failures);
-          logger.warn({ err: error, attempt: this.#failures, consumer: this.#options.name }, 'consumer batch failed; will retry');
+          const delay = this.#backoff.next();
+          const failures = this.#backoff.failures;
+          this.#options.onError?.(error, failures);
+          logger.warn({ err: error, attempt: failures, delay_ms: delay, consumer: this.#options.name }, 'consumer batch failed; will retry');
           const max = this.#options.maxConsecutiveFailures ?? 0;
-          if (max > 0 && this.#failures >= max) throw error;
+          if (max > 0 && failures >= max) throw error;
           this.step('RETRY');
-          const delay = backoffDelay(this.#failures, this.#options.retry ?? { initialDelayMs: 200, maxDelayMs: 10_000 });
-          await sleep(delay, signal).catch(() => undefined);
+          await this.#clock.sleep(delay, signal).catch(() => undefined);
           if (!signal.aborted) this.step('FETCH');
         }
       }

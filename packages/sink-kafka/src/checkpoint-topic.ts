@@ -11,7 +11,7 @@
  * read, nothing uncommitted was, and no offset arithmetic over control records is needed.
  */
 import { randomUUID } from 'node:crypto';
-import { formatOrderKey, parseOrderKey } from '@cdc/core';
+import { formatOrderKey, parseOrderKey, pollUntil, systemClock } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
 import type { LaneCheckpoint, LaneStart } from '@cdc/committer';
 import type { Admin, Kafka, Message } from 'kafkajs';
@@ -126,18 +126,21 @@ export async function ensureCheckpointTopic(admin: Admin, topic: string, replica
  * fails UNKNOWN_TOPIC_OR_PARTITION. Bounded wait until all its partitions have a leader.
  */
 export async function waitForTopicLeaders(admin: Admin, topic: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
   let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const metadata = await admin.fetchTopicMetadata({ topics: [topic] });
-      const partitions = metadata.topics[0]?.partitions ?? [];
-      if (partitions.length > 0 && partitions.every((partition) => partition.leader >= 0)) return;
-    } catch (error) {
-      last = error;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  const ready = await pollUntil(
+    async () => {
+      try {
+        const metadata = await admin.fetchTopicMetadata({ topics: [topic] });
+        const partitions = metadata.topics[0]?.partitions ?? [];
+        return partitions.length > 0 && partitions.every((partition) => partition.leader >= 0) ? true : undefined;
+      } catch (error) {
+        last = error;
+        return undefined;
+      }
+    },
+    { timeoutMs, intervalMs: 100 },
+  );
+  if (ready) return;
   throw new TopicCreationError(topic, last ?? new Error(`no leader for its partitions after ${timeoutMs} ms`));
 }
 
@@ -164,12 +167,11 @@ export async function readCheckpointThroughBarrier(options: {
     await consumer.connect();
     await consumer.subscribe({ topic: options.topic, fromBeginning: true });
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`checkpoint barrier not seen in ${options.topic} within ${options.timeoutMs ?? 60_000} ms`)),
-        options.timeoutMs ?? 60_000,
+      const timer = systemClock.timer(options.timeoutMs ?? 60_000, () =>
+        reject(new Error(`checkpoint barrier not seen in ${options.topic} within ${options.timeoutMs ?? 60_000} ms`)),
       );
       consumer.on(consumer.events.CRASH, (event) => {
-        clearTimeout(timer);
+        timer.cancel();
         reject(event.payload.error);
       });
       consumer
@@ -180,13 +182,13 @@ export async function readCheckpointThroughBarrier(options: {
             const key = message.key?.toString();
             if (key === options.committer && message.value !== null) latest = message.value.toString();
             if (key === barrierKey && message.value?.toString().includes(options.nonce)) {
-              clearTimeout(timer);
+              timer.cancel();
               resolve();
             }
           },
         })
         .catch((error: unknown) => {
-          clearTimeout(timer);
+          timer.cancel();
           reject(error);
         });
     });

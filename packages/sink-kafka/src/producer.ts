@@ -12,6 +12,7 @@
  *  - fenced means stop: never re-initialise then, the successor owns the id.
  */
 import { CompressionTypes, type Kafka, type Message, type Producer } from 'kafkajs';
+import { withinMs } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
 import { KafkaFencedError, KafkaTransactionError, isFencedError } from './errors.ts';
 
@@ -128,7 +129,7 @@ export class TransactionalProducer {
     const producer = this.#producer;
     this.#producer = undefined;
     // Bounded: a broker that is down must not hold up a reset or a shutdown.
-    await Promise.race([producer?.disconnect().catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 5_000).unref())]);
+    await withinMs(producer?.disconnect().catch(() => undefined) ?? Promise.resolve(), 5_000);
   }
 
   #classify(step: string, error: unknown): KafkaFencedError | KafkaTransactionError {

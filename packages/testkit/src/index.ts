@@ -5,3 +5,4 @@ export { verifySourceAgainstSink, verifySourcesAgainstSink } from './verify.ts';
 export type { VerifyReport, TableDiff } from './verify.ts';
 export { applyBenchSchema, runBenchWorkload } from './bench-workloads.ts';
 export type { BenchRowShape, BenchWorkloadOptions, BenchWorkloadResult } from './bench-workloads.ts';
+export { ManualClock, settle } from './manual-clock.ts';

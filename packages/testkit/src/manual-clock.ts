@@ -1,9 +1,13 @@
 /**
- * A simulated clock for the committer's timing tests: time moves only when the test
- * calls advance(); due sleeps and timers then fire in time order, each followed by the
- * promise chains it starts. No real sleep anywhere.
+ * A simulated Clock (@cdc/core) for timing tests: time moves only when the test calls
+ * advance(); due sleeps, timers and intervals then fire in time order, each followed by
+ * the promise chains it starts. No real sleep anywhere.
+ *
+ *   const clock = new ManualClock();
+ *   const done = retry(task, { attempts: 3, initialDelayMs: 100, maxDelayMs: 1_000, clock });
+ *   await clock.advance(100);
  */
-import type { Clock } from '../src/clock.ts';
+import type { Cancel, Clock } from '@cdc/core';
 
 interface Pending {
   readonly at: number;
@@ -52,8 +56,21 @@ export class ManualClock implements Clock {
     });
   }
 
-  timer(ms: number, callback: () => void): { cancel(): void } {
+  timer(ms: number, callback: () => void): Cancel {
     const entry = this.#add(ms, callback);
+    return { cancel: () => this.#pending.delete(entry) };
+  }
+
+  every(ms: number, callback: () => void): Cancel {
+    const period = Math.max(1, ms);
+    let entry: Pending;
+    const arm = (): void => {
+      entry = this.#add(period, () => {
+        arm();
+        callback();
+      });
+    };
+    arm();
     return { cancel: () => this.#pending.delete(entry) };
   }
 

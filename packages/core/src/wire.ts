@@ -1,0 +1,360 @@
+/**
+ * The bus wire format: one codec for every stage (reader, reorderer, gate, committer).
+ *
+ *   message = item *( LF item )     ; one JetStream message, one or more items, in order
+ *   item    = JSON object           ; a ChangeEvent, SourceHeartbeat, SourceProgress or PartitionHeartbeat
+ *
+ * Many events travel in one JetStream message (issue 12: one event per message cost
+ * 150–185 µs per event over three hops; 100 per message cost 29–41 µs). `JSON.stringify`
+ * never writes a raw LF (control characters inside strings are escaped as `\n`), so LF
+ * separates items without any escaping, and a stage forwards an item's bytes as they are
+ * (`WireItem.bytes`): no re-encoding per hop, and fields a stage does not know survive.
+ * A message of one item is exactly the JSON of that item.
+ *
+ * Identity stays per event (PITFALLS 26): a message id only names a message; the
+ * reorderer's last-key filter, the gate's claims and the sink's version guard work event
+ * by event, so a replay cut into different messages is still absorbed.
+ *
+ * Decoding returns, per item, either the value with its order key computed once, or one
+ * poison shape (`WirePoison`: reason, code, the item's bytes, and whatever identity could
+ * be read), so a bad item is dead-lettered alone and its neighbours go on.
+ *
+ * Headers that describe a batch (set by whoever cuts it):
+ *   Cdc-Count      number of change events in the message
+ *   Cdc-First-Key  order key of its first change event
+ *   Cdc-Last-Key   order key of its last change event — or, in a relay's output, the last
+ *                  key the relay has decided (>= every key in the message: a reader may
+ *                  skip a whole message at or below what it already has without parsing it)
+ */
+import type { ChangeEvent, OrderedMessage, PartitionHeartbeat, RawMessage, SourceHeartbeat, SourceProgress } from './event.ts';
+import { Lsn } from './lsn.ts';
+import { formatOrderKey, type OrderKey } from './order.ts';
+import { Headers } from './subjects.ts';
+
+export type WireKind = 'change' | 'heartbeat' | 'progress' | 'watermark';
+
+/** What the raw stream carries (reader → reorderer). */
+export const RAW_KINDS: readonly WireKind[] = ['change', 'heartbeat', 'progress'];
+/** What the ordered and deduped streams carry (reorderer → gate → committer). */
+export const ORDERED_KINDS: readonly WireKind[] = ['change', 'watermark'];
+
+/** Batch cut defaults (issue 12 measured: ~100 events per message; 1,000 is no cheaper). */
+export const WIRE_DEFAULTS = {
+  /** Change events per message. */
+  batchMaxEvents: 100,
+  /** Encoded bytes per message (an event larger than this travels alone). */
+  batchMaxBytes: 64 * 1024,
+} as const;
+
+export interface WireChange {
+  readonly kind: 'change';
+  readonly value: ChangeEvent;
+  /** Parsed once here: every stage orders by it. */
+  readonly key: OrderKey;
+  /** The item's JSON bytes (a view into the message; copy before keeping the message's buffer alive is a concern). */
+  readonly bytes: Uint8Array;
+}
+
+export interface WireMark<T extends SourceHeartbeat | SourceProgress | PartitionHeartbeat> {
+  readonly kind: T['kind'];
+  readonly value: T;
+  readonly bytes: Uint8Array;
+}
+
+/** An item a stage cannot interpret: dead-lettered alone, with the reason. */
+export interface WirePoison {
+  readonly kind: 'poison';
+  readonly reason: string;
+  /** INVALID_JSON, INVALID_MESSAGE or UNKNOWN_KIND. */
+  readonly code: string;
+  readonly bytes: Uint8Array;
+  /** Position of the item in its message (0-based). */
+  readonly index: number;
+  readonly eventId?: string;
+  readonly table?: string;
+  readonly lsn?: string;
+}
+
+export type WireItem =
+  | WireChange
+  | WireMark<SourceHeartbeat>
+  | WireMark<SourceProgress>
+  | WireMark<PartitionHeartbeat>
+  | WirePoison;
+
+export type RawItem = WireChange | WireMark<SourceHeartbeat> | WireMark<SourceProgress> | WirePoison;
+export type OrderedItem = WireChange | WireMark<PartitionHeartbeat> | WirePoison;
+
+const LF = 0x0a;
+const DECIMAL = /^(0|[1-9][0-9]*)$/;
+const OPS = new Set(['insert', 'update', 'delete', 'truncate']);
+const encoder = new TextEncoder();
+
+function text(bytes: Uint8Array, start: number, end: number): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset + start, end - start).toString('utf8');
+}
+
+/** The items of a raw-stream message (changes, source heartbeats, progress marks). */
+export function decodeRawMessage(data: Uint8Array): RawItem[] {
+  return decodeMessage(data, RAW_KINDS) as RawItem[];
+}
+
+/** The items of an ordered- or deduped-stream message (changes, partition watermarks). */
+export function decodeOrderedMessage(data: Uint8Array): OrderedItem[] {
+  return decodeMessage(data, ORDERED_KINDS) as OrderedItem[];
+}
+
+/** Splits a message into its items and checks each against `kinds`. Never throws. */
+export function decodeMessage(data: Uint8Array, kinds: readonly WireKind[]): WireItem[] {
+  const items: WireItem[] = [];
+  let start = 0;
+  let index = 0;
+  while (start <= data.length) {
+    let end = data.indexOf(LF, start);
+    if (end < 0) end = data.length;
+    // Empty lines (a trailing LF) carry nothing; an empty message is one poison item.
+    if (end > start || (index === 0 && end === data.length)) {
+      items.push(decodeItem(data, start, end, index, kinds));
+      index += 1;
+    }
+    start = end + 1;
+  }
+  return items;
+}
+
+function decodeItem(data: Uint8Array, start: number, end: number, index: number, kinds: readonly WireKind[]): WireItem {
+  const bytes = data.subarray(start, end);
+  let value: unknown;
+  try {
+    value = JSON.parse(text(data, start, end));
+  } catch {
+    return { kind: 'poison', reason: 'not valid JSON', code: 'INVALID_JSON', bytes, index };
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return { kind: 'poison', reason: 'not a JSON object', code: 'INVALID_MESSAGE', bytes, index };
+  }
+  const record = value as Record<string, unknown>;
+  const kind = record.kind;
+  const identity = identityOf(record);
+  if (typeof kind !== 'string' || !(kinds as readonly string[]).includes(kind)) {
+    return { kind: 'poison', reason: `unknown or unexpected kind ${JSON.stringify(kind)} (expected ${kinds.join(' or ')})`, code: 'UNKNOWN_KIND', bytes, index, ...identity };
+  }
+  const poison = (problem: string): WirePoison => ({ kind: 'poison', reason: `malformed ${kind}: ${problem}`, code: 'INVALID_MESSAGE', bytes, index, ...identity });
+  switch (kind) {
+    case 'change': {
+      const problem = changeProblem(record);
+      if (problem !== undefined) return poison(problem);
+      // Optional fields of older or slimmer producers get their neutral value.
+      if (record.unchanged === undefined) record.unchanged = [];
+      if (record.before === undefined) record.before = null;
+      if (record.after === undefined) record.after = null;
+      const event = record as unknown as ChangeEvent;
+      const key: OrderKey = { lamport: BigInt(event.lamport), source: event.source, commitLsn: Lsn.parse(event.commitLsn), seq: event.seq };
+      return { kind: 'change', value: event, key, bytes };
+    }
+    case 'heartbeat': {
+      const problem = lamportProblem(record) ?? lsnProblem(record, 'lsn') ?? sourceProblem(record);
+      return problem === undefined ? { kind, value: record as unknown as SourceHeartbeat, bytes } : poison(problem);
+    }
+    case 'progress': {
+      const problem = sourceProblem(record) ?? lamportProblem(record) ?? lsnProblem(record, 'commitLsn') ?? seqProblem(record);
+      return problem === undefined ? { kind, value: record as unknown as SourceProgress, bytes } : poison(problem);
+    }
+    default: {
+      const problem = lamportProblem(record) ?? positionsProblem(record);
+      return problem === undefined ? { kind: 'watermark', value: record as unknown as PartitionHeartbeat, bytes } : poison(problem);
+    }
+  }
+}
+
+/** What a poison item says of itself, for its dead letter. */
+export function poisonIdentity(item: WirePoison): { eventId?: string; table?: string; lsn?: string } {
+  return {
+    ...(item.eventId !== undefined ? { eventId: item.eventId } : {}),
+    ...(item.table !== undefined ? { table: item.table } : {}),
+    ...(item.lsn !== undefined ? { lsn: item.lsn } : {}),
+  };
+}
+
+function identityOf(r: Record<string, unknown>): { eventId?: string; table?: string; lsn?: string } {
+  return {
+    ...(typeof r.eventId === 'string' ? { eventId: r.eventId } : {}),
+    ...(typeof r.table === 'string' ? { table: r.table } : {}),
+    ...(typeof r.lsn === 'string' ? { lsn: r.lsn } : {}),
+  };
+}
+
+function isLsn(value: unknown): boolean {
+  if (typeof value !== 'string') return false;
+  try {
+    Lsn.parse(value);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const nonEmpty = (value: unknown): boolean => typeof value === 'string' && value.length > 0;
+
+function sourceProblem(r: Record<string, unknown>): string | undefined {
+  return nonEmpty(r.source) ? undefined : 'source must be a non-empty string';
+}
+
+function lamportProblem(r: Record<string, unknown>): string | undefined {
+  return typeof r.lamport === 'string' && DECIMAL.test(r.lamport) ? undefined : 'lamport must be a decimal string';
+}
+
+function lsnProblem(r: Record<string, unknown>, field: 'lsn' | 'commitLsn'): string | undefined {
+  return isLsn(r[field]) ? undefined : `${field} must be an LSN (X/Y)`;
+}
+
+function seqProblem(r: Record<string, unknown>): string | undefined {
+  return typeof r.seq === 'number' && Number.isInteger(r.seq) && r.seq >= 0 ? undefined : 'seq must be an integer >= 0';
+}
+
+function changeProblem(r: Record<string, unknown>): string | undefined {
+  if (!nonEmpty(r.source)) return 'source must be a non-empty string';
+  if (!nonEmpty(r.table)) return 'table must be a non-empty string';
+  if (!nonEmpty(r.eventId)) return 'eventId must be a non-empty string';
+  if (!OPS.has(r.op as string)) return "op must be 'insert', 'update', 'delete' or 'truncate'";
+  if (!Array.isArray(r.key)) return 'key must be an array';
+  if (!Array.isArray(r.keyColumns)) return 'keyColumns must be an array';
+  return lamportProblem(r) ?? lsnProblem(r, 'commitLsn') ?? seqProblem(r);
+}
+
+function positionsProblem(r: Record<string, unknown>): string | undefined {
+  const positions = r.positions;
+  if (typeof positions !== 'object' || positions === null || Array.isArray(positions)) return 'positions must be an object';
+  for (const [source, lsn] of Object.entries(positions)) {
+    if (!isLsn(lsn)) return `positions.${source} must be an LSN (X/Y)`;
+  }
+  return undefined;
+}
+
+/** One item's bytes. */
+export function encodeItem(value: RawMessage | OrderedMessage): Uint8Array {
+  return encoder.encode(JSON.stringify(value));
+}
+
+/** Items joined into one message (LF between them); one item is returned as it is. */
+export function joinItems(items: readonly Uint8Array[]): Uint8Array {
+  if (items.length === 1) return items[0] as Uint8Array;
+  let length = items.length - 1;
+  for (const item of items) length += item.length;
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const [i, item] of items.entries()) {
+    if (i > 0) out[at++] = LF;
+    out.set(item, at);
+    at += item.length;
+  }
+  return out;
+}
+
+/** Bytes `joinItems` adds for `count` items of `bytes` in all. */
+export function joinedLength(count: number, bytes: number): number {
+  return count === 0 ? 0 : bytes + count - 1;
+}
+
+/** An item's text, for a dead letter's payload. */
+export function itemText(bytes: Uint8Array): string {
+  return text(bytes, 0, bytes.length);
+}
+
+/**
+ * Collects change events into messages: `add` says when the message in hand is full (by
+ * count or bytes); `take` hands it over with its bounds. An item larger than `maxBytes`
+ * travels alone. Used by the reader (one per partition) and the reorderer.
+ */
+export class BatchCutter {
+  readonly #maxEvents: number;
+  readonly #maxBytes: number;
+  #items: Uint8Array[] = [];
+  #bytes = 0;
+  #first: OrderKey | undefined;
+  #last: OrderKey | undefined;
+  #firstEvent: SoleEvent | undefined;
+
+  constructor(limits: { maxEvents?: number | undefined; maxBytes?: number | undefined } = {}) {
+    this.#maxEvents = Math.max(1, limits.maxEvents ?? WIRE_DEFAULTS.batchMaxEvents);
+    this.#maxBytes = Math.max(1, limits.maxBytes ?? WIRE_DEFAULTS.batchMaxBytes);
+  }
+
+  get count(): number {
+    return this.#items.length;
+  }
+
+  get bytes(): number {
+    return joinedLength(this.#items.length, this.#bytes);
+  }
+
+  /** True when `bytes` more would not fit in the message in hand (take it first). */
+  wouldOverflow(bytes: number): boolean {
+    return this.#items.length > 0 && this.bytes + 1 + bytes > this.#maxBytes;
+  }
+
+  /** Adds one event (`event`: its ids, named when it travels alone); true when the message is now full. */
+  add(item: Uint8Array, key: OrderKey, event?: SoleEvent): boolean {
+    if (this.#items.length === 0) this.#firstEvent = event;
+    this.#items.push(item);
+    this.#bytes += item.length;
+    this.#first ??= key;
+    this.#last = key;
+    return this.#items.length >= this.#maxEvents || this.bytes >= this.#maxBytes;
+  }
+
+  /** The message in hand, or undefined when empty; the cutter is empty afterwards. */
+  take(): CutBatch | undefined {
+    if (this.#items.length === 0) return undefined;
+    const batch: CutBatch = {
+      data: joinItems(this.#items),
+      count: this.#items.length,
+      firstKey: this.#first as OrderKey,
+      lastKey: this.#last as OrderKey,
+      ...(this.#items.length === 1 && this.#firstEvent ? { sole: this.#firstEvent } : {}),
+    };
+    this.#items = [];
+    this.#firstEvent = undefined;
+    this.#bytes = 0;
+    this.#first = undefined;
+    this.#last = undefined;
+    return batch;
+  }
+}
+
+export interface CutBatch {
+  readonly data: Uint8Array;
+  readonly count: number;
+  readonly firstKey: OrderKey;
+  readonly lastKey: OrderKey;
+  /** The event, when it travels alone (and its ids were given). */
+  readonly sole?: SoleEvent;
+}
+
+export interface SoleEvent {
+  readonly eventId: string;
+  readonly traceId?: string | undefined;
+}
+
+/** The batch headers (`Cdc-Count`, `Cdc-First-Key`, `Cdc-Last-Key`; `Cdc-Trace-Id` of an event alone) of a cut batch. */
+export function batchHeaders(batch: Pick<CutBatch, 'count' | 'firstKey' | 'lastKey' | 'sole'>): Record<string, string> {
+  const headers: Record<string, string> = {
+    [Headers.Count]: String(batch.count),
+    [Headers.FirstKey]: formatOrderKey(batch.firstKey),
+    [Headers.LastKey]: formatOrderKey(batch.lastKey),
+  };
+  if (batch.sole?.traceId) headers[Headers.TraceId] = batch.sole.traceId;
+  return headers;
+}
+
+/**
+ * A message id from a batch's first and last positions (`<scope>:<first>..<last>`); an
+ * event travelling alone keeps its event id. The same events cut the same way get the
+ * same id (JetStream absorbs the repeat); cut differently they do not, and per-event
+ * identity downstream absorbs them instead.
+ */
+export function batchMsgId(scope: string, batch: Pick<CutBatch, 'count' | 'firstKey' | 'lastKey' | 'sole'>): string {
+  if (batch.sole) return batch.sole.eventId;
+  const position = (key: OrderKey): string => `${key.source}@${Lsn.format(key.commitLsn)}/${key.seq}`;
+  return batch.count === 1 ? `${scope}:${position(batch.firstKey)}` : `${scope}:${position(batch.firstKey)}..${position(batch.lastKey)}`;
+}

@@ -1,0 +1,100 @@
+import { describe, expect, it } from 'vitest';
+import {
+  BatchCutter,
+  Lsn,
+  batchHeaders,
+  batchMsgId,
+  decodeMessage,
+  decodeOrderedMessage,
+  decodeRawMessage,
+  encodeItem,
+  formatOrderKey,
+  itemText,
+  joinItems,
+  type ChangeEvent,
+  type OrderKey,
+  type WireItem,
+} from '../src/index.ts';
+
+const bytes = (value: unknown): Uint8Array => new TextEncoder().encode(typeof value === 'string' ? value : JSON.stringify(value));
+const only = (items: readonly WireItem[]): WireItem => {
+  expect(items).toHaveLength(1);
+  return items[0] as WireItem;
+};
+
+const change = { kind: 'change', source: 'pg1', table: 'public.t', op: 'insert', keyColumns: ['id'], key: ['1'], lamport: '17', commitLsn: '0/16', seq: 0, eventId: 'e1' };
+const event = (seq: number, extra: Partial<ChangeEvent> = {}): ChangeEvent =>
+  ({ ...change, key: [String(seq)], seq, eventId: `e${seq}`, lsn: '0/10', before: null, after: { id: String(seq), v: 'a\nb' }, unchanged: [], columnTypes: {}, xid: 1, commitTs: '2026-01-01T00:00:00Z', traceId: `t${seq}`, database: 'db', ...extra }) as ChangeEvent;
+
+describe('one message, one item (what each stream accepts)', () => {
+  it('accepts the kinds of each stream and nothing else', () => {
+    expect(only(decodeRawMessage(bytes(change))).kind).toBe('change');
+    expect(only(decodeRawMessage(bytes({ kind: 'heartbeat', source: 'pg1', lamport: '5', lsn: '0/1' }))).kind).toBe('heartbeat');
+    expect(only(decodeRawMessage(bytes({ kind: 'progress', source: 'pg1', lamport: '5', commitLsn: '0/1', seq: 3 }))).kind).toBe('progress');
+    expect(only(decodeRawMessage(bytes({ kind: 'watermark', lamport: '5', positions: {} })))).toMatchObject({ kind: 'poison', code: 'UNKNOWN_KIND' });
+    expect(only(decodeOrderedMessage(bytes({ kind: 'watermark', lamport: '5', positions: { pg1: '0/1' } }))).kind).toBe('watermark');
+    expect(only(decodeOrderedMessage(bytes({ kind: 'heartbeat', source: 'pg1', lamport: '5', lsn: '0/1' })))).toMatchObject({ kind: 'poison', code: 'UNKNOWN_KIND' });
+  });
+
+  it('names what is wrong with a malformed message', () => {
+    expect(only(decodeRawMessage(bytes('{')))).toMatchObject({ kind: 'poison', code: 'INVALID_JSON' });
+    expect(only(decodeRawMessage(bytes([1])))).toMatchObject({ kind: 'poison', code: 'INVALID_MESSAGE' });
+    expect(only(decodeRawMessage(bytes('')))).toMatchObject({ kind: 'poison', code: 'INVALID_JSON' });
+    expect(only(decodeRawMessage(bytes({ ...change, lamport: 17 })))).toMatchObject({ kind: 'poison', reason: 'malformed change: lamport must be a decimal string' });
+    expect(only(decodeRawMessage(bytes({ ...change, commitLsn: '16' })))).toMatchObject({ kind: 'poison', reason: 'malformed change: commitLsn must be an LSN (X/Y)' });
+    expect(only(decodeRawMessage(bytes({ ...change, seq: -1 })))).toMatchObject({ kind: 'poison' });
+    expect(only(decodeRawMessage(bytes({ ...change, op: 'upsert' })))).toMatchObject({ kind: 'poison', eventId: 'e1', table: 'public.t' });
+    expect(only(decodeOrderedMessage(bytes({ kind: 'watermark', lamport: '5', positions: { pg1: 'x' } })))).toMatchObject({
+      kind: 'poison',
+      reason: 'malformed watermark: positions.pg1 must be an LSN (X/Y)',
+    });
+  });
+
+  it('computes the order key once and fills the optional fields of a slim change', () => {
+    const item = only(decodeOrderedMessage(bytes(change)));
+    if (item.kind !== 'change') throw new Error('expected a change');
+    expect(item.key).toEqual({ lamport: 17n, source: 'pg1', commitLsn: Lsn.parse('0/16'), seq: 0 });
+    expect(item.value).toMatchObject({ unchanged: [], before: null, after: null });
+  });
+});
+
+describe('many events per message', () => {
+  it('round-trips items byte for byte, values containing newlines included', () => {
+    const events = [event(0), event(1), event(2)];
+    const data = joinItems(events.map(encodeItem));
+    const items = decodeRawMessage(data);
+    expect(items.map((item) => item.kind)).toEqual(['change', 'change', 'change']);
+    expect(items.map((item) => (item.kind === 'change' ? item.value : undefined))).toEqual(events);
+    // Forwarded bytes are the producer's bytes: joining them again gives the same message.
+    expect(joinItems(items.map((item) => item.bytes))).toEqual(data);
+  });
+
+  it('isolates one poison item: its neighbours decode, it carries its own bytes and index', () => {
+    const data = joinItems([encodeItem(event(0)), bytes('{"kind":"change",'), encodeItem(event(2))]);
+    const items = decodeMessage(data, ['change']);
+    expect(items.map((item) => item.kind)).toEqual(['change', 'poison', 'change']);
+    expect(items[1]).toMatchObject({ kind: 'poison', code: 'INVALID_JSON', index: 1 });
+    expect(itemText((items[1] as WireItem).bytes)).toBe('{"kind":"change",');
+  });
+
+  it('cuts by count and by bytes, and names a message by its first and last positions', () => {
+    const key = (seq: number): OrderKey => ({ lamport: 17n, source: 'pg1', commitLsn: Lsn.parse('0/16'), seq });
+    const byCount = new BatchCutter({ maxEvents: 2, maxBytes: 1_000_000 });
+    expect(byCount.add(encodeItem(event(0)), key(0))).toBe(false);
+    expect(byCount.add(encodeItem(event(1)), key(1))).toBe(true);
+    const taken = byCount.take();
+    expect(taken).toMatchObject({ count: 2, firstKey: key(0), lastKey: key(1) });
+    expect(byCount.take()).toBeUndefined();
+    expect(batchMsgId('r:3', taken!)).toBe('r:3:pg1@0/16/0..pg1@0/16/1');
+    expect(batchHeaders(taken!)).toEqual({ 'Cdc-Count': '2', 'Cdc-First-Key': formatOrderKey(key(0)), 'Cdc-Last-Key': formatOrderKey(key(1)) });
+
+    const one = encodeItem(event(0));
+    const byBytes = new BatchCutter({ maxEvents: 100, maxBytes: one.length * 2 + 1 });
+    expect(byBytes.wouldOverflow(one.length)).toBe(false);
+    byBytes.add(one, key(0));
+    expect(byBytes.wouldOverflow(one.length)).toBe(false);
+    expect(byBytes.add(one, key(1))).toBe(true);
+    expect(byBytes.wouldOverflow(one.length)).toBe(true);
+    expect(byBytes.take()?.data.length).toBe(one.length * 2 + 1);
+  });
+});
