@@ -68,7 +68,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import pg from 'pg';
+import type pg from 'pg';
 import { streamName } from '@cdc/core';
 import {
   applyBenchSchema,

@@ -8,7 +8,8 @@
 #     they are used as they are; otherwise infra/local/servers.sh starts the local ones
 #     (with a 90 min watchdog) and — only if this script started them — stops them on exit,
 #     so a developer's already running servers are left alone;
-#  3. tsc --noEmit, the unit tests (vitest.unit.config.ts), the integration and end-to-end
+#  3. tsc --noEmit, the lint (eslint.config.mjs: no import cycles, no deep imports, no
+#     floating promises), the unit tests (vitest.unit.config.ts), the integration and end-to-end
 #     tests (tests/vitest.config.ts). Every step runs even when an earlier one failed;
 #     the last line sums them up as `total: N passed, N failed, N skipped`.
 set -euo pipefail
@@ -60,6 +61,7 @@ step() {
 }
 
 step typecheck pnpm exec tsc -p tsconfig.json --noEmit
+step lint pnpm exec eslint .
 step 'unit tests' pnpm exec vitest run --config vitest.unit.config.ts \
   --reporter=default --reporter=json --outputFile.json="$reports/unit.json"
 step 'integration tests' pnpm exec vitest run --config tests/vitest.config.ts \

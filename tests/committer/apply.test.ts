@@ -12,6 +12,7 @@ import {
   SourceLog,
   addAuditTrigger,
   createPipeline,
+  createPublishingPipeline,
   createSinkDatabase,
   deadLetters,
   openSinkWriter,
@@ -46,9 +47,7 @@ async function rows(name: string, columns = 'id, name'): Promise<Record<string, 
 describe('committer', () => {
   test('applies inserts, updates and deletes from every partition, with each row’s version', async ({ ctx }) => {
     const name = await table(ctx, 'id integer PRIMARY KEY, name text, qty integer');
-    const { pipeline, bus } = await createPipeline(ctx);
-    const log = new SourceLog({ partitions: P });
-    const out = new DedupedPublisher(bus, pipeline, P);
+    const { pipeline, log, out } = await createPublishingPipeline(ctx, P);
     const t = `public.${name}`;
     await out.events(log.transaction(Array.from({ length: 20 }, (_, i) => ({ table: t, op: 'insert' as const, key: [String(i + 1)], after: { id: String(i + 1), name: `n${i + 1}`, qty: String(i) } }))));
     await out.events(log.transaction([1, 2, 3].map((id) => ({ table: t, op: 'update' as const, key: [String(id)], after: { id: String(id), name: `u${id}`, qty: '100' } }))));
@@ -97,9 +96,7 @@ describe('committer', () => {
   test('restarting with its checkpoints, replayed messages apply nothing twice; a full replay is absorbed by the version guard', async ({ ctx }) => {
     const name = await table(ctx, 'id integer PRIMARY KEY, name text');
     const audit = await addAuditTrigger(sink.db, `public.${name}`);
-    const { pipeline, bus } = await createPipeline(ctx);
-    const log = new SourceLog({ partitions: P });
-    const out = new DedupedPublisher(bus, pipeline, P);
+    const { pipeline, log, out } = await createPublishingPipeline(ctx, P);
     const t = `public.${name}`;
     const history = [
       log.transaction(Array.from({ length: 12 }, (_, i) => ({ table: t, op: 'insert' as const, key: [String(i)], after: { id: String(i), name: 'v1' } }))),
@@ -144,9 +141,7 @@ describe('committer', () => {
 
   test('a stale change (older version) never overwrites or deletes a newer row', async ({ ctx }) => {
     const name = await table(ctx, 'id integer PRIMARY KEY, name text');
-    const { pipeline, bus } = await createPipeline(ctx);
-    const log = new SourceLog({ partitions: P, startLsn: 0x5_0000_0000n });
-    const out = new DedupedPublisher(bus, pipeline, P);
+    const { pipeline, log, out } = await createPublishingPipeline(ctx, P, { startLsn: 0x5_0000_0000n });
     const t = `public.${name}`;
     await out.events(log.transaction([{ table: t, op: 'insert', key: ['1'], after: { id: '1', name: 'v1' } }, { table: t, op: 'insert', key: ['2'], after: { id: '2', name: 'v1' } }]));
     await out.events(log.transaction([{ table: t, op: 'update', key: ['1'], after: { id: '1', name: 'v2' } }, { table: t, op: 'update', key: ['2'], after: { id: '2', name: 'v2' } }]));
@@ -166,9 +161,7 @@ describe('committer', () => {
 
   test('an unchanged-TOAST column keeps its sink value', async ({ ctx }) => {
     const name = await table(ctx, 'id integer PRIMARY KEY, name text, body text');
-    const { pipeline, bus } = await createPipeline(ctx);
-    const log = new SourceLog({ partitions: P });
-    const out = new DedupedPublisher(bus, pipeline, P);
+    const { pipeline, log, out } = await createPublishingPipeline(ctx, P);
     const t = `public.${name}`;
     const big = 'x'.repeat(10_000);
     await out.events(log.transaction([{ table: t, op: 'insert', key: ['1'], after: { id: '1', name: 'a', body: big } }]));
@@ -182,9 +175,7 @@ describe('committer', () => {
 
   test('a column or table the sink lacks is dead-lettered by name; the partitions keep moving', async ({ ctx }) => {
     const name = await table(ctx, 'id integer PRIMARY KEY, name text');
-    const { pipeline, bus } = await createPipeline(ctx);
-    const log = new SourceLog({ partitions: P });
-    const out = new DedupedPublisher(bus, pipeline, P);
+    const { pipeline, bus, log, out } = await createPublishingPipeline(ctx, P);
     const t = `public.${name}`;
     await out.events(log.transaction([{ table: t, op: 'insert', key: ['1'], after: { id: '1', name: 'a' } }]));
     const poison = log.transaction([{ table: t, op: 'insert', key: ['2'], after: { id: '2', name: 'b', colour: 'red' } }]);
@@ -221,9 +212,7 @@ describe('committer', () => {
 
   test('values the column types refuse are dead-lettered with the column and SQLSTATE, without a crash', async ({ ctx }) => {
     const name = await table(ctx, 'id integer PRIMARY KEY, qty integer, code varchar(3)');
-    const { pipeline, bus } = await createPipeline(ctx);
-    const log = new SourceLog({ partitions: P });
-    const out = new DedupedPublisher(bus, pipeline, P);
+    const { pipeline, bus, log, out } = await createPublishingPipeline(ctx, P);
     const t = `public.${name}`;
     const first = log.transaction([
       { table: t, op: 'insert', key: ['1'], after: { id: '1', qty: '5', code: 'ab' } },
@@ -253,9 +242,7 @@ describe('committer', () => {
 
   test('TABLE_MAP routes a source table to another sink table', async ({ ctx }) => {
     const name = await table(ctx, 'id integer PRIMARY KEY, name text');
-    const { pipeline, bus } = await createPipeline(ctx);
-    const log = new SourceLog({ partitions: P });
-    const out = new DedupedPublisher(bus, pipeline, P);
+    const { pipeline, log, out } = await createPublishingPipeline(ctx, P);
     await out.events(log.transaction([{ table: 'app.customers', op: 'insert', key: ['1'], after: { id: '1', name: 'mapped' } }]));
     await out.watermark(log.watermark());
     await out.flush();
@@ -267,9 +254,7 @@ describe('committer', () => {
   test('a second committer fences the first: its next batch fails with FencedError and it stops without writing', async ({ ctx }) => {
     const name = await table(ctx, 'id integer PRIMARY KEY, name text');
     const audit = await addAuditTrigger(sink.db, `public.${name}`);
-    const { pipeline, bus } = await createPipeline(ctx);
-    const log = new SourceLog({ partitions: P });
-    const out = new DedupedPublisher(bus, pipeline, P);
+    const { pipeline, log, out } = await createPublishingPipeline(ctx, P);
     const t = `public.${name}`;
     await out.events(log.transaction([{ table: t, op: 'insert', key: ['1'], after: { id: '1', name: 'a' } }]));
     await out.watermark(log.watermark());
@@ -302,9 +287,7 @@ describe('committer', () => {
   test('sink connections killed while it applies: batches are retried, every version is still written exactly once', async ({ ctx }) => {
     const name = await table(ctx, 'id integer PRIMARY KEY, name text');
     const audit = await addAuditTrigger(sink.db, `public.${name}`);
-    const { pipeline, bus } = await createPipeline(ctx);
-    const log = new SourceLog({ partitions: P });
-    const out = new DedupedPublisher(bus, pipeline, P);
+    const { pipeline, log, out } = await createPublishingPipeline(ctx, P);
     const t = `public.${name}`;
     const transactions = 1500;
     for (let j = 0; j < transactions; j++) {
@@ -339,9 +322,7 @@ describe('committer', () => {
   test('a streamed transaction: a refused row is dead-lettered, connections killed mid-stream roll it back, it commits whole and once', async ({ ctx }) => {
     const name = await table(ctx, 'id integer PRIMARY KEY, qty integer NOT NULL');
     const audit = await addAuditTrigger(sink.db, `public.${name}`);
-    const { pipeline, bus } = await createPipeline(ctx);
-    const log = new SourceLog({ partitions: P });
-    const out = new DedupedPublisher(bus, pipeline, P);
+    const { pipeline, bus, log, out } = await createPublishingPipeline(ctx, P);
     const t = `public.${name}`;
     const size = 6_000;
     const big = log.transaction(
@@ -380,9 +361,7 @@ describe('committer', () => {
 
   test('closed while a streamed transaction is open: rolled back, nothing of it visible; the next committer applies it whole', async ({ ctx }) => {
     const name = await table(ctx, 'id integer PRIMARY KEY, qty integer NOT NULL');
-    const { pipeline, bus } = await createPipeline(ctx);
-    const log = new SourceLog({ partitions: P });
-    const out = new DedupedPublisher(bus, pipeline, P);
+    const { pipeline, log, out } = await createPublishingPipeline(ctx, P);
     const size = 5_000;
     await out.events(log.transaction(Array.from({ length: size }, (_, i) => ({ table: `public.${name}`, op: 'insert' as const, key: [String(i)], after: { id: String(i), qty: '1' } }))));
     await out.watermark(log.watermark());
@@ -409,9 +388,7 @@ describe('committer', () => {
 
   test('a streamed transaction arriving slowly, with heartbeats below it in between, is committed only once whole', async ({ ctx }) => {
     const name = await table(ctx, 'id integer PRIMARY KEY, qty integer NOT NULL');
-    const { pipeline, bus } = await createPipeline(ctx);
-    const log = new SourceLog({ partitions: P });
-    const out = new DedupedPublisher(bus, pipeline, P);
+    const { pipeline, log, out } = await createPublishingPipeline(ctx, P);
     await out.watermark(log.watermark());
     await out.flush();
     const committer = await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url, batchMaxEvents: 100, streamAbove: 200, batchLingerMs: 2 });
@@ -459,9 +436,7 @@ describe('committer', () => {
 
   test('an undecodable message on deduped.<p> is dead-lettered and the partition moves on', async ({ ctx }) => {
     const name = await table(ctx, 'id integer PRIMARY KEY, name text');
-    const { pipeline, bus } = await createPipeline(ctx);
-    const log = new SourceLog({ partitions: P });
-    const out = new DedupedPublisher(bus, pipeline, P);
+    const { pipeline, bus, log, out } = await createPublishingPipeline(ctx, P);
     await out.raw(2, new TextEncoder().encode('{not json'), 'garbage-1');
     await out.raw(1, { kind: 'mystery', lamport: '1' }, 'garbage-2');
     await out.events(log.transaction([{ table: `public.${name}`, op: 'insert', key: ['1'], after: { id: '1', name: 'a' } }]));
@@ -478,11 +453,68 @@ describe('committer', () => {
     expect(letters.find((l) => l.partition === 2)?.payload).toBe('{not json');
   });
 
-  test('throughput: applies 20 000 single-row transactions over 4 partitions', async ({ ctx }) => {
-    const name = await table(ctx, 'id integer PRIMARY KEY, name text, qty integer, note text');
+  test('one poison item inside a batch message is dead-lettered alone; its neighbours in the same message are applied', async ({ ctx }) => {
+    const name = await table(ctx, 'id integer PRIMARY KEY, name text');
     const { pipeline, bus } = await createPipeline(ctx);
     const log = new SourceLog({ partitions: P });
     const out = new DedupedPublisher(bus, pipeline, P);
+    const t = `public.${name}`;
+    const [a, b, c] = log.transaction([1, 2, 3].map((id) => ({ table: t, op: 'insert' as const, key: [String(id)], after: { id: String(id), name: `n${id}` } })));
+    await out.batch(0, [a!, new TextEncoder().encode('{"kind":"change","table":"x"'), b!, c!]);
+    await out.watermark(log.watermark());
+    await out.flush();
+    await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url });
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+    expect(await rows(name)).toEqual([
+      { id: 1, name: 'n1' },
+      { id: 2, name: 'n2' },
+      { id: 3, name: 'n3' },
+    ]);
+    const letters = await deadLetters(bus, pipeline);
+    expect(letters.map((l) => [l.code, l.partition, l.payload])).toEqual([['POISON_EVENT', 0, '{"kind":"change","table":"x"']]);
+  });
+
+  test('a message holding several source transactions, cut by the sink batch limit, is applied whole per transaction and resumed inside the message without repeats', async ({ ctx }) => {
+    const name = await table(ctx, 'id integer PRIMARY KEY, name text');
+    const audit = await addAuditTrigger(sink.db, `public.${name}`);
+    await sink.db.query(`ALTER TABLE ${audit} ADD COLUMN sink_xid bigint DEFAULT txid_current()`);
+    const { pipeline, bus } = await createPipeline(ctx);
+    const log = new SourceLog({ partitions: P });
+    const out = new DedupedPublisher(bus, pipeline, P);
+    const t = `public.${name}`;
+    const sizes = [3, 3, 2, 4];
+    let id = 0;
+    const transactions = sizes.map((size) => log.transaction(Array.from({ length: size }, () => ({ table: t, op: 'insert' as const, key: [String(++id)], after: { id: String(id), name: 'v' } }))));
+    // All four in ONE message on partition 0: 12 events, a sink batch holds at most 4.
+    await out.batch(0, transactions.flat());
+    await out.watermark(log.watermark());
+    await out.flush();
+    const first = await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url, batchMaxEvents: 4 });
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+    const perSource = await sink.db.query<{ lsn: string; rows: string; xids: string }>(
+      `SELECT lsn::text, count(*) AS rows, count(DISTINCT sink_xid) AS xids FROM ${audit} GROUP BY lsn ORDER BY lsn`,
+    );
+    // Each source transaction whole in one sink transaction; never two sink transactions for one.
+    expect(perSource.rows.map((r) => [Number(r.rows), Number(r.xids)])).toEqual(sizes.map((size) => [size, 1]));
+    // The batch limit (4, closed at the first transaction boundary at or past it) really cut
+    // the one message across sink transactions: 3+3 | 2+4.
+    const perSink = await sink.db.query<{ n: string }>(`SELECT count(DISTINCT lsn) AS n FROM ${audit} GROUP BY sink_xid ORDER BY min(n)`);
+    expect(perSink.rows.map((r) => Number(r.n))).toEqual([2, 2]);
+
+    // A new committer resumes from the checkpoints (inside that message): nothing again.
+    await first.close();
+    const before = Number((await sink.db.query<{ n: string }>(`SELECT count(*) AS n FROM ${audit}`)).rows[0]?.n);
+    await out.watermark(log.watermark());
+    await out.flush();
+    await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url, batchMaxEvents: 4 });
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+    expect(Number((await sink.db.query<{ n: string }>(`SELECT count(*) AS n FROM ${audit}`)).rows[0]?.n)).toBe(before);
+    expect(before).toBe(12);
+  });
+
+  test('throughput: applies 20 000 single-row transactions over 4 partitions', async ({ ctx }) => {
+    const name = await table(ctx, 'id integer PRIMARY KEY, name text, qty integer, note text');
+    const { pipeline, log, out } = await createPublishingPipeline(ctx, P);
     const t = `public.${name}`;
     const total = 20_000;
     for (let i = 0; i < total; i++) {

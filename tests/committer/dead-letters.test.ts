@@ -6,7 +6,7 @@
 import type { ChangeEvent } from '@cdc/core';
 import { describe, expect, test, waitFor } from '../harness/index.ts';
 import { startKafkaCommitter } from '../kafka/support.ts';
-import { DedupedPublisher, SourceLog, createPipeline, createSinkDatabase, deadLetters, startCommitter } from './support.ts';
+import { createPublishingPipeline, createSinkDatabase, deadLetters, startCommitter } from './support.ts';
 
 const P = 2;
 
@@ -15,9 +15,7 @@ describe('dead letters', () => {
     const sink = await createSinkDatabase(ctx);
     const name = ctx.uniqueName('dl');
     await sink.db.query(`CREATE TABLE public.${name} (id integer PRIMARY KEY, day date, _cdc_lsn pg_lsn, _cdc_seq integer)`);
-    const { pipeline, bus } = await createPipeline(ctx);
-    const log = new SourceLog({ partitions: P });
-    const out = new DedupedPublisher(bus, pipeline, P);
+    const { pipeline, bus, log, out } = await createPublishingPipeline(ctx, P);
     const t = `public.${name}`;
     // date OID 1082: PostgreSQL refuses the cast, the Kafka converter refuses the text.
     const typed = (events: ChangeEvent[]): ChangeEvent[] => events.map((event) => ({ ...event, columnTypes: { id: 23, day: 1082 } }));

@@ -6,7 +6,7 @@
  */
 import { orderKeyOf, type ChangeEvent } from '@cdc/core';
 import { describe, expect, test } from '../harness/index.ts';
-import { DedupedPublisher, SourceLog, createPipeline, createSinkDatabase, deadLetters, openSinkWriter, startCommitter, waitForWatermark } from './support.ts';
+import { SourceLog, createPublishingPipeline, createSinkDatabase, deadLetters, openSinkWriter, startCommitter, waitForWatermark } from './support.ts';
 
 const P = 2;
 
@@ -15,9 +15,7 @@ describe('partial rows', () => {
     const sink = await createSinkDatabase(ctx);
     const name = ctx.uniqueName('toast');
     await sink.db.query(`CREATE TABLE public.${name} (id integer PRIMARY KEY, name text, body text, _cdc_lsn pg_lsn, _cdc_seq integer)`);
-    const { pipeline, bus } = await createPipeline(ctx);
-    const log = new SourceLog({ partitions: P });
-    const out = new DedupedPublisher(bus, pipeline, P);
+    const { pipeline, bus, log, out } = await createPublishingPipeline(ctx, P);
     const t = `public.${name}`;
     const big = 'y'.repeat(5_000);
     // Row 1 is in the sink; rows 5 and 6 never were (they predate the pipeline).

@@ -6,7 +6,11 @@
 import { Bus } from '@cdc/bus';
 import {
   Lsn,
-  computeEventId,
+  batchHeaders,
+  batchMsgId,
+  encodeItem,
+  joinItems,
+  orderKeyOf,
   partitionOf,
   stageSubject,
   streamName,
@@ -19,6 +23,7 @@ import {
 } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
 import { PgSink, SinkWriter, TableCatalog, acquireEpoch, ensureBookkeeping, type PgCommitter, type PgCommitterOptions } from '@cdc/sink-pg';
+import { changeEvent, watermark } from '@cdc/testkit';
 import pg from 'pg';
 import { pino } from 'pino';
 import type { ManagedProcess, TestContext } from '../harness/index.ts';
@@ -57,6 +62,16 @@ export async function createPipeline(ctx: TestContext): Promise<{ pipeline: stri
     await etcd.delete().prefix(`/checkpoints/${pipeline}/`);
   });
   return { pipeline, bus };
+}
+
+/** createPipeline, one source's transactions (SourceLog) and a publisher to deduped.<p>. */
+export async function createPublishingPipeline(
+  ctx: TestContext,
+  partitions: number,
+  source: { startLsn?: bigint } = {},
+): Promise<{ pipeline: string; bus: Bus; log: SourceLog; out: DedupedPublisher }> {
+  const { pipeline, bus } = await createPipeline(ctx);
+  return { pipeline, bus, log: new SourceLog({ partitions, ...source }), out: new DedupedPublisher(bus, pipeline, partitions) };
 }
 
 export interface RowChange {
@@ -100,33 +115,29 @@ export class SourceLog {
     const commitLsn = Lsn.format(Lsn.fromBigInt(this.#lsn));
     return changes.map((change, seq) => {
       const lsn = Lsn.format(Lsn.fromBigInt(this.#lsn - 0x80n + BigInt(seq)));
-      const keyColumns = change.keyColumns ?? ['id'];
-      return {
-        kind: 'change',
+      return changeEvent({
         source: this.source,
         table: change.table,
-        keyColumns,
+        keyColumns: change.keyColumns ?? ['id'],
         key: change.key,
         op: change.op,
         before: change.before ?? null,
         after: change.after === undefined ? null : change.after,
         unchanged: change.unchanged ?? [],
-        columnTypes: {},
         lsn,
         commitLsn,
         seq,
         xid: Number(this.#lsn & 0xffffn),
         commitTs: new Date().toISOString(),
-        lamport: this.#lamport.toString(),
-        eventId: computeEventId({ source: this.source, table: change.table, key: change.key, lsn, commitLsn, seq }),
+        lamport: this.#lamport,
         traceId: `t-${commitLsn}-${seq}`,
-      } satisfies ChangeEvent;
+      });
     });
   }
 
   /** The watermark a reorderer would publish after these transactions. */
   watermark(): PartitionHeartbeat {
-    return { kind: 'watermark', lamport: this.#lamport.toString(), positions: { [this.source]: this.lastCommitLsn } };
+    return watermark(this.#lamport, { [this.source]: this.lastCommitLsn });
   }
 
   partitionOf(event: ChangeEvent): number {
@@ -163,6 +174,19 @@ export class DedupedPublisher {
 
   async events(events: readonly ChangeEvent[]): Promise<void> {
     for (const event of events) await this.event(event);
+  }
+
+  /**
+   * Many items in ONE message on `partition`, as the gate writes them (@cdc/core wire.ts):
+   * change events and, for a poison test, raw bytes in between.
+   */
+  async batch(partition: number, items: readonly (ChangeEvent | Uint8Array)[]): Promise<void> {
+    const events = items.filter((item): item is ChangeEvent => !(item instanceof Uint8Array));
+    const bounds = { count: events.length, firstKey: orderKeyOf(events[0] as ChangeEvent), lastKey: orderKeyOf(events.at(-1) as ChangeEvent) };
+    const data = joinItems(items.map((item) => (item instanceof Uint8Array ? item : encodeItem(item))));
+    this.#publisher
+      .publish(stageSubject(this.#pipeline, 'deduped', partition), data, { msgId: `${batchMsgId(`d:${partition}`, bounds)}:${this.#round}`, headers: batchHeaders(bounds) })
+      .catch(() => undefined); // reported by flush()
   }
 
   async watermark(message: PartitionHeartbeat): Promise<void> {

@@ -4,9 +4,8 @@
 import { sleep, type ChangeEvent } from '@cdc/core';
 import { DedupGate, RedisDedupStore, dedupSlot } from '@cdc/dedup';
 import type { Redis } from 'ioredis';
-import { describe, expect, test, waitFor, type TestContext } from '../harness/index.ts';
+import { TcpProxy, describe, expect, test, waitFor, type TestContext } from '../harness/index.ts';
 import { T0, change, createPipeline, type TestPipeline } from '../reorderer/support.ts';
-import { TcpProxy } from './proxy.ts';
 
 const WINDOW_MS = 60_000;
 

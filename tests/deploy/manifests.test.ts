@@ -12,10 +12,10 @@ import { fileURLToPath } from 'node:url';
 import type { z } from '@cdc/runtime';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
-import { committerConfigSchema } from '../../apps/committer/src/config.ts';
-import { schema as dedupGateSchema } from '../../apps/dedup-gate/src/config.ts';
-import { schema as reordererSchema } from '../../apps/lamport-reorderer/src/config.ts';
-import { readerConfigSchema } from '../../apps/reader/src/config.ts';
+import { committerConfigSchema } from '@cdc/app-committer/config';
+import { schema as dedupGateSchema } from '@cdc/app-dedup-gate/config';
+import { schema as reordererSchema } from '@cdc/app-lamport-reorderer/config';
+import { readerConfigSchema } from '@cdc/app-reader/config';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const COMPOSE_DIR = `${ROOT}infra/compose/`;

@@ -13,7 +13,7 @@
 import { runWorkload, verifySourceAgainstSink, WATCHED_TABLES, SINK_SCHEMA_SQL, SOURCE_SCHEMA_SQL } from '@cdc/testkit';
 import cliProgress from 'cli-progress';
 import { Kafka, logLevel } from 'kafkajs';
-import pg from 'pg';
+import type pg from 'pg';
 import { consumeTopics } from '../kafka/topics.ts';
 import { compareHistories, kafkaHistory, sourceHistory } from '../kafka/verify.ts';
 import { resolveServers } from '../harness/servers.ts';

@@ -8,7 +8,8 @@
  *   await pipeline.restart('committer');
  *   await pipeline.stop();                // SIGTERM all, bounded
  */
-import { ManagedProcess, spawnApp, spawnBuiltApp } from '../harness/process.ts';
+import type { ManagedProcess } from '../harness/process.ts';
+import { spawnApp, spawnBuiltApp } from '../harness/process.ts';
 import type { ServerUrls } from '../harness/servers.ts';
 
 export interface SourceSpec {

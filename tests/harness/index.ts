@@ -1,7 +1,8 @@
 /**
  * The shared harness for integration and end-to-end tests: ONE server resolver
  * (servers.ts, run once by global-setup.ts), a per-test context with connections and
- * cleanup (context.ts), unique names, bounded waits and process fault helpers.
+ * cleanup (context.ts), unique names, bounded waits, process fault helpers and a TCP proxy
+ * a test can cut (proxy.ts).
  */
 export { test, TestContext, createTestContext } from './context.ts';
 export type { NatsHandles } from './context.ts';
@@ -10,6 +11,7 @@ export { uniqueName } from './names.ts';
 export { waitFor, withTimeout, WaitTimeoutError } from './wait.ts';
 export type { WaitOptions } from './wait.ts';
 export { ManagedProcess, spawnApp } from './process.ts';
+export { TcpProxy } from './proxy.ts';
 export type { ProcessOptions, ExitStatus, LineMatch } from './process.ts';
 export {
   resolveServers,

@@ -11,6 +11,7 @@
 import { Lsn } from '@cdc/core';
 import { runWorkload, verifySourceAgainstSink, WATCHED_TABLES } from '@cdc/testkit';
 import { describe, expect, test, waitFor } from '../harness/index.ts';
+import type { TestContext } from '../harness/index.ts';
 import { historyCount, waitForSinkToCatchUp } from '../e2e/convergence.ts';
 import { createSourceAndSink, withClient } from '../e2e/databases.ts';
 import { PipelineProcesses } from '../e2e/pipeline.ts';
@@ -142,7 +143,7 @@ async function confirmedLsn(sourceUrl: string, slot: string): Promise<bigint | u
 
 /** min over partitions of a sink's published position for `source`, from etcd. */
 async function sinkPosition(
-  etcd: ReturnType<import('../harness/index.ts').TestContext['etcd']>,
+  etcd: ReturnType<TestContext['etcd']>,
   pipeline: string,
   sink: string,
   source: string,

@@ -8,7 +8,7 @@
  *
  *   PipelineProcesses.start({ …, kafka: { …, entry: KAFKA_FAILPOINT_ENTRY, env: { CDC_TEST_HOLD_BEFORE_COMMIT_MS: '150' } } })
  */
-import { runCommitter } from '../../apps/committer/src/app.ts';
+import { runCommitter } from '@cdc/app-committer/app';
 
 const holdMs = Number(process.env.CDC_TEST_HOLD_BEFORE_COMMIT_MS ?? '0');
 if (!Number.isInteger(holdMs) || holdMs < 0 || holdMs > 60_000) {

@@ -9,7 +9,7 @@ import { UnreachableError, type ChangeEvent } from '@cdc/core';
 import { pino } from 'pino';
 import { Writable } from 'node:stream';
 import { describe, expect, test, waitFor } from '../harness/index.ts';
-import { DedupedPublisher, SourceLog, createPipeline, deadLetters } from '../committer/support.ts';
+import { createPipeline, createPublishingPipeline, deadLetters, type SourceLog } from '../committer/support.ts';
 import { parseJson, readTopics, startKafkaCommitter, type KafkaRecord } from './support.ts';
 
 const P = 2;
@@ -47,11 +47,9 @@ function summary(records: readonly KafkaRecord[]): string[] {
 
 describe('Kafka committer', () => {
   test('writes Debezium records keyed by primary key, with tombstones, exactly once across a restart', async ({ ctx }) => {
-    const { pipeline, bus } = await createPipeline(ctx);
+    const { pipeline, bus, log, out } = await createPublishingPipeline(ctx, P);
     const prefix = ctx.uniqueName('dbz');
     const checkpointTopic = ctx.uniqueName('ckpt');
-    const log = new SourceLog({ partitions: P });
-    const out = new DedupedPublisher(bus, pipeline, P);
     await out.events(insert(log, 1));
     await out.events(insert(log, 2));
     await out.events(typed(log.transaction([{ table: 'public.accounts', op: 'update', key: ['1'], after: account(1, 2) }])));
@@ -90,11 +88,9 @@ describe('Kafka committer', () => {
   });
 
   test('a second committer with the same transactional id fences the first: the zombie writes nothing more', async ({ ctx }) => {
-    const { pipeline, bus } = await createPipeline(ctx);
+    const { pipeline, bus, log, out } = await createPublishingPipeline(ctx, P);
     const prefix = ctx.uniqueName('zmb');
     const checkpointTopic = ctx.uniqueName('ckpt');
-    const log = new SourceLog({ partitions: P });
-    const out = new DedupedPublisher(bus, pipeline, P);
     const options = { pipeline, partitions: P, bus, checkpointTopic, records: { topicPrefix: prefix, tombstones: false, transactionMetadata: false } };
     const zombie = await startKafkaCommitter(ctx, options);
     for (let id = 1; id <= 3; id++) await out.events(insert(log, id));
@@ -118,10 +114,8 @@ describe('Kafka committer', () => {
   });
 
   test('a record larger than the broker takes is dead-lettered with its size and the limit; the rest commits', async ({ ctx }) => {
-    const { pipeline, bus } = await createPipeline(ctx);
+    const { pipeline, bus, log, out } = await createPublishingPipeline(ctx, 1);
     const prefix = ctx.uniqueName('big');
-    const log = new SourceLog({ partitions: 1 });
-    const out = new DedupedPublisher(bus, pipeline, 1);
     await out.events(insert(log, 1, 1, { note: 'x'.repeat(10_000) }));
     await out.events(insert(log, 2));
     await out.watermark(log.watermark());
@@ -148,10 +142,8 @@ describe('Kafka committer', () => {
   });
 
   test('a topic that cannot be created: a clear error naming it, retried, the committer stays up', async ({ ctx }) => {
-    const { pipeline, bus } = await createPipeline(ctx);
+    const { pipeline, bus, log, out } = await createPublishingPipeline(ctx, 1);
     const prefix = ctx.uniqueName('nocreate');
-    const log = new SourceLog({ partitions: 1 });
-    const out = new DedupedPublisher(bus, pipeline, 1);
     await out.events(insert(log, 1));
     await out.watermark(log.watermark());
     await out.flush();

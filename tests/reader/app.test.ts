@@ -20,19 +20,7 @@ function readerEnv(world: ReaderWorld, postgres: string): Record<string, string>
 describe('reader app', () => {
   test('starts, reports ready on /readyz, logs progress, publishes, and drains on SIGTERM with exit 0', async ({ ctx }) => {
     const world = await ReaderWorld.create(ctx, { partitions: 2, tables: { orders: '(id int PRIMARY KEY, v text)' } });
-    const app = ctx.spawnApp('apps/reader/src/main.ts', {
-      env: {
-        PIPELINE: world.pipeline,
-        SOURCE_ID: world.source,
-        SOURCE_DATABASE_URL: ctx.servers.postgres,
-        TABLES: world.table('orders'),
-        PARTITIONS: '2',
-        SLOT_NAME: world.slot,
-        PUBLICATION_NAME: world.publication,
-        HEALTH_PORT: '0',
-        HEARTBEAT_INTERVAL_MS: '200',
-      },
-    });
+    const app = ctx.spawnApp('apps/reader/src/main.ts', { env: world.appEnv('orders', { HEARTBEAT_INTERVAL_MS: '200' }) });
     const listening = await app.waitForLine(/"msg":"health server listening"/, 30_000);
     const port = (JSON.parse(listening.line) as { port: number }).port;
     const ready = await waitFor(
@@ -63,18 +51,7 @@ describe('reader app', () => {
   test('waits (retrying) while another connection holds the slot, and still stops promptly on SIGTERM', async ({ ctx }) => {
     const world = await ReaderWorld.create(ctx, { partitions: 2, tables: { orders: '(id int PRIMARY KEY)' } });
     const holder = await world.start();
-    const app = ctx.spawnApp('apps/reader/src/main.ts', {
-      env: {
-        PIPELINE: world.pipeline,
-        SOURCE_ID: world.source,
-        SOURCE_DATABASE_URL: ctx.servers.postgres,
-        TABLES: world.table('orders'),
-        PARTITIONS: '2',
-        SLOT_NAME: world.slot,
-        PUBLICATION_NAME: world.publication,
-        HEALTH_PORT: '0',
-      },
-    });
+    const app = ctx.spawnApp('apps/reader/src/main.ts', { env: world.appEnv('orders') });
     await app.waitForLine(/replication did not start: replication slot \S+ is in use by another connection \(replication slot \S+ is active for PID \d+\); retrying/, 30_000);
     expect(holder.stats().state).toBe('running');
     const stoppedAt = Date.now();

@@ -82,6 +82,21 @@ export class ReaderWorld {
     return world;
   }
 
+  /** The reader app's environment for this world, reading the table `prefix`; health on a free port. */
+  appEnv(prefix: string, extra: Readonly<Record<string, string>> = {}): Record<string, string> {
+    return {
+      PIPELINE: this.pipeline,
+      SOURCE_ID: this.source,
+      SOURCE_DATABASE_URL: this.ctx.servers.postgres,
+      TABLES: this.table(prefix),
+      PARTITIONS: String(this.options.partitions),
+      SLOT_NAME: this.slot,
+      PUBLICATION_NAME: this.publication,
+      HEALTH_PORT: '0',
+      ...extra,
+    };
+  }
+
   table(prefix: string): string {
     const table = this.tables[prefix];
     if (!table) throw new Error(`no table ${prefix}`);

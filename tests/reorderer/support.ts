@@ -8,17 +8,15 @@ import {
   STAGES,
   sleep,
   compareOrderKeys,
-  computeEventId,
   decodeMessage,
   orderKeyOf,
   stageSubject,
   streamName,
   type ChangeEvent,
-  type EventId,
   type RawMessage,
-  type SourceHeartbeat,
   type Stage,
 } from '@cdc/core';
+import { changeEvent, heartbeat, prng } from '@cdc/testkit';
 import { pino, type Logger } from 'pino';
 import type { TestContext } from '../harness/index.ts';
 
@@ -33,31 +31,14 @@ export const T0 = 1_700_000_000_000_000n;
 export function change(source: string, lamport: bigint, commit: number, seq = 0): ChangeEvent {
   const commitLsn = Lsn.format(Lsn.fromBigInt(BigInt(commit)));
   const key = [`${source}-${commit}-${seq}`];
-  return {
-    kind: 'change',
-    source,
-    table: 'public.items',
-    keyColumns: ['id'],
-    key,
-    op: 'insert',
-    before: null,
-    after: { id: key[0] ?? null, note: 'x' },
-    unchanged: [],
-    columnTypes: { id: 25, note: 25 },
-    lsn: commitLsn,
-    commitLsn,
-    seq,
-    xid: commit,
-    commitTs: new Date(Number((lamport - T0) / 1000n)).toISOString(),
-    lamport: lamport.toString(),
-    eventId: computeEventId({ source, table: 'public.items', key, lsn: commitLsn, commitLsn, seq }) as EventId,
+  return changeEvent({
+    source, key, after: { id: key[0] ?? null, note: 'x' }, columnTypes: { id: 25, note: 25 }, lsn: commitLsn, commitLsn, seq,
+    xid: commit, commitTs: new Date(Number((lamport - T0) / 1000n)).toISOString(), lamport,
     traceId: `trace-${source}-${commit}-${seq}`,
-  };
+  });
 }
 
-export function heartbeat(source: string, lamport: bigint, lsn: number): SourceHeartbeat {
-  return { kind: 'heartbeat', source, lamport: lamport.toString(), lsn: Lsn.format(Lsn.fromBigInt(BigInt(lsn))) };
-}
+export { heartbeat };
 
 export interface Workload {
   /** Each source's messages in its own commit order, heartbeats included. */
@@ -101,15 +82,9 @@ export function workload(sources: readonly string[], transactions: number, heart
 export function interleave(perSource: Readonly<Record<string, RawMessage[]>>, seed = 7): RawMessage[] {
   const queues = Object.values(perSource).map((messages) => [...messages]);
   const out: RawMessage[] = [];
-  let state = seed >>> 0;
-  const next = (): number => {
-    // mulberry32: small, deterministic, good enough to shuffle test input.
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
+  const random = prng(seed);
+  // Whole 32-bit draws, as mulberry32 makes them (x / 2^32 * 2^32 is exact).
+  const next = (): number => random() * 4294967296;
   while (queues.some((q) => q.length > 0)) {
     const open = queues.filter((q) => q.length > 0);
     const queue = open[next() % open.length] as RawMessage[];

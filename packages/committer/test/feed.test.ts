@@ -9,8 +9,7 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { MergedFeed, type FeedBus, type FeedReader } from '../src/feed.ts';
 import type { MergeBatch } from '../src/merge.ts';
-import { changeEvent, heartbeat } from './fixtures.ts';
-import { ManualClock, settle } from '@cdc/testkit';
+import { ManualClock, changeEvent, settle, watermark as heartbeat } from '@cdc/testkit';
 
 const PIPELINE = 'feedtest';
 const logger = pino({ level: 'silent' });

@@ -2,7 +2,7 @@ import { Lsn, compareOrderKeys, formatOrderKey, orderKeyOf, type ChangeEvent, ty
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { PartitionMerger, sameTransaction, type LaneStart } from '../src/merge.ts';
-import { changeEvent, heartbeat, prng } from './fixtures.ts';
+import { changeEvent, prng, watermark as heartbeat } from '@cdc/testkit';
 
 const fresh = (partitions: number): LaneStart[] => Array.from({ length: partitions }, (_, partition) => ({ partition, resumeSeq: 1 }));
 

@@ -28,8 +28,8 @@
  * dead-letter subject; the transaction goes on.
  */
 import { createHash } from 'node:crypto';
+import type { LamportClock } from '@cdc/core';
 import {
-  LamportClock,
   Lsn,
   PoisonEventError,
   computeEventId,

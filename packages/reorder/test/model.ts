@@ -5,7 +5,8 @@
  * Duplicates are injected the way a restarted reader makes them: a stretch of the
  * source's stream is sent again.
  */
-import { Lsn, computeEventId, type ChangeEvent, type EventId, type RawMessage, type SourceHeartbeat } from '@cdc/core';
+import { Lsn, type ChangeEvent, type RawMessage } from '@cdc/core';
+import { changeEvent, heartbeat } from '@cdc/testkit';
 import fc from 'fast-check';
 
 export interface SourcePlan {
@@ -24,31 +25,13 @@ export const FINAL_LAMPORT = 1_000_000n;
 export function event(source: string, lamport: bigint, commit: number, seq: number): ChangeEvent {
   const commitLsn = Lsn.format(Lsn.fromBigInt(BigInt(commit)));
   const key = [`${source}-${commit}-${seq}`];
-  return {
-    kind: 'change',
-    source,
-    table: 'public.t',
-    keyColumns: ['id'],
-    key,
-    op: 'insert',
-    before: null,
-    after: { id: key[0] ?? null },
-    unchanged: [],
-    columnTypes: { id: 25 },
-    lsn: commitLsn,
-    commitLsn,
-    seq,
-    xid: commit,
-    commitTs: new Date(0).toISOString(),
-    lamport: lamport.toString(),
-    eventId: computeEventId({ source, table: 'public.t', key, lsn: commitLsn, commitLsn, seq }) as EventId,
+  return changeEvent({
+    source, table: 'public.t', key, columnTypes: { id: 25 }, lsn: commitLsn, commitLsn, seq, xid: commit, lamport,
     traceId: `${source}:${commit}:${seq}`,
-  };
+  });
 }
 
-export function heartbeat(source: string, lamport: bigint, lsn: number): SourceHeartbeat {
-  return { kind: 'heartbeat', source, lamport: lamport.toString(), lsn: Lsn.format(Lsn.fromBigInt(BigInt(lsn))) };
-}
+export { heartbeat };
 
 export interface SourceStream {
   readonly source: string;

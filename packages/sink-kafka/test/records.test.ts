@@ -1,7 +1,7 @@
 import { PartitionMerger, type MergeBatch } from '@cdc/committer';
 import { describe, expect, it } from 'vitest';
 // The merger's own event fixtures: the batches here come from the real merger.
-import { changeEvent, heartbeat } from '../../committer/test/fixtures.ts';
+import { changeEvent, watermark as heartbeat } from '@cdc/testkit';
 import { decodeOpenTransaction, encodeCheckpoint } from '../src/checkpoint-topic.ts';
 import { buildRecords, type RecordOptions, type TransactionProgress } from '../src/records.ts';
 

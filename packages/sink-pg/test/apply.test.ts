@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { buildStatements, planEvent, type RowOp } from '../src/apply.ts';
 import { SinkRefusedError, classifyPgError, fromPgError } from '../src/errors.ts';
 import { parseTableMap, type SinkColumn, type SinkTable } from '../src/schema.ts';
-import { changeEvent } from '../../committer/test/fixtures.ts';
+import { changeEvent } from '@cdc/testkit';
 
 function column(name: string, position: number, castType = 'text', extra: Partial<SinkColumn> = {}): SinkColumn {
   return { name, castType, fullType: castType, maxLength: undefined, generated: false, position, ...extra };

@@ -1,3 +1,5 @@
+export { changeEvent, heartbeat, prng, watermark } from './builders.ts';
+export type { EventSpec } from './builders.ts';
 export { SOURCE_SCHEMA_SQL, SINK_SCHEMA_SQL, TABLES_SQL, WATCHED_TABLES } from './schema.ts';
 export { runWorkload, writeNoise } from './workload.ts';
 export type { WorkloadOptions, WorkloadResult } from './workload.ts';

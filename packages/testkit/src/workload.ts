@@ -7,6 +7,7 @@
  * run can be replayed.
  */
 import pg from 'pg';
+import { prng } from './builders.ts';
 
 export interface WorkloadOptions {
   readonly databaseUrl: string;
@@ -23,18 +24,6 @@ export interface WorkloadResult {
   readonly changes: number;
   readonly transactions: number;
   readonly elapsedMs: number;
-}
-
-/** mulberry32: tiny, seedable, good enough to pick operations. */
-function rng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const BIG_NOTE = (n: number): string => `note-${n}-`.padEnd(3000, String.fromCharCode(97 + (n % 26)));
@@ -158,7 +147,7 @@ export async function runWorkload(options: WorkloadOptions): Promise<WorkloadRes
     const client = new pg.Client({ connectionString: options.databaseUrl });
     await client.connect();
     const state: ClientState = {
-      random: rng(seed * 1000 + index),
+      random: prng(seed * 1000 + index),
       accounts: [],
       lines: [],
       audits: [],

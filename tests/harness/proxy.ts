@@ -1,7 +1,7 @@
 /**
- * A TCP proxy a test can cut and restore: the gate sees Redis disappear (connection
+ * A TCP proxy a test can cut and restore: the client behind it sees its server disappear (connection
  * reset, then refused) and come back on the same address, without touching the shared
- * Redis server.
+ * server (the dedup gate's Redis, in tests/dedup).
  */
 import { createServer, connect, type Server, type Socket } from 'node:net';
 
