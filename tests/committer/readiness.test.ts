@@ -2,8 +2,7 @@
  * The committer process's /readyz: besides its loop, the NATS connection as its status
  * stream reports it (Bus#readiness), false while the connection is cut.
  */
-import { TcpProxy } from '../dedup/proxy.ts';
-import { describe, expect, test, waitFor } from '../harness/index.ts';
+import { TcpProxy, describe, expect, test, waitFor } from '../harness/index.ts';
 import { readyz } from '../harness/health.ts';
 import { committerProcessEnv, createPipeline, createSinkDatabase } from './support.ts';
 

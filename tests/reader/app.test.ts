@@ -1,5 +1,4 @@
-import { TcpProxy } from '../dedup/proxy.ts';
-import { describe, expect, test, waitFor } from '../harness/index.ts';
+import { TcpProxy, describe, expect, test, waitFor } from '../harness/index.ts';
 import { readyz } from '../harness/health.ts';
 import { ReaderWorld } from './support.ts';
 

@@ -5,7 +5,7 @@
  */
 import { DEDUP_DEFAULTS } from '@cdc/dedup';
 import { relayConfigSchema } from '@cdc/relay';
-import { env, z } from '@cdc/runtime';
+import { env, type z } from '@cdc/runtime';
 
 export const schema = relayConfigSchema({
   REDIS_URL: env.url(['redis', 'rediss'], 'redis://127.0.0.1:6379'),

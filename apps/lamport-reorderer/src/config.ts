@@ -6,7 +6,7 @@
  */
 import { relayConfigSchema } from '@cdc/relay';
 import { REORDERER_DEFAULTS } from '@cdc/reorder';
-import { env, z } from '@cdc/runtime';
+import { env, type z } from '@cdc/runtime';
 
 export const schema = relayConfigSchema({
   SOURCES: env.list().refine((list) => list.length > 0, 'required: comma list of source ids, for example pg1,pg2'),

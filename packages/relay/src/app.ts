@@ -19,7 +19,7 @@
  *   });
  */
 import { Bus } from '@cdc/bus';
-import { HealthServer, loadConfig, redactConfig, runApp, untilAborted, z, type AppContext, type Logger, type ReadinessCheck } from '@cdc/runtime';
+import { HealthServer, loadConfig, redactConfig, runApp, untilAborted, type z, type AppContext, type Logger, type ReadinessCheck } from '@cdc/runtime';
 import type { RelayAppConfig } from './app-config.ts';
 import { relaysCheck } from './readiness.ts';
 import type { Relay } from './relay.ts';
