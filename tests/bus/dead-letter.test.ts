@@ -10,7 +10,7 @@ import { describe, expect, test } from '../harness/index.ts';
 describe('bus dead letters', () => {
   test('a letter whose payload is over max_payload is stored with the payload cut to fit, payloadTruncated and payloadBytes; a small one is stored whole', async ({ ctx }) => {
     const name = ctx.uniqueName('dlq_size');
-    const bus = await Bus.connect({ url: ctx.servers.nats, name: `test:${name}`, logger: pino({ level: 'silent' }) });
+    const bus = await Bus.create({ url: ctx.servers.nats, name: `test:${name}`, logger: pino({ level: 'silent' }) });
     ctx.defer('bus close', () => bus.close());
     await bus.ensurePipelineStreams(name);
     ctx.defer(`delete streams of ${name}`, async () => {

@@ -10,7 +10,7 @@ import { describe, expect, test, type TestContext } from '../harness/index.ts';
 
 async function pipelineBus(ctx: TestContext, prefix: string): Promise<{ bus: Bus; name: string }> {
   const name = ctx.uniqueName(prefix);
-  const bus = await Bus.connect({ url: ctx.servers.nats, name: `test:${name}`, logger: pino({ level: 'silent' }) });
+  const bus = await Bus.create({ url: ctx.servers.nats, name: `test:${name}`, logger: pino({ level: 'silent' }) });
   ctx.defer('bus close', () => bus.close());
   await bus.ensurePipelineStreams(name);
   ctx.defer(`delete streams of ${name}`, async () => {

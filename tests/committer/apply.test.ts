@@ -72,7 +72,7 @@ describe('committer', () => {
     const { CheckpointStore } = await import('@cdc/checkpoint');
     const name = await table(ctx, 'id integer PRIMARY KEY, name text');
     const { pipeline, bus } = await createPipeline(ctx);
-    const store = await CheckpointStore.connect({ url: ctx.servers.etcd, logger: (await import('./support.ts')).logger });
+    const store = await CheckpointStore.create({ url: ctx.servers.etcd, logger: (await import('./support.ts')).logger });
     ctx.defer('etcd store close', () => store.close());
     const log = new SourceLog({ partitions: P });
     const out = new DedupedPublisher(bus, pipeline, P);
@@ -268,7 +268,7 @@ describe('committer', () => {
     await out.watermark(log.watermark());
     await out.flush();
 
-    const failure = await Promise.race([older.done, new Promise((resolve) => setTimeout(() => resolve('timeout'), 15_000))]);
+    const failure = await Promise.race([older.closed(), new Promise((resolve) => setTimeout(() => resolve('timeout'), 15_000))]);
     expect(failure).toBeInstanceOf(FencedError);
     expect(failure).toMatchObject({ code: 'COMMITTER_FENCED', retriable: false });
     expect(older.state).toBe('failed');
@@ -377,7 +377,7 @@ describe('committer', () => {
       { what: 'an open streamed sink transaction', timeoutMs: 20_000, intervalMs: 5 },
     );
     await first.close();
-    expect(first.state).toBe('stopped');
+    expect(first.state).toBe('closed');
     expect(first.stats().streamedTransactions).toBe(0);
     expect(Number((await sink.db.query(`SELECT count(*) AS n FROM public.${name}`)).rows[0].n)).toBe(0);
     const second = await startCommitter(ctx, options);

@@ -49,7 +49,7 @@ export async function createSinkDatabase(ctx: TestContext): Promise<{ url: strin
 /** Streams of a fresh pipeline, deleted (with its etcd keys) when the context closes. */
 export async function createPipeline(ctx: TestContext): Promise<{ pipeline: string; bus: Bus }> {
   const pipeline = ctx.uniqueName('cmt');
-  const bus = await Bus.connect({ url: ctx.servers.nats, name: `test-${pipeline}`, logger });
+  const bus = await Bus.create({ url: ctx.servers.nats, name: `test-${pipeline}`, logger });
   await bus.ensurePipelineStreams(pipeline);
   ctx.defer(`delete streams of ${pipeline}`, async () => {
     for (const stage of ['raw', 'ordered', 'deduped', 'dlq'] as const) {
@@ -211,9 +211,9 @@ export async function startCommitter(
   ctx: TestContext,
   options: Omit<PgCommitterOptions, 'bus' | 'logger'> & { bus?: Bus },
 ): Promise<PgCommitter> {
-  const bus = options.bus ?? (await Bus.connect({ url: ctx.servers.nats, name: 'committer-under-test', logger }));
+  const bus = options.bus ?? (await Bus.create({ url: ctx.servers.nats, name: 'committer-under-test', logger }));
   if (!options.bus) ctx.defer('committer bus close', () => bus.close());
-  const committer = await PgSink.startCommitter({ batchLingerMs: 10, progressIntervalMs: 60_000, ...options, bus, logger });
+  const committer = await PgSink.createCommitter({ batchLingerMs: 10, progressIntervalMs: 60_000, ...options, bus, logger });
   ctx.defer('committer close', () => committer.close());
   return committer;
 }

@@ -48,7 +48,7 @@ async function deleteKeysOf(redis: Redis, pipeline: string): Promise<void> {
 }
 
 function startGate(ctx: TestContext, p: TestPipeline, store: RedisDedupStore): DedupGate {
-  const gate = DedupGate.start({
+  const gate = DedupGate.create({
     bus: p.bus,
     store,
     pipeline: p.name,
@@ -58,7 +58,7 @@ function startGate(ctx: TestContext, p: TestPipeline, store: RedisDedupStore): D
     logger: p.logger,
     retry: { initialDelayMs: 50, maxDelayMs: 300 },
   });
-  ctx.defer('stop gate', () => gate.stop());
+  ctx.defer('stop gate', () => gate.close());
   return gate;
 }
 

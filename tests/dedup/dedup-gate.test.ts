@@ -11,7 +11,7 @@ const WINDOW_MS = 60_000;
 
 function startGate(ctx: TestContext, p: TestPipeline, redisUrl = ctx.servers.redis): { gate: DedupGate; store: RedisDedupStore } {
   const store = RedisDedupStore.create({ url: redisUrl, pipeline: p.name, windowMs: WINDOW_MS, logger: p.logger, commandTimeoutMs: 1_000 });
-  const gate = DedupGate.start({
+  const gate = DedupGate.create({
     bus: p.bus,
     store,
     pipeline: p.name,
@@ -23,7 +23,7 @@ function startGate(ctx: TestContext, p: TestPipeline, redisUrl = ctx.servers.red
   });
   // Registered after the pipeline: runs before the streams are deleted.
   ctx.defer('stop gate', async () => {
-    await gate.stop();
+    await gate.close();
     await store.close();
   });
   return { gate, store };

@@ -16,7 +16,7 @@ const env = (name: string): string => {
 const pipeline = env('PIPELINE');
 const killAfter = Number(env('CDC_TEST_KILL_AFTER_CLAIMS'));
 const logger = createLogger({ app: 'dedup-gate-failpoint', level: process.env.LOG_LEVEL ?? 'info' });
-const bus = await Bus.connect({ url: env('NATS_URL'), name: 'dedup-gate-failpoint', logger });
+const bus = await Bus.create({ url: env('NATS_URL'), name: 'dedup-gate-failpoint', logger });
 await bus.ensurePipelineStreams(pipeline);
 const store = RedisDedupStore.create({ url: env('REDIS_URL'), pipeline, windowMs: 600_000, logger });
 let calls = 0;
@@ -31,5 +31,5 @@ const failing: DedupStore = {
     return verdicts;
   },
 };
-DedupGate.start({ bus, store: failing, pipeline, partition: 0, batchMax: 3, batchLingerMs: 5, logger });
+DedupGate.create({ bus, store: failing, pipeline, partition: 0, batchMax: 3, batchLingerMs: 5, logger });
 logger.info('health server listening');

@@ -61,7 +61,7 @@ describe('batched messages: the reader killed mid-batch', () => {
     });
     ctx.defer('stop pipeline', () => pipeline.stop());
     const logger = createLogger({ app: 'test-rbatch', level: 'silent' });
-    const bus = await Bus.connect({ url: ctx.servers.nats, name: 'test-rbatch', logger });
+    const bus = await Bus.create({ url: ctx.servers.nats, name: 'test-rbatch', logger });
     ctx.defer('bus close', () => bus.close());
 
     // With the committer down nothing is confirmed to the slot: every restart replays all

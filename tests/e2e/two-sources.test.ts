@@ -79,7 +79,7 @@ describe('two sources into the same partitions', () => {
     expect(caughtUp.caughtUp).toBe(true);
     await pipeline.stop();
 
-    const bus = await Bus.connect({ url: ctx.servers.nats, name: 'two-sources-test', logger: createLogger({ app: 'test', level: 'silent' }) });
+    const bus = await Bus.create({ url: ctx.servers.nats, name: 'two-sources-test', logger: createLogger({ app: 'test', level: 'silent' }) });
     ctx.defer('close bus', () => bus.close());
     let total = 0;
     for (let partition = 0; partition < partitions; partition++) {

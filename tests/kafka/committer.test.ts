@@ -104,7 +104,7 @@ describe('Kafka committer', () => {
     await out.watermark(log.watermark());
     await out.flush();
     // Both read the new events; only the successor may commit them.
-    const failure = await Promise.race([zombie.done, new Promise((resolve) => setTimeout(() => resolve('still running'), 30_000))]);
+    const failure = await Promise.race([zombie.closed(), new Promise((resolve) => setTimeout(() => resolve('still running'), 30_000))]);
     expect(failure).toBeInstanceOf(KafkaFencedError);
     expect(zombie.state).toBe('failed');
     await reader.until((records) => records.length >= 8, 30_000, 'all eight inserts');

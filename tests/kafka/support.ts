@@ -32,7 +32,7 @@ export async function startKafkaCommitter(
   ctx: TestContext,
   options: Omit<KafkaCommitterOptions, 'logger' | 'brokers'> & { bus: Bus; brokers?: readonly string[]; logger?: Logger },
 ): Promise<KafkaCommitter> {
-  const committer = await KafkaSink.startCommitter({
+  const committer = await KafkaSink.createCommitter({
     batchLingerMs: 10,
     progressIntervalMs: 60_000,
     brokers: ctx.servers.kafkaBrokers,

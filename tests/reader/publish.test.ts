@@ -114,7 +114,7 @@ describe('reader: what it publishes', () => {
       const hb = raw[hbIndex]!;
       expect(hb.msgId).toBe(`hb:pg1:${(hb.message as { lamport: string }).lamport}:${partition}`);
     }
-    expect(reader.stats()).toMatchObject({ state: 'streaming', captured: 10, deadLettered: 0, restarts: 0 });
+    expect(reader.stats()).toMatchObject({ state: 'running', captured: 10, deadLettered: 0, restarts: 0 });
   });
 });
 

@@ -18,7 +18,7 @@ describe('reader: bad input is refused at start-up', () => {
       partitions: 2,
       tables: { keyed: '(id int PRIMARY KEY)', nokey: '(a int, b text)' },
     });
-    const start = Reader.start(world.readerOptions());
+    const start = Reader.create(world.readerOptions());
     await expect(start).rejects.toBeInstanceOf(TableWithoutKeyError);
     await expect(start).rejects.toThrow(new RegExp(`table ${world.table('nokey').replace('.', '\\.')} has no primary key`));
     const slots = await world.db.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [world.slot]);
@@ -46,13 +46,13 @@ describe('reader: bad input is refused at start-up', () => {
   test('an existing publication with other tables or operations is refused, never reused', async ({ ctx }) => {
     const world = await ReaderWorld.create(ctx, { partitions: 2, tables: { a: '(id int PRIMARY KEY)', b: '(id int PRIMARY KEY)' } });
     await world.db.query(`CREATE PUBLICATION ${world.publication} FOR TABLE ${world.table('a')}`);
-    const start = Reader.start(world.readerOptions());
+    const start = Reader.create(world.readerOptions());
     await expect(start).rejects.toBeInstanceOf(PublicationMismatchError);
     await expect(start).rejects.toThrow(new RegExp(`publication ${world.publication} exists with other settings \\(it lacks ${world.table('b')}`));
 
     await world.db.query(`DROP PUBLICATION ${world.publication}`);
     await world.db.query(`CREATE PUBLICATION ${world.publication} FOR TABLE ${world.table('a')}, ${world.table('b')} WITH (publish = 'insert, update')`);
-    await expect(Reader.start(world.readerOptions())).rejects.toThrow(/it does not publish delete, truncate/);
+    await expect(Reader.create(world.readerOptions())).rejects.toThrow(/it does not publish delete, truncate/);
     // Refused before the slot: nothing half-created.
     const slots = await world.db.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [world.slot]);
     expect(slots.rowCount).toBe(0);
@@ -61,7 +61,7 @@ describe('reader: bad input is refused at start-up', () => {
   test('an existing slot of another output plugin is refused, never reused', async ({ ctx }) => {
     const world = await ReaderWorld.create(ctx, { partitions: 2, tables: { a: '(id int PRIMARY KEY)' } });
     await world.db.query(`SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, [world.slot]);
-    const start = Reader.start(world.readerOptions());
+    const start = Reader.create(world.readerOptions());
     await expect(start).rejects.toBeInstanceOf(SlotMismatchError);
     await expect(start).rejects.toThrow(new RegExp(`replication slot ${world.slot} exists with other settings \\(its plugin is test_decoding, not pgoutput\\)`));
   });
@@ -77,7 +77,7 @@ describe('reader: bad input is refused at start-up', () => {
     await reader.close();
     await world.dropSlotAndPublication();
     await world.db.query(`INSERT INTO ${world.table('a')} VALUES (2)`); // lost: no slot was there to keep it
-    const restart = Reader.start(world.readerOptions());
+    const restart = Reader.create(world.readerOptions());
     await expect(restart).rejects.toBeInstanceOf(SlotLostError);
     await expect(restart).rejects.toThrow(/is past every position this reader ever confirmed/);
   });

@@ -75,7 +75,7 @@ describe('reader: replays are identical', () => {
 
     // Kill the walsender: the old one may hold the slot for a moment ("active for PID", PITFALLS 9).
     await world.db.query('SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1', [world.slot]);
-    await waitFor(() => (reader.stats().restarts >= 1 && reader.stats().state === 'streaming' && reader.stats().captured >= captured + 25 ? true : undefined), {
+    await waitFor(() => (reader.stats().restarts >= 1 && reader.stats().state === 'running' && reader.stats().captured >= captured + 25 ? true : undefined), {
       what: 'the reader to reconnect and replay from the slot',
       timeoutMs: 20_000,
       intervalMs: 100,

@@ -59,9 +59,9 @@ export class ReaderWorld {
   static async create(ctx: TestContext, options: WorldOptions): Promise<ReaderWorld> {
     const logger = createLogger({ app: 'test-reader', level: process.env.CDC_TEST_LOG_LEVEL ?? 'silent' });
     const db = await ctx.pg();
-    const bus = await Bus.connect({ url: ctx.servers.nats, name: 'test-reader', logger });
+    const bus = await Bus.create({ url: ctx.servers.nats, name: 'test-reader', logger });
     ctx.defer('bus close', () => bus.close());
-    const checkpoints = await CheckpointStore.connect({ url: ctx.servers.etcd, logger, leaseTtlSeconds: 30 });
+    const checkpoints = await CheckpointStore.create({ url: ctx.servers.etcd, logger, leaseTtlSeconds: 30 });
     ctx.defer('checkpoints close', () => checkpoints.close());
     const world = new ReaderWorld(ctx, options, db, bus, checkpoints, logger);
     ctx.defer('etcd keys', () => checkpoints.deletePipeline(world.pipeline));
@@ -124,7 +124,7 @@ export class ReaderWorld {
 
   /** Starts a reader that is closed when the test ends (if the test did not close it). */
   async start(overrides: Partial<ReaderOptions> = {}): Promise<Reader> {
-    const reader = await Reader.start(this.readerOptions(overrides));
+    const reader = await Reader.create(this.readerOptions(overrides));
     this.ctx.defer('reader close', () => reader.close());
     return reader;
   }

@@ -9,8 +9,8 @@ import { T0, change, createPipeline, heartbeat, interleave, workload, type TestP
 
 const SOURCES = ['pg_a', 'pg_b'];
 
-function start(p: TestPipeline, options: Partial<Parameters<typeof Reorderer.start>[0]> = {}): Reorderer {
-  return Reorderer.start({
+function start(p: TestPipeline, options: Partial<Parameters<typeof Reorderer.create>[0]> = {}): Reorderer {
+  return Reorderer.create({
     bus: p.bus,
     pipeline: p.name,
     partition: 0,
@@ -32,7 +32,7 @@ describe('lamport-reorderer stage', () => {
     await p.publishAll('raw', 0, interleave(perSource));
     const out = p.collect('ordered', 0);
     const reorderer = start(p);
-    ctx.defer('stop reorderer', () => reorderer.stop());
+    ctx.defer('stop reorderer', () => reorderer.close());
 
     await waitFor(() => out.eventIds().length >= expected.length, { what: 'every event on ordered.0', timeoutMs: 20_000 });
     expect(out.eventIds()).toEqual(expected);
@@ -62,7 +62,7 @@ describe('lamport-reorderer stage', () => {
     await p.publishAll('raw', 0, [change('pg_a', T0 + 10n, 0x10), heartbeat('pg_a', T0 + 100n, 0x20), change('pg_b', T0 + 20n, 0x30)]);
     const out = p.collect('ordered', 0);
     const reorderer = start(p);
-    ctx.defer('stop reorderer', () => reorderer.stop());
+    ctx.defer('stop reorderer', () => reorderer.close());
     await waitFor(() => reorderer.health().buffered === 2, { what: 'both events buffered', timeoutMs: 10_000 });
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(out.messages).toHaveLength(0);
@@ -79,16 +79,16 @@ describe('lamport-reorderer stage', () => {
     await p.publishAll('raw', 0, [heartbeat('pg_a', T0 + 5n, 0x10), heartbeat('pg_b', T0 + 7n, 0x20)]);
     const out = p.collect('ordered', 0);
     const reorderer = start(p);
-    ctx.defer('stop reorderer', () => reorderer.stop());
+    ctx.defer('stop reorderer', () => reorderer.close());
     await waitFor(() => out.watermarks().length === 1, { what: 'a watermark from heartbeats only', timeoutMs: 10_000 });
     expect(out.watermarks()[0]).toEqual({ kind: 'watermark', lamport: String(T0 + 5n), positions: { pg_a: '0/10' } });
     const message = out.messages[0];
     expect(message?.header(Headers.LastKey)).toBeUndefined();
     expect(message?.header(Headers.MsgId)).toBe(`wm:0:${T0 + 5n}`);
     // Restarted on an output whose last message has no key: resumes and keeps going.
-    await reorderer.stop();
+    await reorderer.close();
     const again = start(p);
-    ctx.defer('stop second reorderer', () => again.stop());
+    ctx.defer('stop second reorderer', () => again.close());
     await p.publishAll('raw', 0, [heartbeat('pg_a', T0 + 9n, 0x11)]);
     await waitFor(() => out.watermarks().length === 2, { what: 'the next watermark', timeoutMs: 10_000 });
     expect(out.watermarks()[1]?.lamport).toBe(String(T0 + 7n));
@@ -101,7 +101,7 @@ describe('lamport-reorderer stage', () => {
     await p.publishAll('raw', 0, [a1, b1, heartbeat('pg_a', T0 + 30n, 0x11), heartbeat('pg_b', T0 + 30n, 0x21)]);
     const out = p.collect('ordered', 0);
     const reorderer = start(p);
-    ctx.defer('stop reorderer', () => reorderer.stop());
+    ctx.defer('stop reorderer', () => reorderer.close());
     await waitFor(() => out.watermarks().length === 1, { what: 'watermark 30 released', timeoutMs: 10_000 });
 
     // A replay past JetStream's duplicate window: same event, a new message (no Msg-Id).
@@ -130,7 +130,7 @@ describe('lamport-reorderer stage', () => {
     await p.publishAll('raw', 0, interleave(perSource, 11));
     const out = p.collect('ordered', 0);
     const reorderer = start(p, { maxBuffered: 3, batchMax: 7 });
-    ctx.defer('stop reorderer', () => reorderer.stop());
+    ctx.defer('stop reorderer', () => reorderer.close());
     await waitFor(() => out.eventIds().length >= expected.length, { what: 'every event on ordered.0', timeoutMs: 30_000 });
     expect(out.eventIds()).toEqual(expected);
     expect(reorderer.stats().reopens).toBeGreaterThan(0);
@@ -148,12 +148,13 @@ describe('lamport-reorderer stage', () => {
     const first = start(p);
     await waitFor(() => out.eventIds().length > 0 && first.health().buffered >= 0 && first.relay.health().batches > 0, { what: 'first output', timeoutMs: 15_000 });
     await new Promise((resolve) => setTimeout(resolve, 200));
-    expect(await first.stop()).toBeUndefined();
+    await first.close();
+    expect(await first.closed()).toBeUndefined();
     const before = out.messages.length;
 
     await p.publishAll('raw', 0, input.slice(half));
     const second = start(p);
-    ctx.defer('stop reorderer', () => second.stop());
+    ctx.defer('stop reorderer', () => second.close());
     await waitFor(() => out.eventIds().length >= expected.length, { what: 'every event on ordered.0', timeoutMs: 20_000 });
     expect(before).toBeGreaterThan(0);
     expect(out.eventIds()).toEqual(expected);
@@ -168,6 +169,6 @@ describe('lamport-reorderer stage', () => {
     const reorderer = start(p);
     const fatal = await reorderer.closed();
     expect(fatal).toBeInstanceOf(StreamGapError);
-    expect(reorderer.relay.state).toBe('stopped');
+    expect(reorderer.relay.state).toBe('closed');
   });
 });

@@ -130,7 +130,7 @@ export interface TestPipeline {
 export async function createPipeline(ctx: TestContext, prefix: string): Promise<TestPipeline> {
   const name = ctx.uniqueName(prefix);
   const logger = testLogger();
-  const bus = await Bus.connect({ url: ctx.servers.nats, name: `test:${name}`, logger });
+  const bus = await Bus.create({ url: ctx.servers.nats, name: `test:${name}`, logger });
   ctx.defer('test bus close', () => bus.close());
   await bus.ensurePipelineStreams(name);
   ctx.defer(`delete streams of ${name}`, async () => {

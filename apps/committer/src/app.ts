@@ -10,7 +10,7 @@
  */
 import { Bus } from '@cdc/bus';
 import { CheckpointStore } from '@cdc/checkpoint';
-import { HealthServer, loadConfig, redactUrl, runApp } from '@cdc/runtime';
+import { HealthServer, loadConfig, redactConfig, runApp } from '@cdc/runtime';
 import { KafkaSink, parseTopicRoutes, type KafkaSinkOptions } from '@cdc/sink-kafka';
 import { PgSink } from '@cdc/sink-pg';
 import { committerConfigSchema } from './config.ts';
@@ -25,29 +25,18 @@ export async function runCommitter(hooks: CommitterHooks = {}): Promise<void> {
   await runApp({ app: 'committer' }, async ({ logger, signal, defer }) => {
     const config = loadConfig(committerConfigSchema);
     logger.level = config.LOG_LEVEL;
-    logger.debug(
-      {
-        config: {
-          ...config,
-          SINK_DATABASE_URL: config.SINK_DATABASE_URL === undefined ? undefined : redactUrl(config.SINK_DATABASE_URL),
-          NATS_URL: redactUrl(config.NATS_URL),
-          ETCD_URL: config.ETCD_URL.split(',').map((url) => redactUrl(url.trim())).join(','),
-          TABLE_MAP: Object.fromEntries(config.TABLE_MAP),
-        },
-      },
-      'configuration',
-    );
+    logger.debug({ config: redactConfig(config) }, 'configuration');
 
-    const bus = await Bus.connect({ url: config.NATS_URL, name: `committer-${config.PIPELINE}-${config.SINK_NAME}`, logger });
+    const bus = await Bus.create({ url: config.NATS_URL, name: `committer-${config.PIPELINE}-${config.SINK_NAME}`, logger });
     defer('nats', () => bus.close());
     await bus.ensurePipelineStreams(config.PIPELINE);
 
-    const checkpointStore = await CheckpointStore.connect({ url: config.ETCD_URL, logger });
+    const checkpointStore = await CheckpointStore.create({ url: config.ETCD_URL, logger });
     defer('etcd', () => checkpointStore.close());
 
     const committer =
       config.SINK === 'kafka'
-        ? await KafkaSink.startCommitter({
+        ? await KafkaSink.createCommitter({
             pipeline: config.PIPELINE,
             partitions: config.PARTITIONS,
             brokers: config.KAFKA_BROKERS ?? [],
@@ -77,7 +66,7 @@ export async function runCommitter(hooks: CommitterHooks = {}): Promise<void> {
             ...(hooks.kafkaBeforeCommit ? { beforeCommit: hooks.kafkaBeforeCommit } : {}),
             signal,
           })
-        : await PgSink.startCommitter({
+        : await PgSink.createCommitter({
             pipeline: config.PIPELINE,
             partitions: config.PARTITIONS,
             sinkUrl: config.SINK_DATABASE_URL ?? '',
@@ -96,11 +85,12 @@ export async function runCommitter(hooks: CommitterHooks = {}): Promise<void> {
 
     const health = await HealthServer.create({ port: config.HEALTH_PORT });
     defer('health', () => health.close());
+    health.addCheck('nats', () => bus.readiness());
     health.addCheck('committer', () => committer.readiness());
     logger.info({ port: health.port, sink: config.SINK, sink_name: config.SINK_NAME }, 'health server listening');
 
     // Resolves after a drain (signal) or when the committer stops on its own (fenced, fatal).
-    const failure = await committer.done;
+    const failure = await committer.closed();
     if (failure) throw failure;
   });
 }

@@ -41,11 +41,11 @@ const booleanFlag = (fallback: boolean) =>
 export const committerConfigSchema = z
   .object({
     PIPELINE: env.name(),
-    PARTITIONS: env.requiredCount('8'),
+    PARTITIONS: env.partitions(),
     SINK: z.enum(['postgres', 'kafka'], { message: "'postgres' or 'kafka'" }).default('postgres'),
     /** Name of this sink's positions in etcd (the reader's SINKS). Default: SINK. */
     SINK_NAME: env.name().optional(),
-    NATS_URL: env.url(['nats', 'tls'], 'nats://127.0.0.1:4222'),
+    NATS_URL: env.natsUrl(),
     ETCD_URL: etcdUrls,
     BATCH_MAX_EVENTS: env.positiveInt(COMMITTER_DEFAULTS.batchMaxEvents),
     BATCH_LINGER_MS: z.coerce.number().int().min(0).max(60_000).default(COMMITTER_DEFAULTS.batchLingerMs),
@@ -57,7 +57,7 @@ export const committerConfigSchema = z
     STREAM_TRANSACTIONS_ABOVE: z.coerce.number().int().positive().optional(),
     /** Per partition: encoded bytes read ahead of the sink before that partition waits (4 partitions × 8 MiB fit a 128 MB heap). */
     PARTITION_BUFFER_MAX_BYTES: env.positiveInt(COMMITTER_DEFAULTS.maxBufferedBytesPerPartition),
-    HEALTH_PORT: env.port(8080),
+    HEALTH_PORT: env.healthPort(),
     LOG_LEVEL: env.logLevel(),
     // --- SINK=postgres
     SINK_DATABASE_URL: env.url(['postgres', 'postgresql'], 'postgres://user:password@host:5432/sink').optional(),

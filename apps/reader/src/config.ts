@@ -3,6 +3,7 @@
  * error; defaults are filled here and nowhere else.
  */
 import { WIRE_DEFAULTS } from '@cdc/core';
+import { READER_DEFAULTS } from '@cdc/pg-source';
 import { env, z } from '@cdc/runtime';
 
 const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$/;
@@ -23,10 +24,10 @@ export const readerConfigSchema = z
       .list()
       .refine((tables) => tables.length > 0, 'at least one table, for example public.orders,public.customers')
       .refine((tables) => tables.every((table) => TABLE_NAME.test(table)), 'comma list of schema.table, for example public.orders'),
-    PARTITIONS: z.coerce.number({ required_error: 'required: the number of partitions, the same in every app' }).int().positive().max(4096),
+    PARTITIONS: env.partitions(),
     SLOT_NAME: z.string().regex(SLOT_NAME, 'lowercase letters, digits and _ only (1-63)').optional(),
     PUBLICATION_NAME: z.string().regex(/^[A-Za-z0-9_]{1,63}$/, 'letters, digits and _ only (1-63)').optional(),
-    NATS_URL: env.url(['nats', 'tls'], 'nats://127.0.0.1:4222'),
+    NATS_URL: env.natsUrl(),
     ETCD_URL: env.url(['http', 'https'], 'http://127.0.0.1:2379'),
     // The slot is confirmed only through what every one of these sinks has committed.
     SINKS: env
@@ -34,13 +35,13 @@ export const readerConfigSchema = z
       .default('postgres')
       .refine((sinks) => sinks.length > 0, 'at least one sink name, for example postgres or postgres,kafka')
       .refine((sinks) => sinks.every((sink) => /^[A-Za-z0-9_-]{1,64}$/.test(sink)), 'comma list of sink names (letters, digits, _ and -)'),
-    HEARTBEAT_INTERVAL_MS: env.positiveInt(1_000),
-    MAX_IN_FLIGHT: env.positiveInt(256),
+    HEARTBEAT_INTERVAL_MS: env.positiveInt(READER_DEFAULTS.heartbeatIntervalMs),
+    MAX_IN_FLIGHT: env.positiveInt(READER_DEFAULTS.maxInFlight),
     // Events per raw message and its encoded size: a message is also cut whenever the
     // replication socket has nothing more buffered, and before every watermark.
     BATCH_MAX_EVENTS: env.positiveInt(WIRE_DEFAULTS.batchMaxEvents),
     BATCH_MAX_BYTES: env.positiveInt(WIRE_DEFAULTS.batchMaxBytes),
-    HEALTH_PORT: env.port(8080),
+    HEALTH_PORT: env.healthPort(),
     LOG_LEVEL: env.logLevel(),
   })
   .transform((config) => {

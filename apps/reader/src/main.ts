@@ -7,23 +7,21 @@
  */
 import { Bus } from '@cdc/bus';
 import { CheckpointStore } from '@cdc/checkpoint';
-import { Reader, setupSource } from '@cdc/pg-source';
-import { HealthServer, loadConfig, redactUrl, runApp, untilAborted } from '@cdc/runtime';
+import { READER_DEFAULTS, Reader, setupSource } from '@cdc/pg-source';
+import { HealthServer, loadConfig, redactConfig, runApp, untilAborted } from '@cdc/runtime';
 import { readerConfigSchema } from './config.ts';
-
-const PROGRESS_INTERVAL_MS = 5_000;
 
 await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
   const config = loadConfig(readerConfigSchema);
   logger.level = config.LOG_LEVEL;
   const log = logger.child({ pipeline: config.PIPELINE, source: config.SOURCE_ID });
-  log.debug({ config: { ...config, SOURCE_DATABASE_URL: redactUrl(config.SOURCE_DATABASE_URL) } }, 'configuration');
+  log.debug({ config: redactConfig(config) }, 'configuration');
 
-  const bus = await Bus.connect({ url: config.NATS_URL, name: `reader-${config.PIPELINE}-${config.SOURCE_ID}`, logger: log });
+  const bus = await Bus.create({ url: config.NATS_URL, name: `reader-${config.PIPELINE}-${config.SOURCE_ID}`, logger: log });
   defer('nats', () => bus.close());
   await bus.ensurePipelineStreams(config.PIPELINE);
 
-  const checkpoints = await CheckpointStore.connect({ url: config.ETCD_URL, logger: log });
+  const checkpoints = await CheckpointStore.create({ url: config.ETCD_URL, logger: log });
   defer('etcd', () => checkpoints.close());
 
   const prepared = await setupSource({
@@ -45,7 +43,7 @@ await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
     'source ready',
   );
 
-  const reader = await Reader.start({
+  const reader = await Reader.create({
     pipeline: config.PIPELINE,
     source: config.SOURCE_ID,
     connectionString: config.SOURCE_DATABASE_URL,
@@ -70,9 +68,9 @@ await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
   defer('health', () => health.close());
   health.addCheck('replication', () => {
     const { state } = reader.stats();
-    return { ok: state === 'streaming', detail: state };
+    return { ok: state === 'running', detail: state };
   });
-  health.addCheck('nats', () => ({ ok: !bus.nc.isClosed(), ...(bus.nc.isClosed() ? { detail: 'connection closed' } : {}) }));
+  health.addCheck('nats', () => bus.readiness());
   log.info({ port: health.port }, 'health server listening');
 
   const progress = setInterval(() => {
@@ -90,7 +88,7 @@ await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
       },
       'progress',
     );
-  }, PROGRESS_INTERVAL_MS);
+  }, READER_DEFAULTS.progressIntervalMs);
   defer('progress', () => clearInterval(progress));
 
   const failure = await Promise.race([untilAborted(signal).then(() => undefined), reader.closed()]);

@@ -45,15 +45,23 @@ export class Bus {
   readonly #logger: Logger;
   readonly #readers = new Set<StreamReader>();
   #closing: Promise<void> | undefined;
+  /** False from a `disconnect`/`reconnecting` status until the next `reconnect` (see readiness()). */
+  #connected = true;
 
   private constructor(nc: NatsConnection, jsm: JetStreamManager, logger: Logger) {
     this.nc = nc;
     this.jsm = jsm;
     this.js = jetstream(nc);
     this.#logger = logger;
+    void (async () => {
+      for await (const status of nc.status()) {
+        if (status.type === 'disconnect' || status.type === 'reconnecting') this.#connected = false;
+        else if (status.type === 'reconnect') this.#connected = true;
+      }
+    })().catch(() => undefined);
   }
 
-  static async connect(options: { url: string; name: string; logger: Logger }): Promise<Bus> {
+  static async create(options: { url: string; name: string; logger: Logger }): Promise<Bus> {
     let nc: NatsConnection;
     try {
       nc = await connect({
@@ -137,7 +145,7 @@ export class Bus {
   }
 
   async openReader(options: { stream: string; subject: string; startSeq: number; bufferMessages?: number; clock?: Clock }): Promise<StreamReader> {
-    const reader = await StreamReader.open(this.js, options);
+    const reader = await StreamReader.create(this.js, options);
     this.#readers.add(reader);
     return reader;
   }
@@ -162,6 +170,21 @@ export class Bus {
       { subject, sink: letter.sink, reason: letter.reason, code: letter.code, table: letter.table, lsn: letter.lsn, event_id: letter.eventId },
       'dead-lettered',
     );
+  }
+
+  /**
+   * For /readyz. Tracks the connection through its status stream: `nc.isClosed()` alone
+   * stays false during a reconnect, when nothing can be published.
+   */
+  readiness(): { ok: boolean; detail?: string } {
+    if (this.nc.isClosed()) return { ok: false, detail: 'connection closed' };
+    return this.#connected ? { ok: true } : { ok: false, detail: 'reconnecting' };
+  }
+
+  /** Resolves (never rejects) when the connection has closed: with the error that closed it, if any. */
+  async closed(): Promise<Error | undefined> {
+    const error = await this.nc.closed().catch((reason: unknown) => reason);
+    return error instanceof Error ? error : undefined;
   }
 
   /** Drains: in-flight publishes complete, readers stop, the connection closes. Idempotent. */

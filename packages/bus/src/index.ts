@@ -1,7 +1,7 @@
 /**
  * @cdc/bus — JetStream the way every stage uses it.
  *
- *   const bus = await Bus.connect({ url, name: 'reader', logger });
+ *   const bus = await Bus.create({ url, name: 'reader', logger });
  *   await bus.ensurePipelineStreams('orders');
  *   const publisher = bus.publisher({ maxInFlight: 256 });
  *   await publisher.publish('cdc.orders.raw.0', event, { msgId: event.eventId });

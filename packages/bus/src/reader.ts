@@ -32,7 +32,7 @@ export class StreamReader {
     };
   }
 
-  static async open(
+  static async create(
     js: JetStreamClient,
     options: { stream: string; subject: string; startSeq: number; bufferMessages?: number; clock?: Clock | undefined },
   ): Promise<StreamReader> {
@@ -64,7 +64,7 @@ export class StreamReader {
     return batch;
   }
 
-  get closed(): boolean {
+  get isClosed(): boolean {
     return this.#closed;
   }
 

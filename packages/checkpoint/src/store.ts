@@ -52,7 +52,7 @@ export class CheckpointStore {
     this.#leaseTtlSeconds = leaseTtlSeconds;
   }
 
-  static async connect(options: { url: string; logger: Logger; leaseTtlSeconds?: number }): Promise<CheckpointStore> {
+  static async create(options: { url: string; logger: Logger; leaseTtlSeconds?: number }): Promise<CheckpointStore> {
     const hosts = options.url.split(',').map((host) => host.trim());
     const client = new Etcd3({ hosts, dialTimeout: 5_000 });
     try {

@@ -15,9 +15,9 @@
  * read rewinds the feed to the committed checkpoints.
  *
  * States:
- *   running ──close()/signal──► draining ──► stopped
- *      └──── non-retriable error (fenced, …) ──► failed
- * `done` resolves (never rejects) with the error that stopped it, if any. A fenced
+ *   running ──close()/signal──► closing ──► closed
+ *      └──── non-retriable error (fenced, …) ──► failed   (closed, with an error)
+ * Made by `Committer.create`; `close()` is idempotent; `closed()` resolves (never rejects) with the error that stopped it, if any. A fenced
  * committer discards its unpublished positions (the new owner's are newer); otherwise
  * the last ones are flushed to etcd, bounded.
  */
@@ -106,8 +106,6 @@ export class Committer<S extends Sink = Sink> {
   #needsRecovery = false;
   #progressMark: { at: number; applied: number };
   #closing: Promise<void> | undefined;
-  /** Resolves when the loop has ended, with the error that ended it (if any). */
-  readonly done: Promise<Error | undefined>;
 
   private constructor(sink: S, feed: MergedFeed, options: CommitterOptions) {
     this.sink = sink;
@@ -137,7 +135,6 @@ export class Committer<S extends Sink = Sink> {
         this.#stats.retries += 1;
       },
     });
-    this.done = this.#run.done;
   }
 
   /**
@@ -145,11 +142,11 @@ export class Committer<S extends Sink = Sink> {
    * `sink`, which it owns from here on: closed by close(), or now if the start fails.
    * Throws StreamGapError when a stored position is older than the stream holds.
    */
-  static async start<S extends Sink>(sink: S, starts: readonly LaneStart[], options: CommitterOptions): Promise<Committer<S>> {
+  static async create<S extends Sink>(sink: S, starts: readonly LaneStart[], options: CommitterOptions): Promise<Committer<S>> {
     const maxEvents = options.batchMaxEvents ?? COMMITTER_DEFAULTS.batchMaxEvents;
     let feed: MergedFeed;
     try {
-      feed = await MergedFeed.open(
+      feed = await MergedFeed.create(
         {
           pipeline: options.pipeline,
           bus: options.bus,
@@ -211,10 +208,15 @@ export class Committer<S extends Sink = Sink> {
     return this.#run.readiness();
   }
 
+  /** Resolves (never rejects) when the loop has ended, with the error that ended it (if any). */
+  closed(): Promise<Error | undefined> {
+    return this.#run.closed();
+  }
+
   /** Drains (the batch in hand commits), publishes the last positions, closes the readers and the sink. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
-      await this.#run.stop(`${this.#options.name} closed`);
+      await this.#run.close(`${this.#options.name} closed`);
       await this.#feed.close();
       await this.sink.close();
     })();

@@ -86,7 +86,7 @@ export class MergedFeed {
    * Opens a reader per partition at its stored sequence. A stored position the stream no
    * longer holds means messages may be gone: StreamGapError, loudly, before reading.
    */
-  static async open(options: MergedFeedOptions, starts: readonly LaneStart[]): Promise<MergedFeed> {
+  static async create(options: MergedFeedOptions, starts: readonly LaneStart[]): Promise<MergedFeed> {
     const feed = new MergedFeed(options, starts);
     await feed.#assertNoGap(starts);
     try {

@@ -4,10 +4,10 @@
  * published to etcd.
  *
  *   const sink = await SomeSink.connect(...);              // implements Sink
- *   const committer = await Committer.start(sink, await sink.recover(), {
+ *   const committer = await Committer.create(sink, await sink.recover(), {
  *     pipeline: 'orders', name: 'committer', bus, checkpointStore, logger, signal,
  *   });
- *   const error = await committer.done; // resolves when drained or fenced
+ *   const error = await committer.closed(); // resolves when drained or fenced
  *
  * Invariants: PartitionMerger releases only what no partition can still precede, in
  * the one total order, and cuts batches between source transactions (a larger one than

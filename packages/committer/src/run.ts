@@ -3,15 +3,17 @@
  * commit), stopping for good on a non-retriable error (fenced, …), draining on close()
  * or on the caller's signal, a progress line every few seconds, and readiness for /readyz.
  *
- *   running ──close()/signal──► draining ──► stopped
- *      └──── non-retriable error ──► failed
- * `done` resolves (never rejects) with the error that stopped it, if any.
+ *   running ──close()/signal──► closing ──► closed
+ *      └──── non-retriable error ──────────► failed
+ * `failed` is `closed` with an error: the one extra state, because /readyz and the
+ * tests tell a fenced committer from a drained one by it.
+ * `closed()` resolves (never rejects) with the error that stopped it, if any.
  */
 import { CdcError, systemClock, type Cancel, type Clock } from '@cdc/core';
 import { ConsumerLoop, type ConsumerHandler, type Logger } from '@cdc/runtime';
 import { COMMITTER_DEFAULTS } from './defaults.ts';
 
-export type CommitterState = 'running' | 'draining' | 'stopped' | 'failed';
+export type CommitterState = 'running' | 'closing' | 'closed' | 'failed';
 
 export interface CommitterRunOptions {
   /** Loop name in logs ('committer', 'kafka-committer'). */
@@ -36,17 +38,21 @@ export class CommitterRun<Batch> {
   #fatal: unknown;
   #progressTimer: Cancel | undefined;
   #resolveDone: (error: Error | undefined) => void = () => undefined;
-  /** Resolves when the loop has ended, with the error that ended it (if any). */
-  readonly done: Promise<Error | undefined>;
+  readonly #closed: Promise<Error | undefined>;
 
   constructor(options: CommitterRunOptions) {
     this.#options = options;
     const signal = options.signal;
     if (signal?.aborted) this.#controller.abort(signal.reason);
     signal?.addEventListener('abort', () => this.#controller.abort(signal.reason), { once: true });
-    this.done = new Promise((resolve) => {
+    this.#closed = new Promise((resolve) => {
       this.#resolveDone = resolve;
     });
+  }
+
+  /** Resolves (never rejects) when the loop has ended, with the error that ended it (if any). */
+  closed(): Promise<Error | undefined> {
+    return this.#closed;
   }
 
   get state(): CommitterState {
@@ -87,7 +93,7 @@ export class CommitterRun<Batch> {
     const wrapped: ConsumerHandler<Batch> = {
       ...handler,
       onStop: async () => {
-        if (this.#state === 'running') this.#state = 'draining';
+        if (this.#state === 'running') this.#state = 'closing';
         await onStop?.();
       },
     };
@@ -98,17 +104,17 @@ export class CommitterRun<Batch> {
     );
   }
 
-  /** Drains: the batch in hand commits, then the loop ends. Resolves with `done`. */
-  async stop(reason: string): Promise<Error | undefined> {
-    if (this.#state === 'running') this.#state = 'draining';
+  /** Drains: the batch in hand commits, then the loop ends. Idempotent; the error, if any, is closed()'s. */
+  async close(reason: string): Promise<void> {
+    if (this.#state === 'running') this.#state = 'closing';
     this.#controller.abort(new Error(reason));
-    return this.done;
+    await this.#closed;
   }
 
   #finish(error: unknown): void {
     this.#progressTimer?.cancel();
     const failure = error === undefined ? undefined : error instanceof Error ? error : new Error(String(error));
-    this.#state = failure ? 'failed' : 'stopped';
+    this.#state = failure ? 'failed' : 'closed';
     if (failure) this.#options.logger.error({ err: failure }, `${this.#options.name} stopped on error`);
     this.#options.logProgress();
     this.#resolveDone(failure);

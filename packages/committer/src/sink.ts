@@ -5,7 +5,7 @@
  * partitions, retrying, rewinding, dead letters, positions, draining — is the
  * committer's (./committer.ts).
  *
- *   Committer.start(sink, starts) ─► sink.apply(batch) … ─► (failure) sink.afterFailure(error)
+ *   Committer.create(sink, starts) ─► sink.apply(batch) … ─► (failure) sink.afterFailure(error)
  *                                       ▲                      'retry':   the same batch again
  *                                       └── feed.rewind ◄───── 'recover': sink.recover() → starts
  */

@@ -55,7 +55,7 @@ function transaction(bus: StandInBus, partition: number, lamport: number): void 
 }
 
 async function openFeed(bus: StandInBus, clock: ManualClock, options: { maxEvents?: number; lingerMs?: number } = {}): Promise<MergedFeed> {
-  return MergedFeed.open(
+  return MergedFeed.create(
     {
       pipeline: PIPELINE,
       bus,

@@ -2,7 +2,7 @@
  * @cdc/dedup — the duplicate gate in front of the committer.
  *
  *   const store = RedisDedupStore.create({ url, pipeline, windowMs: DEDUP_DEFAULTS.windowMs, logger });
- *   const gate = DedupGate.start({ bus, store, pipeline, partition: 0, batchMax: 500, batchLingerMs: 20, logger, signal });
+ *   const gate = DedupGate.create({ bus, store, pipeline, partition: 0, batchMax: 500, batchLingerMs: 20, logger, signal });
  *
  *   // or the decision alone, per batch of events (one Redis round trip):
  *   const decider = new DedupDecider({ store, logger });

@@ -32,10 +32,10 @@ export class DedupGate {
     this.partition = partition;
   }
 
-  static start(options: DedupGateOptions): DedupGate {
+  static create(options: DedupGateOptions): DedupGate {
     const logger = options.logger.child({ component: DEDUP_STAGE, partition: options.partition });
     const transform = new DedupTransform({ store: options.store, partition: options.partition, logger });
-    const relay = Relay.start({
+    const relay = Relay.create({
       bus: options.bus,
       pipeline: options.pipeline,
       partition: options.partition,
@@ -61,11 +61,12 @@ export class DedupGate {
     return this.relay.closed();
   }
 
-  stop(): Promise<Error | undefined> {
-    return this.relay.stop();
+  /** Finishes the batch in hand and flushes; idempotent. The error, if any, is closed()'s. */
+  close(): Promise<void> {
+    return this.relay.close();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.stop();
+    await this.close();
   }
 }

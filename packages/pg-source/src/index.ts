@@ -2,12 +2,13 @@
  * @cdc/pg-source — a PostgreSQL source read through logical replication (pgoutput).
  *
  *   const prepared = await setupSource({ connectionString, tables: ['public.orders'], publicationName, slotName, logger });
- *   const reader = await Reader.start({ pipeline, source: 'pg1', connectionString, tables, partitions: 8,
+ *   const reader = await Reader.create({ pipeline, source: 'pg1', connectionString, tables, partitions: 8,
  *                                       slotName, publicationName, bus, checkpoints, logger, prepared });
  *   ...
  *   await reader.close(); // drains: publishes what it read, its watermark, confirms what is committed
  */
 export { Reader } from './reader.ts';
+export { READER_DEFAULTS } from './defaults.ts';
 export type { ReaderOptions, ReaderStats, ReaderState } from './reader.ts';
 export { setupSource, readSlot, assertUsableSlot, publicationDifferences } from './setup.ts';
 export type { SetupOptions, PreparedSource, SlotState } from './setup.ts';

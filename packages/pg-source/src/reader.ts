@@ -1,11 +1,15 @@
 /**
  * The reader of one source: slot → decoder → raw stream, watermarks, slot feedback.
  *
- *   starting ──► streaming ──(session ended: error)──► reconnecting ──► streaming
- *       │            │                                      │
- *       │            └──────────── close() ──► draining ──► stopped
- *       └── (setup or first connect fails: start() rejects)
- *   streaming/reconnecting ──(non-retriable error, retries exhausted)──► failed
+ *   created ──► running ──(session ended: error)──► reconnecting ──► running
+ *      │           │                                       │
+ *      │           └─────────── close() / signal ──► closing ──► closed
+ *      └── (setup or first connect fails: Reader.create() rejects)
+ *   running/reconnecting ──(non-retriable error, retries exhausted)──► failed
+ *
+ * Two states beyond the shared created/running/closing/closed: `reconnecting` (the
+ * replication session ended and the next one is being opened from the slot; /readyz
+ * is false meanwhile) and `failed` (closed with an error; `closed()` resolves with it).
  *
  * Invariants:
  *  - Events are published in slot order; each transaction's events carry one Lamport stamp.
@@ -28,6 +32,7 @@ import { AckTracker, committedByEverySink } from './ack.ts';
 import type { SourceTable } from './catalog.ts';
 import { withSource } from './connection.ts';
 import { PgoutputDecoder, type Decoded } from './decoder.ts';
+import { READER_DEFAULTS } from './defaults.ts';
 import { SlotLostError } from './errors.ts';
 import { WalHeartbeat } from './heartbeat.ts';
 import { restoreLamport, slotAheadOfRing, type AckEntry } from './lamport-restore.ts';
@@ -37,7 +42,7 @@ import { assertUsableSlot, readSlot, setupSource, type PreparedSource } from './
 import { ReplicationSession } from './stream.ts';
 import { superviseSessions } from './supervisor.ts';
 
-export type ReaderState = 'starting' | 'streaming' | 'reconnecting' | 'draining' | 'stopped' | 'failed';
+export type ReaderState = 'created' | 'running' | 'reconnecting' | 'closing' | 'closed' | 'failed';
 
 export interface ReaderOptions {
   readonly pipeline: string;
@@ -55,7 +60,7 @@ export interface ReaderOptions {
   readonly logger: Logger;
   /** The result of setupSource(), when the caller ran it already. */
   readonly prepared?: PreparedSource;
-  /** Messages (batches of events) waiting for their PubAck; when full, reading pauses. Default 256. */
+  /** Messages (batches of events) waiting for their PubAck; when full, reading pauses. Default READER_DEFAULTS.maxInFlight. */
   readonly maxInFlight?: number;
   /**
    * Largest encoded change event (JSON bytes) published; a larger one is dead-lettered
@@ -67,19 +72,19 @@ export interface ReaderOptions {
   readonly batchMaxEvents?: number | undefined;
   /** Encoded bytes per raw message (default WIRE_DEFAULTS.batchMaxBytes); a larger event travels alone. */
   readonly batchMaxBytes?: number | undefined;
-  /** WAL heartbeat interval while watched tables are idle. Default 1000. */
+  /** WAL heartbeat interval while watched tables are idle. Default READER_DEFAULTS.heartbeatIntervalMs. */
   readonly heartbeatIntervalMs?: number;
   /**
    * Inside a transaction, a progress mark (SourceProgress) after every this many events,
    * so the reorderer releases a large transaction as it streams instead of holding it
-   * whole until its commit. Default 5000.
+   * whole until its commit. Default READER_DEFAULTS.progressEveryEvents.
    */
   readonly progressEveryEvents?: number;
-  /** How often a newly committed transaction is turned into a watermark. Default 50. */
+  /** How often a newly committed transaction is turned into a watermark. Default READER_DEFAULTS.watermarkIntervalMs. */
   readonly watermarkIntervalMs?: number;
-  /** How often etcd checkpoints are read for slot feedback. Default 500. */
+  /** How often etcd checkpoints are read for slot feedback. Default READER_DEFAULTS.ackIntervalMs. */
   readonly ackIntervalMs?: number;
-  /** Aborting it closes the reader (also while start() is still connecting). */
+  /** Aborting it closes the reader (also while Reader.create() is still connecting). */
   readonly signal?: AbortSignal;
   /** Reconnect policy of the replication session. */
   readonly reconnect?: { readonly attempts: number; readonly initialDelayMs: number; readonly maxDelayMs: number };
@@ -124,7 +129,7 @@ export class Reader {
   readonly #closedPromise: Promise<Error | undefined>;
   #resolveClosed!: (error: Error | undefined) => void;
 
-  #state: ReaderState = 'starting';
+  #state: ReaderState = 'created';
   #generation = 0;
   #session: ReplicationSession | undefined;
   #decoder: PgoutputDecoder;
@@ -179,7 +184,7 @@ export class Reader {
   }
 
   /** Prepares the source (unless `prepared` is given), restores the clock and starts streaming. */
-  static async start(options: ReaderOptions): Promise<Reader> {
+  static async create(options: ReaderOptions): Promise<Reader> {
     const prepared =
       options.prepared ??
       (await setupSource({
@@ -263,13 +268,13 @@ export class Reader {
     this.#heartbeat = new WalHeartbeat({
       connectionString: options.connectionString,
       source: options.source,
-      intervalMs: options.heartbeatIntervalMs ?? 1_000,
+      intervalMs: options.heartbeatIntervalMs ?? READER_DEFAULTS.heartbeatIntervalMs,
       logger: this.#log,
       activity: () => this.#dataTransactions,
       clock: this.#clock,
     });
-    this.#timers.push(this.#clock.every(options.watermarkIntervalMs ?? 50, () => this.#tickWatermark()));
-    this.#timers.push(this.#clock.every(options.ackIntervalMs ?? 500, () => void this.#ackOnce()));
+    this.#timers.push(this.#clock.every(options.watermarkIntervalMs ?? READER_DEFAULTS.watermarkIntervalMs, () => this.#tickWatermark()));
+    this.#timers.push(this.#clock.every(options.ackIntervalMs ?? READER_DEFAULTS.ackIntervalMs, () => void this.#ackOnce()));
     this.#supervisor = this.#supervise(first);
   }
 
@@ -318,14 +323,14 @@ export class Reader {
       pipeline: options.pipeline,
       source: options.source,
       partitions: options.partitions,
-      maxInFlight: options.maxInFlight ?? 256,
+      maxInFlight: options.maxInFlight ?? READER_DEFAULTS.maxInFlight,
       maxEventBytes: options.maxEventBytes ?? options.bus.maxPayload - HEADER_ROOM_BYTES,
       batchMaxEvents: options.batchMaxEvents,
       batchMaxBytes: options.batchMaxBytes,
       onFailure: (error) => this.#sessionFailed(generation, error),
     });
 
-    const session = await ReplicationSession.open({
+    const session = await ReplicationSession.create({
       connectionString: options.connectionString,
       slotName: options.slotName,
       publicationName: options.publicationName,
@@ -339,11 +344,11 @@ export class Reader {
       },
     });
     if (this.#abort.signal.aborted) {
-      await session.stop();
+      await session.close();
       throw this.#abort.signal.reason;
     }
     this.#session = session;
-    this.#state = 'streaming';
+    this.#state = 'running';
     this.#log.info({ lsn: Lsn.format(confirmed), publication: options.publicationName }, 'streaming');
     return session;
   }
@@ -378,7 +383,7 @@ export class Reader {
 
   async #drain(reason: unknown): Promise<void> {
     const failed = this.#state === 'failed';
-    if (!failed) this.#state = 'draining';
+    if (!failed) this.#state = 'closing';
     // Messages still queued behind the one in hand are dropped: the slot resends them.
     this.#draining = true;
     this.#abort.abort(reason);
@@ -398,9 +403,9 @@ export class Reader {
       await this.#ackOnce();
     }
     this.#publisher?.close();
-    await this.#session?.stop();
+    await this.#session?.close();
     await this.#supervisor;
-    if (!failed) this.#state = 'stopped';
+    if (!failed) this.#state = 'closed';
     this.#log.info({ ...this.stats() }, failed ? 'reader failed' : 'reader stopped');
     this.#resolveClosed(this.#failure);
   }
@@ -466,7 +471,7 @@ export class Reader {
         if (this.#log.isLevelEnabled('trace')) {
           this.#log.trace({ event_id: event.eventId, trace_id: event.traceId, lsn: event.lsn, table: event.table, op: event.op }, 'published');
         }
-        if (++this.#sinceProgress >= (this.#options.progressEveryEvents ?? 5_000)) {
+        if (++this.#sinceProgress >= (this.#options.progressEveryEvents ?? READER_DEFAULTS.progressEveryEvents)) {
           this.#sinceProgress = 0;
           await publisher.publishProgress(event);
         }

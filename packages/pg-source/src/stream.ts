@@ -2,8 +2,8 @@
  * One replication connection: START_REPLICATION on the slot, pgoutput messages handed to
  * `onData` one at a time, standby status only when the reader says so.
  *
- *   opening ──(CopyBoth started)──► streaming ──(error | stop())──► ended
- *      └──────────(START_REPLICATION refused)──────────────────────► ended
+ *   created ──(CopyBoth started)──► running ──(error | close())──► closed
+ *      └──────────(START_REPLICATION refused: create() rejects)─────► closed
  *
  * Library settings, and why (pg-logical-replication 2.5):
  *  - `acknowledge.auto: false` — the reader confirms only what the sink committed.
@@ -59,7 +59,7 @@ export class ReplicationSession {
   }
 
   /** Resolves once streaming has started; rejects with a classified error if it cannot. */
-  static async open(options: SessionOptions): Promise<ReplicationSession> {
+  static async create(options: SessionOptions): Promise<ReplicationSession> {
     const service = new LogicalReplicationService(clientConfig(options.connectionString, 'cdc-reader'), {
       acknowledge: { auto: false, timeoutSeconds: 0 },
       flowControl: { enabled: true },
@@ -109,7 +109,7 @@ export class ReplicationSession {
         }),
       ]);
     } catch (error) {
-      await session.stop();
+      await session.close();
       throw error;
     } finally {
       timer?.cancel();
@@ -117,8 +117,8 @@ export class ReplicationSession {
     return session;
   }
 
-  /** Resolves when the session is over: with the error that ended it, or undefined after stop(). */
-  get ended(): Promise<Error | undefined> {
+  /** Resolves (never rejects) when the session is over: with the error that ended it, or undefined after close(). */
+  closed(): Promise<Error | undefined> {
     return this.#ended;
   }
 
@@ -137,8 +137,13 @@ export class ReplicationSession {
     await this.#finish(error);
   }
 
-  async stop(): Promise<void> {
+  /** Ends the session; idempotent. */
+  async close(): Promise<void> {
     await this.#finish(undefined);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 
   async #finish(error: Error | undefined): Promise<void> {

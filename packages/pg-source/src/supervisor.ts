@@ -17,8 +17,8 @@
 import { Backoff, CdcError, type BackoffPolicy, type Clock } from '@cdc/core';
 
 export interface SupervisedSession {
-  /** Resolves when the session is over: with the error that ended it, or undefined after stop(). */
-  readonly ended: Promise<Error | undefined>;
+  /** Resolves (never rejects) when the session is over: with the error that ended it, or undefined after close(). */
+  closed(): Promise<Error | undefined>;
 }
 
 export interface SupervisorOptions<S extends SupervisedSession> {
@@ -53,7 +53,7 @@ export async function superviseSessions<S extends SupervisedSession>(options: Su
   let session = options.first;
   let startedAt = clock.now();
   for (;;) {
-    const error = await session.ended;
+    const error = await session.closed();
     if (options.closing()) return undefined;
     options.onEnded?.(error);
     if (error instanceof CdcError && !error.retriable) return error;

@@ -10,10 +10,13 @@ import { describe, expect, it } from 'vitest';
 import { superviseSessions, type SupervisedSession } from '../src/supervisor.ts';
 
 class StandInSession implements SupervisedSession {
-  readonly ended: Promise<Error | undefined>;
+  readonly #closed: Promise<Error | undefined>;
   end!: (error: Error | undefined) => void;
   constructor(readonly openedAt: number) {
-    this.ended = new Promise((resolve) => (this.end = resolve));
+    this.#closed = new Promise((resolve) => (this.end = resolve));
+  }
+  closed(): Promise<Error | undefined> {
+    return this.#closed;
   }
 }
 
@@ -123,7 +126,8 @@ describe('reader supervisor (simulated clock)', () => {
   it('ends with the reconnect error when reopening fails for good', async () => {
     const clock = new ManualClock();
     let end!: (error: Error | undefined) => void;
-    const first: SupervisedSession = { ended: new Promise((resolve) => (end = resolve)) };
+    const ended = new Promise<Error | undefined>((resolve) => (end = resolve));
+    const first: SupervisedSession = { closed: () => ended };
     const refused = new Error('retries exhausted');
     const done = superviseSessions({
       first,

@@ -1,7 +1,7 @@
 /**
  * @cdc/relay — the stream-to-stream stage both middle stages share.
  *
- *   const relay = Relay.start({
+ *   const relay = Relay.create({
  *     bus, pipeline: 'orders', partition: 0, stage: 'dedup-gate',
  *     input: 'ordered', output: 'deduped', transform, logger,
  *     batchMax: 500, batchLingerMs: 20, signal,
@@ -14,4 +14,9 @@ export { ReaderClosedError, BadCheckpointError, MessageTooLargeError } from './e
 export type { RelayTransform, RelayCheckpoint, StageOutput, StageResult, DeadLetterRequest } from './types.ts';
 export { parseAssignment } from './assignment.ts';
 export type { Assignment } from './assignment.ts';
-export { natsConnectionCheck, relaysCheck } from './readiness.ts';
+export { relaysCheck } from './readiness.ts';
+export { RELAY_DEFAULTS } from './defaults.ts';
+export { relayConfigBase, relayConfigSchema } from './app-config.ts';
+export type { RelayAppConfig } from './app-config.ts';
+export { runRelayApp } from './app.ts';
+export type { RelayStage, RelayAppContext, RelayAppSetup, RelayAppOptions } from './app.ts';

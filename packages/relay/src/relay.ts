@@ -17,11 +17,12 @@
  *
  * States (the fetch/process/commit cycle itself is the ConsumerLoop's machine):
  *
- *   created ──start()──► running ──stop() / signal / fatal──► stopping ──loop ended──► stopped
+ *   created ──create()──► running ──close() / signal / fatal──► closing ──loop ended──► closed
  */
 import { CdcError, Headers, IllegalStateError, errorMessage, stageSubject, streamName, systemClock, withinMs, type Clock, type DeadLetter, type Stage } from '@cdc/core';
 import { StreamGapError, type AckedPublisher, type Bus, type BusMessage, type StreamReader } from '@cdc/bus';
 import { ConsumerLoop, type ConsumerState, type Logger } from '@cdc/runtime';
+import { RELAY_DEFAULTS } from './defaults.ts';
 import { BadCheckpointError, MessageTooLargeError, ReaderClosedError } from './errors.ts';
 import type { DeadLetterRequest, RelayCheckpoint, RelayTransform, StageOutput } from './types.ts';
 
@@ -37,7 +38,7 @@ export interface RelayOptions {
   readonly logger: Logger;
   readonly batchMax: number;
   readonly batchLingerMs: number;
-  /** Un-acknowledged publishes at once (default 256). */
+  /** Un-acknowledged publishes at once (default RELAY_DEFAULTS.maxInFlight). */
   readonly maxInFlight?: number;
   readonly publishTimeoutMs?: number;
   /** Messages the ordered consumer may hold ahead of us (default 2 × batchMax). */
@@ -49,7 +50,7 @@ export interface RelayOptions {
   readonly clock?: Clock;
 }
 
-export type RelayState = 'created' | 'running' | 'stopping' | 'stopped';
+export type RelayState = 'created' | 'running' | 'closing' | 'closed';
 
 export interface RelayHealth {
   readonly state: RelayState;
@@ -128,7 +129,7 @@ export class Relay {
   }
 
   /** Starts the loop in the background; `closed()` tells when (and why) it ended. */
-  static start(options: RelayOptions): Relay {
+  static create(options: RelayOptions): Relay {
     const relay = new Relay(options);
     relay.#run();
     return relay;
@@ -163,7 +164,7 @@ export class Relay {
 
   /** Ready unless the loop has failed continuously for longer than `maxFailingMs`. */
   isHealthy(maxFailingMs: number, now = this.#clock.now()): boolean {
-    if (this.#state === 'stopped') return false;
+    if (this.#state === 'closed') return false;
     return this.#failingSince === undefined || now - this.#failingSince < maxFailingMs;
   }
 
@@ -172,15 +173,15 @@ export class Relay {
     return this.#done;
   }
 
-  /** Finishes the batch in hand, closes the reader; idempotent. */
-  async stop(): Promise<Error | undefined> {
-    if (this.#state === 'running') this.#state = 'stopping';
+  /** Finishes the batch in hand, closes the reader; idempotent. The error, if any, is closed()'s. */
+  async close(): Promise<void> {
+    if (this.#state === 'running') this.#state = 'closing';
     this.#controller.abort(new Error('relay stopped'));
-    return this.#done;
+    await this.#done;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.stop();
+    await this.close();
   }
 
   #run(): void {
@@ -207,7 +208,7 @@ export class Relay {
       )
       .then((error) => {
         outer?.removeEventListener('abort', onAbort);
-        this.#state = 'stopped';
+        this.#state = 'closed';
         if (error) this.#logger.error({ err: error, code: error instanceof CdcError ? error.code : undefined }, 'relay stopped on a fatal error');
         else this.#logger.info({ resume_seq: this.#resumeSeq, last_key: this.#lastKey }, 'relay stopped');
         return error;
@@ -256,7 +257,7 @@ export class Relay {
     // Acks still due to the old publisher are ignored: the state is rebuilt from the output.
     this.#publisher?.close();
     this.#publisher = this.#options.bus.publisher({
-      maxInFlight: this.#options.maxInFlight ?? 256,
+      maxInFlight: this.#options.maxInFlight ?? RELAY_DEFAULTS.maxInFlight,
       ...(this.#options.publishTimeoutMs !== undefined ? { timeoutMs: this.#options.publishTimeoutMs } : {}),
     });
     const last = await this.#options.bus.lastMessage(this.#outStream, this.#outSubject);

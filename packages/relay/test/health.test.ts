@@ -70,7 +70,7 @@ describe('relay health (simulated clock)', () => {
     const clock = new ManualClock();
     const bus = new StandInBus(clock);
     const maxFailingMs = 5_000;
-    const relay = Relay.start({
+    const relay = Relay.create({
       bus: bus as unknown as Bus,
       pipeline: 'p',
       partition: 0,
@@ -110,9 +110,10 @@ describe('relay health (simulated clock)', () => {
     expect(relay.health().batches).toBe(1);
     expect(relay.isHealthy(maxFailingMs)).toBe(true);
 
-    const stopping = relay.stop();
+    const stopping = relay.close();
     await clock.advance(1_000);
     await expect(stopping).resolves.toBeUndefined();
+    await expect(relay.closed()).resolves.toBeUndefined();
     expect(relay.isHealthy(maxFailingMs)).toBe(false);
   });
 });

@@ -5,7 +5,7 @@
  *   merger.accept(message, inputSeq, payload);   // ChangeEvent or SourceHeartbeat
  *   for (const item of merger.release()) publish(item);  // events in order, then a watermark
  *
- *   const reorderer = Reorderer.start({ bus, pipeline, partition, sources, maxBuffered, batchMax, batchLingerMs, logger, signal });
+ *   const reorderer = Reorderer.create({ bus, pipeline, partition, sources, maxBuffered, batchMax, batchLingerMs, logger, signal });
  */
 export { LamportMerger, createCounters } from './merger.ts';
 export type {
@@ -20,4 +20,5 @@ export type {
   ReleasedWatermark,
 } from './merger.ts';
 export { Reorderer, ReorderTransform, REORDERER_STAGE } from './stage.ts';
+export { REORDERER_DEFAULTS } from './defaults.ts';
 export type { ReordererOptions, ReorderTransformOptions } from './stage.ts';

@@ -8,6 +8,7 @@
  * each (its neighbours go on): input that is not a raw message, events of a source not in
  * SOURCES, and late events.
  */
+import { REORDERER_DEFAULTS } from './defaults.ts';
 import { BadCheckpointError, Relay, type DeadLetterRequest, type RelayCheckpoint, type RelayTransform, type StageOutput, type StageResult } from '@cdc/relay';
 import { BatchCutter, Headers, batchHeaders, batchMsgId, decodeOrderedMessage, decodeRawMessage, decodeRawRefs, parseOrderKey, type PartitionHeartbeat, poisonIdentity } from '@cdc/core';
 import type { Bus, BusMessage } from '@cdc/bus';
@@ -190,7 +191,7 @@ export interface ReordererOptions {
   /** Encoded bytes per output message (default WIRE_DEFAULTS.batchMaxBytes). */
   readonly outputMaxBytes?: number | undefined;
   readonly logger: Logger;
-  /** How often the per-source counters are logged (default 30 s; 0 = never). */
+  /** How often the per-source counters are logged (default REORDERER_DEFAULTS.statsIntervalMs; 0 = never). */
   readonly statsIntervalMs?: number;
   readonly retry?: { initialDelayMs: number; maxDelayMs: number };
   readonly signal?: AbortSignal;
@@ -210,7 +211,7 @@ export class Reorderer {
     this.#timer = timer;
   }
 
-  static start(options: ReordererOptions): Reorderer {
+  static create(options: ReordererOptions): Reorderer {
     const logger = options.logger.child({ component: REORDERER_STAGE, partition: options.partition });
     const transform = new ReorderTransform({
       partition: options.partition,
@@ -220,7 +221,7 @@ export class Reorderer {
       batchMaxEvents: options.outputMaxEvents,
       batchMaxBytes: options.outputMaxBytes,
     });
-    const relay = Relay.start({
+    const relay = Relay.create({
       bus: options.bus,
       pipeline: options.pipeline,
       partition: options.partition,
@@ -234,7 +235,7 @@ export class Reorderer {
       ...(options.retry ? { retry: options.retry } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
     });
-    const interval = options.statsIntervalMs ?? 30_000;
+    const interval = options.statsIntervalMs ?? REORDERER_DEFAULTS.statsIntervalMs;
     const timer = interval > 0 ? setInterval(() => logStats(logger, transform), interval) : undefined;
     timer?.unref();
     const reorderer = new Reorderer(relay, transform, options.partition, timer);
@@ -257,13 +258,14 @@ export class Reorderer {
     return this.relay.closed();
   }
 
-  async stop(): Promise<Error | undefined> {
+  /** Finishes the batch in hand and flushes; idempotent. The error, if any, is closed()'s. */
+  async close(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
-    return this.relay.stop();
+    await this.relay.close();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.stop();
+    await this.close();
   }
 }
 

@@ -5,6 +5,7 @@
  */
 import { ConfigError } from '@cdc/core';
 import { z } from 'zod';
+import { redactUrl } from './logger.ts';
 
 export { z };
 
@@ -20,27 +21,60 @@ export function loadConfig<S extends z.ZodTypeAny>(schema: S, env: Env = process
   throw new ConfigError(problems);
 }
 
+export const MAX_PARTITIONS = 4096;
+/** Port of every app's /healthz and /readyz. */
+export const DEFAULT_HEALTH_PORT = 8080;
+
+/**
+ * The compiled config as it may be logged (at debug, at start-up): every `*_URL` /
+ * `*_URLS` field (comma lists too) goes through redactUrl, Maps become objects.
+ */
+export function redactConfig(config: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(config)) {
+    if (typeof value === 'string' && /_URLS?$/.test(key)) out[key] = value.split(',').map((url) => redactUrl(url.trim())).join(',');
+    else if (value instanceof Map) out[key] = Object.fromEntries(value);
+    else out[key] = value;
+  }
+  return out;
+}
+
+function urlField(protocols: readonly string[], example: string) {
+  return z
+    .string({ required_error: `required, for example ${example}` })
+    .min(1, `required, for example ${example}`)
+    .refine((value) => {
+      try {
+        return protocols.includes(new URL(value).protocol.replace(/:$/, ''));
+      } catch {
+        return false;
+      }
+    }, `must be a ${protocols.join('/')} URL, for example ${example}`);
+}
+
+function portField(fallback: number) {
+  return z.coerce.number().int().min(0).max(65535).default(fallback);
+}
+
 /** Reusable field schemas with messages a user can act on. */
 export const env = {
-  url: (protocols: readonly string[], example: string) =>
-    z
-      .string({ required_error: `required, for example ${example}` })
-      .min(1, `required, for example ${example}`)
-      .refine((value) => {
-        try {
-          return protocols.includes(new URL(value).protocol.replace(/:$/, ''));
-        } catch {
-          return false;
-        }
-      }, `must be a ${protocols.join('/')} URL, for example ${example}`),
-  port: (fallback: number) => z.coerce.number().int().min(0).max(65535).default(fallback),
+  url: urlField,
+  port: portField,
   positiveInt: (fallback: number) => z.coerce.number().int().positive().default(fallback),
-  /** A required count with no sensible default (e.g. PARTITIONS): absent is an error, not 0. */
-  requiredCount: (example: string) =>
+  /**
+   * PARTITIONS, the same in every app (the reader hashes keys over it): required, no
+   * default (absent is an error, not 0), 1..4096. Every app parses it with this.
+   */
+  partitions: () =>
     z
-      .string({ required_error: `required, for example ${example}` })
-      .regex(/^[1-9][0-9]*$/, `a positive integer, for example ${example}`)
-      .transform(Number),
+      .string({ required_error: 'required: the number of partitions, the same in every app, for example 4' })
+      .regex(/^[1-9][0-9]*$/, 'a positive integer (the number of partitions, the same in every app), for example 4')
+      .transform(Number)
+      .refine((count) => count <= MAX_PARTITIONS, `at most ${MAX_PARTITIONS}`),
+  natsUrl: () => urlField(['nats', 'tls'], 'nats://127.0.0.1:4222'),
+  healthPort: () => portField(DEFAULT_HEALTH_PORT),
+  /** A duration or count where 0 means "never" (e.g. a stats interval). */
+  nonNegativeInt: (fallback: number) => z.coerce.number().int().min(0).default(fallback),
   name: (fallback?: string) => {
     const base = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'letters, digits, _ and - only (1-64)');
     return fallback === undefined ? base : base.default(fallback);

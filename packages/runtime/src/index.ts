@@ -10,7 +10,7 @@
  */
 export { createLogger, memoryFields, redactUrl } from './logger.ts';
 export type { Logger } from './logger.ts';
-export { loadConfig, env, z } from './config.ts';
+export { loadConfig, env, z, redactConfig, MAX_PARTITIONS, DEFAULT_HEALTH_PORT } from './config.ts';
 export type { Env } from './config.ts';
 export { HealthServer } from './health.ts';
 export type { ReadinessCheck } from './health.ts';

@@ -2,11 +2,11 @@
  * @cdc/sink-kafka — the committer's Kafka sink (a @cdc/committer Sink): deduped.<p> →
  * Kafka topics, exactly once.
  *
- *   const committer = await KafkaSink.startCommitter({
+ *   const committer = await KafkaSink.createCommitter({
  *     pipeline: 'orders', partitions: 4, brokers: ['127.0.0.1:9092'], bus, checkpointStore, logger,
  *     records: { topicPrefix: 'orders', tombstones: true, transactionMetadata: false },
  *   });
- *   const error = await committer.done; // resolves when drained or fenced
+ *   const error = await committer.closed(); // resolves when drained or fenced
  *
  * Invariants: a batch of whole source transactions and the committer's checkpoint are
  * one Kafka transaction under a stable transactional id; a restarted committer fences

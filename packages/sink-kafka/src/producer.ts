@@ -46,7 +46,7 @@ export class TransactionalProducer {
   }
 
   /** Connects and initialises the id (fencing any predecessor). */
-  static async connect(options: TransactionalProducerOptions): Promise<TransactionalProducer> {
+  static async create(options: TransactionalProducerOptions): Promise<TransactionalProducer> {
     const producer = new TransactionalProducer(options);
     await producer.#init();
     return producer;
@@ -101,6 +101,10 @@ export class TransactionalProducer {
 
   async close(): Promise<void> {
     await this.#disconnect();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 
   async #init(): Promise<void> {

@@ -154,7 +154,7 @@ export class KafkaSink implements Sink<KafkaSinkStats> {
    * the checkpoint topic, initialises the transactional id (fencing any predecessor) and
    * reads the last committed checkpoint.
    */
-  static async connect(options: KafkaSinkOptions): Promise<KafkaSink> {
+  static async create(options: KafkaSinkOptions): Promise<KafkaSink> {
     if (!Number.isInteger(options.partitions) || options.partitions < 1) {
       throw new RangeError(`partitions must be a positive integer, got ${options.partitions}`);
     }
@@ -192,7 +192,7 @@ export class KafkaSink implements Sink<KafkaSinkStats> {
       const maxMessageBytes = options.maxMessageBytes ?? (await brokerMessageMaxBytes(admin)) - RECORD_OVERHEAD_BYTES;
       producer = await retry(
         () =>
-          TransactionalProducer.connect({
+          TransactionalProducer.create({
             kafka,
             transactionalId: options.transactionalId ?? `cdc.${options.pipeline}.${options.sinkName ?? KAFKA_DEFAULTS.sinkName}`,
             transactionTimeoutMs: options.transactionTimeoutMs ?? KAFKA_DEFAULTS.transactionTimeoutMs,
@@ -213,13 +213,13 @@ export class KafkaSink implements Sink<KafkaSinkStats> {
     }
   }
 
-  /** Connects the sink and starts a committer into it from the checkpoint Kafka holds. */
-  static async startCommitter(options: KafkaCommitterOptions): Promise<KafkaCommitter> {
+  /** Creates the sink and a running committer into it from the checkpoint Kafka holds. */
+  static async createCommitter(options: KafkaCommitterOptions): Promise<KafkaCommitter> {
     const transactionalId = options.transactionalId ?? `cdc.${options.pipeline}.${options.sinkName ?? KAFKA_DEFAULTS.sinkName}`;
     const logger = options.logger.child({ component: 'kafka-committer', pipeline: options.pipeline, transactional_id: transactionalId });
-    const sink = await KafkaSink.connect({ ...options, transactionalId, logger });
+    const sink = await KafkaSink.create({ ...options, transactionalId, logger });
     const starts = await sink.recover();
-    const committer = await Committer.start(sink, starts, { ...options, logger, name: 'kafka-committer', streamAbove: options.streamAbove ?? KAFKA_DEFAULTS.streamAbove });
+    const committer = await Committer.create(sink, starts, { ...options, logger, name: 'kafka-committer', streamAbove: options.streamAbove ?? KAFKA_DEFAULTS.streamAbove });
     return Object.assign(committer, { transactionalId: sink.transactionalId });
   }
 
@@ -352,6 +352,10 @@ export class KafkaSink implements Sink<KafkaSinkStats> {
       await this.#admin.disconnect().catch(() => undefined);
     })();
     return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 }
 

@@ -2,10 +2,10 @@
  * @cdc/sink-pg — the committer's PostgreSQL sink: a @cdc/committer Sink that applies
  * whole source transactions to a PostgreSQL database, exactly once.
  *
- *   const committer = await PgSink.startCommitter({
+ *   const committer = await PgSink.createCommitter({
  *     pipeline: 'orders', partitions: 4, sinkUrl, bus, checkpointStore, logger, signal,
  *   });
- *   const error = await committer.done; // resolves when drained or fenced
+ *   const error = await committer.closed(); // resolves when drained or fenced
  *
  * Invariants: a source transaction is applied in one sink transaction (a larger one
  * than `streamAbove` comes in chunks into one open sink transaction); each partition's

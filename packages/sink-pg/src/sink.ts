@@ -91,7 +91,7 @@ export class PgSink implements Sink<PgSinkStats> {
    * Connects to the sink, creates the bookkeeping tables and takes ownership (epoch + 1:
    * any older committer is fenced from its next batch on).
    */
-  static async connect(options: PgSinkOptions): Promise<PgSink> {
+  static async create(options: PgSinkOptions): Promise<PgSink> {
     if (!Number.isInteger(options.partitions) || options.partitions < 1) {
       throw new RangeError(`partitions must be a positive integer, got ${options.partitions}`);
     }
@@ -133,10 +133,10 @@ export class PgSink implements Sink<PgSinkStats> {
     }
   }
 
-  /** Connects the sink and starts a committer into it from the checkpoints it holds. */
-  static async startCommitter(options: PgCommitterOptions): Promise<PgCommitter> {
+  /** Creates the sink and a running committer into it from the checkpoints it holds. */
+  static async createCommitter(options: PgCommitterOptions): Promise<PgCommitter> {
     const logger = options.logger.child({ component: 'committer', pipeline: options.pipeline });
-    const sink = await PgSink.connect({ ...options, logger });
+    const sink = await PgSink.create({ ...options, logger });
     let starts: readonly LaneStart[];
     try {
       starts = await sink.recover();
@@ -144,7 +144,7 @@ export class PgSink implements Sink<PgSinkStats> {
       await sink.close();
       throw error;
     }
-    return Committer.start(sink, starts, { ...options, logger, name: 'committer' });
+    return Committer.create(sink, starts, { ...options, logger, name: 'committer' });
   }
 
   get epoch(): number {
@@ -224,7 +224,7 @@ export class PgSink implements Sink<PgSinkStats> {
   async #applyStreamed(merge: MergeBatch, context: ApplyContext): Promise<Applied> {
     try {
       const stream = (this.#stream ??= {
-        session: await this.#writer.open(this.#stats.epoch),
+        session: await this.#writer.begin(this.#stats.epoch),
         checkpoints: new Map(),
         started: Date.now(),
         events: 0,
@@ -303,5 +303,9 @@ export class PgSink implements Sink<PgSinkStats> {
       await this.#pool.end().catch(() => undefined);
     })();
     return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 }

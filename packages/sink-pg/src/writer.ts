@@ -161,7 +161,7 @@ export class SinkWriter {
   }
 
   /** BEGIN and the owner check on a pooled connection: FencedError if `epoch` is no longer the owner's. */
-  async open(epoch: number): Promise<SinkSession> {
+  async begin(epoch: number): Promise<SinkSession> {
     let client: PoolClient;
     try {
       client = await this.#pool.connect();
@@ -181,7 +181,7 @@ export class SinkWriter {
 
   /** One batch in one sink transaction (see the top of this file). */
   async apply(request: ApplyRequest): Promise<ApplyOutcome> {
-    const session = await this.open(request.epoch);
+    const session = await this.begin(request.epoch);
     try {
       if (request.retry && (await alreadyCommitted(session.client, this.#pipeline, request.checkpoints))) {
         await session.abort();

@@ -1,0 +1,14 @@
+/**
+ * Defaults of a relay stage, in one place: the stage packages and the app configs
+ * (packages/relay/src/app-config.ts) read them from here.
+ */
+export const RELAY_DEFAULTS = {
+  /** Messages per fetched batch (BATCH_MAX). */
+  batchMax: 500,
+  /** How long a fetch waits for its first message (BATCH_LINGER_MS). */
+  batchLingerMs: 20,
+  /** Un-acknowledged publishes at once. */
+  maxInFlight: 256,
+  /** /readyz fails once a partition has been failing for this long (READY_MAX_FAILING_MS). */
+  readyMaxFailingMs: 30_000,
+} as const;
