@@ -1,6 +1,6 @@
 import { computeEventId, partitionOf, type ChangeEvent } from '@cdc/core';
 import { describe, expect, test } from '../harness/index.ts';
-import { ReaderWorld } from './support.ts';
+import { ReaderWorld, inCommitOrder } from './support.ts';
 
 describe('reader: what it publishes', () => {
   test('inserts, updates, deletes, a key change, TOAST and TRUNCATE become change events with the documented fields, then a watermark in every partition', async ({ ctx }) => {
@@ -25,12 +25,7 @@ describe('reader: what it publishes', () => {
     await db.query(`UPDATE ${table} SET status = 'shipped' WHERE id = 4`); // doc unchanged (TOAST)
     await db.query(`TRUNCATE ${table}`);
 
-    // In commit order: the stream keeps order per partition; messages of different
-    // partitions (each a batch) may be stored in either order.
-    const records = [...(await world.waitForChanges(10))].sort((a, b) => {
-      const [x, y] = [BigInt(a.message.lamport), BigInt(b.message.lamport)];
-      return x === y ? a.message.seq - b.message.seq : x < y ? -1 : 1;
-    });
+    const records = inCommitOrder(await world.waitForChanges(10));
     const events = records.map((r) => r.message);
     expect(events.map((e) => [e.op, e.key])).toEqual([
       ['insert', ['1']],

@@ -25,6 +25,18 @@ export interface RawRecord {
   readonly batch: number;
 }
 
+/**
+ * Records in commit order (lamport, then position in the transaction). The raw stream keeps
+ * order per partition; messages of different partitions (each a batch) may be stored in
+ * either order.
+ */
+export function inCommitOrder<R extends { readonly message: ChangeEvent }>(records: readonly R[]): R[] {
+  return [...records].sort((a, b) => {
+    const [x, y] = [BigInt(a.message.lamport), BigInt(b.message.lamport)];
+    return x === y ? a.message.seq - b.message.seq : x < y ? -1 : 1;
+  });
+}
+
 export interface WorldOptions {
   readonly partitions: number;
   /** Table name prefix → column definitions, e.g. `{ orders: '(id int primary key, v text)' }`. */

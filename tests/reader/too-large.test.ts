@@ -6,7 +6,7 @@
  */
 import { Lsn } from '@cdc/core';
 import { describe, expect, test, waitFor } from '../harness/index.ts';
-import { ReaderWorld } from './support.ts';
+import { ReaderWorld, inCommitOrder } from './support.ts';
 
 const BIG = 3 * 1024 * 1024;
 /** Room the reader leaves in max_payload for the headers the stages add (HEADER_ROOM_BYTES). */
@@ -30,7 +30,7 @@ describe('reader: a change larger than the bus limit (PITFALLS 25)', () => {
     await world.db.query(`INSERT INTO ${table} VALUES (4, 'after')`);
     await world.db.query(`UPDATE ${table} SET body = 'after' WHERE id = 1`);
 
-    const changes = await world.waitForChanges(4);
+    const changes = inCommitOrder(await world.waitForChanges(4));
     expect(changes.map((c) => [c.message.after?.id, c.message.seq])).toEqual([
       ['1', 0],
       ['3', 2],
