@@ -21,6 +21,8 @@ export const COMMITTER_DEFAULTS = {
   retry: { initialDelayMs: 200, maxDelayMs: 5_000 },
   /** Back-off between failed publishes of positions to etcd. */
   positionsRetry: { initialDelayMs: 1_000, maxDelayMs: 10_000 },
+  /** Least time between two publishes of positions to etcd (each put is an fsync there). */
+  positionsIntervalMs: 100,
   /** How long a stopping committer waits for its last positions to reach etcd. */
   positionsFlushMs: 5_000,
 } as const;

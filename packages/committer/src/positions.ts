@@ -25,6 +25,11 @@ export interface PositionPublisherOptions {
   readonly retry?: { readonly initialDelayMs: number; readonly maxDelayMs: number; readonly random?: () => number };
   /** Default: the system clock. */
   readonly clock?: Clock;
+  /**
+   * Least time between two publishes (default COMMITTER_DEFAULTS.positionsIntervalMs):
+   * slot feedback is read every few hundred ms, and every put is an fsync in etcd.
+   */
+  readonly minIntervalMs?: number;
 }
 
 export class PositionPublisher {
@@ -38,6 +43,9 @@ export class PositionPublisher {
   readonly #dirty = new Map<number, PartitionCheckpoint>();
   #publishing: Promise<void> | undefined;
   #retryTimer: { cancel(): void } | undefined;
+  #intervalTimer: { cancel(): void } | undefined;
+  readonly #minIntervalMs: number;
+  #lastStartedAt = Number.NEGATIVE_INFINITY;
   #stopped = false;
 
   constructor(options: PositionPublisherOptions) {
@@ -47,6 +55,7 @@ export class PositionPublisher {
     this.#logger = options.logger;
     this.#backoff = new Backoff(options.retry ?? COMMITTER_DEFAULTS.positionsRetry);
     this.#clock = options.clock ?? systemClock;
+    this.#minIntervalMs = options.minIntervalMs ?? COMMITTER_DEFAULTS.positionsIntervalMs;
   }
 
   /** Remembers a committed checkpoint (those without a watermark carry no position). */
@@ -65,6 +74,16 @@ export class PositionPublisher {
   publish(): void {
     const store = this.#store;
     if (store === undefined || this.#publishing !== undefined || this.#dirty.size === 0) return;
+    // Coalesced: what is marked meanwhile goes in the next publish (newest per partition).
+    const wait = this.#lastStartedAt + this.#minIntervalMs - this.#clock.now();
+    if (wait > 0 && !this.#stopped) {
+      this.#intervalTimer ??= this.#clock.timer(wait, () => {
+        this.#intervalTimer = undefined;
+        this.publish();
+      });
+      return;
+    }
+    this.#lastStartedAt = this.#clock.now();
     const checkpoints = [...this.#dirty.values()];
     this.#dirty.clear();
     this.#publishing = store.publishPartitions(this.#pipeline, checkpoints, this.#sink).then(
@@ -98,6 +117,8 @@ export class PositionPublisher {
     this.#stopped = true;
     this.#retryTimer?.cancel();
     this.#retryTimer = undefined;
+    this.#intervalTimer?.cancel();
+    this.#intervalTimer = undefined;
     this.#dirty.clear();
   }
 
@@ -106,6 +127,8 @@ export class PositionPublisher {
     this.#stopped = true;
     this.#retryTimer?.cancel();
     this.#retryTimer = undefined;
+    this.#intervalTimer?.cancel();
+    this.#intervalTimer = undefined;
     const drain = async (): Promise<void> => {
       for (let round = 0; round < 3 && (this.#publishing !== undefined || this.#dirty.size > 0); round++) {
         while (this.#publishing !== undefined) await this.#publishing;

@@ -3,8 +3,12 @@
  * (packages/relay/src/app-config.ts) read them from here.
  */
 export const RELAY_DEFAULTS = {
-  /** Messages per fetched batch (BATCH_MAX). */
-  batchMax: 500,
+  /**
+   * Messages per fetched batch (BATCH_MAX). A message carries up to ~100 events (@cdc/core
+   * WIRE_DEFAULTS), so 64 messages is up to ~6,400 events per cycle — and at most twice
+   * that read ahead (the consumer buffer is 2 × BATCH_MAX messages, up to 64 KiB each).
+   */
+  batchMax: 64,
   /** How long a fetch waits for its first message (BATCH_LINGER_MS). */
   batchLingerMs: 20,
   /** Un-acknowledged publishes at once. */
