@@ -346,6 +346,7 @@ function statementFor(group: readonly RowOp[]): Statement {
         .map((column) => `${quoteIdent(column)} = ${arrays.select[columns.indexOf(column)] ?? ''}`)
         .concat([GUARD_LSN, GUARD_SEQ].map((column) => `${column} = v.${column}`));
       const matches = table.primaryKey.map((column) => `t.${quoteIdent(column)} = ${arrays.select[columns.indexOf(column)] ?? 'NULL'}`);
+      matches.push(...keyProbe(table, columns));
       return (
         `WITH v AS (SELECT * FROM ${arrays.from}), ` +
         `u AS (UPDATE ${table.qualified} AS t SET ${sets.join(', ')} FROM v WHERE ${matches.join(' AND ')} AND ${guardNewer('v')} RETURNING 1) ` +
@@ -402,6 +403,7 @@ function statementFor(group: readonly RowOp[]): Statement {
   const { text, name } = shaped(table, 'delete', table.primaryKey, () => {
     const arrays = unnestOf(table, table.primaryKey, []);
     const matches = table.primaryKey.map((column, i) => `t.${quoteIdent(column)} = ${arrays.select[i] ?? 'NULL'}`);
+    matches.push(...keyProbe(table, table.primaryKey));
     return `DELETE FROM ${table.qualified} AS t USING ${arrays.from} WHERE ${matches.join(' AND ')} AND ${guardNewer('v')}`;
   });
   return { text, name, values, items, table: table.display };
@@ -467,6 +469,20 @@ function unnestOf(table: SinkTable, columns: readonly string[], extra: readonly 
   extra.forEach((type, i) => params.push(`$${n + 3 + i}::${type}[]`));
   const names = [...columns.map((_, i) => `c${i}`), GUARD_LSN, GUARD_SEQ, ...extra.map((_, i) => `x${i}`)];
   return { from: `unnest(${params.join(', ')}) AS v(${names.join(', ')})`, select };
+}
+
+/**
+ * `t.pk0 = ANY($i)` beside the join on the key: a prepared statement's generic plan may
+ * have been made while the table was small (a hash join over a sequential scan) and is
+ * kept until the table's statistics change; with the array as an index condition on the
+ * table itself, its plan reads the key index whatever the table's size was then.
+ */
+function keyProbe(table: SinkTable, columns: readonly string[]): string[] {
+  const key = table.primaryKey[0];
+  const index = key === undefined ? -1 : columns.indexOf(key);
+  const sink = key === undefined ? undefined : table.columns.get(key);
+  if (key === undefined || index < 0 || isArrayColumn(sink)) return [];
+  return [`t.${quoteIdent(key)} = ANY($${index + 1}::${sink?.castType ?? 'text'}[])`];
 }
 
 const ESCAPED = /["\\]/g;

@@ -140,7 +140,7 @@ describe('buildStatements', () => {
     ]);
     expect(statements[3]?.text).toBe(
       'DELETE FROM "public"."items" AS t USING unnest($1::integer[], $2::pg_lsn[], $3::integer[]) AS v(c0, _cdc_lsn, _cdc_seq) ' +
-        'WHERE t."id" = v.c0 AND (t._cdc_lsn IS NULL OR (t._cdc_lsn, t._cdc_seq) < (v._cdc_lsn, v._cdc_seq))',
+        'WHERE t."id" = v.c0 AND t."id" = ANY($1::integer[]) AND (t._cdc_lsn IS NULL OR (t._cdc_lsn, t._cdc_seq) < (v._cdc_lsn, v._cdc_seq))',
     );
     expect(statements[3]?.values).toEqual(['{"1"}', '{"0/200"}', '{0}']);
     expect(statements[4]?.text).toBe('TRUNCATE "public"."items"');
