@@ -72,7 +72,12 @@ export interface TransactionRef {
 }
 
 /** What stringifyJson writes: JSON values, with bigint for integers that must stay exact. */
-export type JsonValue = null | boolean | number | bigint | string | readonly JsonValue[] | { readonly [field: string]: JsonValue };
+export type JsonValue = null | boolean | number | bigint | string | RawJson | readonly JsonValue[] | { readonly [field: string]: JsonValue };
+
+/** JSON text written as it is (a part built once and reused). */
+export class RawJson {
+  constructor(readonly json: string) {}
+}
 type JsonObject = { readonly [field: string]: JsonValue };
 
 const OP_CODES = { insert: 'c', update: 'u', delete: 'd', truncate: 't' } as const;
@@ -217,6 +222,7 @@ export function stringifyJson(value: JsonValue): string {
     default:
       break;
   }
+  if (value instanceof RawJson) return value.json;
   if (Array.isArray(value)) {
     const items = value as readonly JsonValue[];
     let out = '[';
@@ -306,12 +312,41 @@ function splitTable(table: string): { readonly schema: string; readonly table: s
   return split;
 }
 
-function sourceOf(event: ChangeEvent, options: EnvelopeOptions): JsonObject {
+/** The source block's text around the event's own LSN, shared by a transaction's events of one table. */
+interface SourceTemplate {
+  readonly options: EnvelopeOptions;
+  readonly commitLsn: string;
+  readonly commitTs: string;
+  readonly table: string;
+  readonly xid: number;
+  readonly db: string;
+  /** `{"version":…,"db":…,"sequence":` */
+  readonly head: string;
+  readonly commitLsnDecimal: string;
+  /** `,"schema":…,"txId":…,"lsn":` */
+  readonly middle: string;
+}
+
+let lastSource: SourceTemplate | undefined;
+
+function sourceTemplate(event: ChangeEvent, options: EnvelopeOptions): SourceTemplate {
+  const db = event.database ?? options.database ?? '';
+  const memo = lastSource;
+  if (
+    memo !== undefined &&
+    memo.options === options &&
+    memo.commitLsn === event.commitLsn &&
+    memo.commitTs === event.commitTs &&
+    memo.table === event.table &&
+    memo.xid === event.xid &&
+    memo.db === db
+  ) {
+    return memo;
+  }
   const commit = commitFacts(event);
   const micros = commit.micros;
-  const lsn = Lsn.parse(event.lsn);
   const { schema, table } = splitTable(event.table);
-  return {
+  const head = stringifyJson({
     version: options.version ?? SOURCE_VERSION,
     connector: 'postgresql',
     name: options.topicPrefix,
@@ -321,18 +356,37 @@ function sourceOf(event: ChangeEvent, options: EnvelopeOptions): JsonObject {
     // A string since Debezium 1.x ("true", "last", "false", …), though older docs show a boolean.
     snapshot: options.snapshot ? 'true' : 'false',
     // Debezium's db is a required string; "" is what it writes where a name does not apply.
-    db: event.database ?? options.database ?? '',
-    // Debezium writes [last committed LSN, this LSN], the first being the commit of the
-    // transaction before this one. A partition's committer cannot know that transaction
-    // (it may have gone to another partition), so we write this transaction's commit LSN:
-    // it orders events the same way (it grows with commit order) and is stable on replay.
-    sequence: `["${commit.commitLsnDecimal}","${lsn.toString()}"]`,
-    schema,
-    table,
-    txId: event.xid,
-    lsn,
-    xmin: null,
+    db,
+  });
+  const middle = stringifyJson({ schema, table, txId: event.xid });
+  const template: SourceTemplate = {
+    options,
+    commitLsn: event.commitLsn,
+    commitTs: event.commitTs,
+    table: event.table,
+    xid: event.xid,
+    db,
+    head: `${head.slice(0, -1)},"sequence":`,
+    commitLsnDecimal: commit.commitLsnDecimal,
+    middle: `,${middle.slice(1, -1)},"lsn":`,
   };
+  lastSource = template;
+  return template;
+}
+
+/**
+ * The source block as JSON text: what changes per event (its LSN) put into a template
+ * built once per transaction and table, instead of an object of 14 fields per event.
+ */
+function sourceOf(event: ChangeEvent, options: EnvelopeOptions): RawJson {
+  const template = sourceTemplate(event, options);
+  const lsn = Lsn.parse(event.lsn).toString();
+  // Debezium writes [last committed LSN, this LSN], the first being the commit of the
+  // transaction before this one. A partition's committer cannot know that transaction
+  // (it may have gone to another partition), so we write this transaction's commit LSN:
+  // it orders events the same way (it grows with commit order) and is stable on replay.
+  const sequence = JSON.stringify(`["${template.commitLsnDecimal}","${lsn}"]`);
+  return new RawJson(`${template.head}${sequence}${template.middle}${lsn},"xmin":null}`);
 }
 
 function beforeOf(event: ChangeEvent, options: EnvelopeOptions): JsonObject | null {
