@@ -86,7 +86,7 @@ describe('set-based sink statements', () => {
     expect(outcome.rowsWritten).toBe(10);
   });
 
-  test('values of every kind survive the array literals: NULL, quotes, braces, json, bytea, numeric, arrays and 2-D arrays', async ({ ctx }) => {
+  test('values of every kind survive the column arrays: NULL, quotes, braces, json, bytea, numeric, arrays and 2-D arrays', async ({ ctx }) => {
     const columns = 'id integer PRIMARY KEY, t text, s varchar(12), n numeric(20,6), j jsonb, js json, b bytea, tags integer[], grid integer[], words text[], ts timestamptz, d date';
     const { db, name, apply } = await setup(ctx, columns);
     const t = `public.${name}`;

@@ -89,9 +89,9 @@ export interface SinkColumn {
   readonly generated: boolean;
   readonly position: number;
   /**
-   * The type is an array (or a domain over one): its values travel as text[] and are cast
-   * row by row, since an array of arrays would be one multi-dimensional array. Unset: from
-   * the `[]` of castType.
+   * The type is an array (or a domain over one): a key probe `pk = ANY(…)` cannot be built
+   * on it (an array of arrays would be one multi-dimensional array). Unset: from the `[]`
+   * of castType.
    */
   readonly array?: boolean;
 }
