@@ -140,15 +140,23 @@ export function createTopicRouter(options: TopicRouterOptions): TopicRouter {
     else bySchema.set(route.schema, route.topic);
   }
 
+  // Every event asks: a table's topic is resolved (and its name checked) once. A name
+  // Kafka refuses is not remembered, so each of its events is refused with the reason.
+  const resolved = new Map<string, string>();
   return {
     transactionTopic,
     topicFor(table: string): string {
+      const known = resolved.get(table);
+      if (known !== undefined) return known;
       const routed = byTable.get(table);
       if (routed !== undefined) return routed;
       const dot = table.indexOf('.');
       const schemaRouted = dot < 0 ? undefined : bySchema.get(table.slice(0, dot));
       if (schemaRouted !== undefined) return schemaRouted;
-      return assertTopicName(defaultTopic(options.topicPrefix, table), table);
+      const topic = assertTopicName(defaultTopic(options.topicPrefix, table), table);
+      if (resolved.size >= 10_000) resolved.clear();
+      resolved.set(table, topic);
+      return topic;
     },
   };
 }

@@ -88,6 +88,12 @@ export interface SinkColumn {
   readonly maxLength: number | undefined;
   readonly generated: boolean;
   readonly position: number;
+  /**
+   * The type is an array (or a domain over one): a key probe `pk = ANY(…)` cannot be built
+   * on it (an array of arrays would be one multi-dimensional array). Unset: from the `[]`
+   * of castType.
+   */
+  readonly array?: boolean;
 }
 
 export interface SinkTable {
@@ -106,6 +112,7 @@ SELECT a.attname                                AS name,
        format_type(a.atttypid, a.atttypmod)     AS full_type,
        a.atttypmod                              AS typmod,
        t.typname                                AS typname,
+       t.typcategory = 'A'                      AS is_array,
        a.attgenerated <> ''                     AS generated,
        a.attnum                                 AS position,
        array_position(i.indkey::int2[], a.attnum) AS pk_position
@@ -123,6 +130,7 @@ interface IntrospectRow {
   full_type: string;
   typmod: number;
   typname: string;
+  is_array: boolean;
   generated: boolean;
   position: number;
   pk_position: number | null;
@@ -191,6 +199,7 @@ export class TableCatalog {
         maxLength: (row.typname === 'varchar' || row.typname === 'bpchar') && row.typmod > 4 ? row.typmod - 4 : undefined,
         generated: row.generated,
         position: row.position,
+        array: row.is_array,
       });
     }
     const table: SinkTable = { source: sourceTable, qualified: `${quoteIdent(schema)}.${quoteIdent(name)}`, display, columns, primaryKey };

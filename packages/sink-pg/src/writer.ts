@@ -5,7 +5,7 @@
  *   SELECT epoch FROM cdc_owner … FOR UPDATE      fenced? → FencedError, nothing written
  *   [retry only] checkpoints already at target? → ROLLBACK, done (the COMMIT had landed)
  *   SAVEPOINT cdc_chunk
- *   multi-row guarded statements, in order
+ *   set-based guarded statements (unnest, named), in order
  *   RELEASE SAVEPOINT cdc_chunk
  *   INSERT … cdc_checkpoint … ON CONFLICT …       same transaction as the rows
  *   dead letters published (PubAck awaited)       before COMMIT: a crash re-sends them (same Nats-Msg-Id)
@@ -265,7 +265,10 @@ export class SinkWriter {
 
   /** Runs one statement; `absent` are its items the sink has no row for (see Statement.absentRefusal / ifNoRows). */
   async #execute(client: PoolClient, statement: Statement): Promise<{ rows: number; absent: { item: number; error: SinkRefusedError }[] }> {
-    const result = await client.query<{ written?: number; absent?: number[]; ok?: boolean }>({ text: statement.text, values: statement.values });
+    // Named: pg parses it once per connection (its own cache, keyed by name) and PostgreSQL plans it once.
+    const result = await client.query<{ written?: number; absent?: number[]; ok?: boolean }>(
+      statement.name === undefined ? { text: statement.text, values: statement.values } : { name: statement.name, text: statement.text, values: statement.values },
+    );
     if (statement.absentRefusal) {
       const row = result.rows[0];
       const refusal = statement.absentRefusal;
@@ -274,7 +277,9 @@ export class SinkWriter {
     const rows = result.rowCount ?? 0;
     if (rows === 0 && statement.ifNoRows) {
       const { check, refusal } = statement.ifNoRows;
-      const verdict = await client.query<{ ok: boolean }>({ text: check.text, values: check.values });
+      const verdict = await client.query<{ ok: boolean }>(
+        check.name === undefined ? { text: check.text, values: check.values } : { name: check.name, text: check.text, values: check.values },
+      );
       const item = statement.items[0];
       if (verdict.rows[0]?.ok !== true && item !== undefined) return { rows, absent: [{ item, error: refusal() }] };
     }

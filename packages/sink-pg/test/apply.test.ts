@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { buildStatements, planEvent, type RowOp } from '../src/apply.ts';
+import { arrayLiteral, buildStatements, planEvent, textArray, type RowOp } from '../src/apply.ts';
 import { SinkRefusedError, classifyPgError, fromPgError } from '../src/errors.ts';
 import { parseTableMap, type SinkColumn, type SinkTable } from '../src/schema.ts';
 import { changeEvent } from '@cdc/testkit';
@@ -114,13 +114,16 @@ describe('buildStatements', () => {
     unchanged: [],
   });
 
-  it('groups consecutive rows of one table and shape into one guarded multi-row upsert', () => {
+  it('groups consecutive rows of one table and shape into one guarded set-based upsert, one array per column', () => {
     const statements = buildStatements([upsert('1', 0), upsert('2', 1), upsert('3', 2)]);
     expect(statements).toHaveLength(1);
     const [statement] = statements;
     expect(statement?.items).toEqual([0, 1, 2]);
-    expect(statement?.values).toEqual(['1', 'n1', '0/100', 0, '2', 'n2', '0/100', 1, '3', 'n3', '0/100', 2]);
-    expect(statement?.text).toContain('INSERT INTO "public"."items" AS t ("id", "name", "_cdc_lsn", "_cdc_seq") VALUES ($1::integer, $2::text, $3::pg_lsn, $4::integer)');
+    expect(statement?.values).toEqual([textArray(['1', '2', '3']), textArray(['n1', 'n2', 'n3']), '{"0/100","0/100","0/100"}', '{0,1,2}']);
+    expect(statement?.text).toContain(
+      'INSERT INTO "public"."items" AS t ("id", "name", "_cdc_lsn", "_cdc_seq") ' +
+        'SELECT v.c0::integer, v.c1, v._cdc_lsn, v._cdc_seq FROM unnest($1::text[], $2::text[], $3::pg_lsn[], $4::integer[]) AS v(c0, c1, _cdc_lsn, _cdc_seq)',
+    );
     expect(statement?.text).toContain('ON CONFLICT ("id") DO UPDATE SET "name" = EXCLUDED."name", "_cdc_lsn" = EXCLUDED."_cdc_lsn", "_cdc_seq" = EXCLUDED."_cdc_seq"');
     expect(statement?.text).toContain('WHERE (t._cdc_lsn IS NULL OR (t._cdc_lsn, t._cdc_seq) < (EXCLUDED._cdc_lsn, EXCLUDED._cdc_seq))');
   });
@@ -136,10 +139,36 @@ describe('buildStatements', () => {
       ['public.items', [10]],
     ]);
     expect(statements[3]?.text).toBe(
-      'DELETE FROM "public"."items" AS t USING (VALUES ($1::integer, $2::pg_lsn, $3::integer)) AS v(k0, _cdc_lsn, _cdc_seq) ' +
-        'WHERE t."id" = v.k0 AND (t._cdc_lsn IS NULL OR (t._cdc_lsn, t._cdc_seq) < (v._cdc_lsn, v._cdc_seq))',
+      'DELETE FROM "public"."items" AS t USING unnest($1::text[], $2::pg_lsn[], $3::integer[]) AS v(c0, _cdc_lsn, _cdc_seq) ' +
+        'WHERE t."id" = v.c0::integer AND t."id" = ANY($1::text[]::integer[]) AND (t._cdc_lsn IS NULL OR (t._cdc_lsn, t._cdc_seq) < (v._cdc_lsn, v._cdc_seq))',
     );
+    expect(statements[3]?.values).toEqual([textArray(['1']), '{"0/200"}', '{0}']);
     expect(statements[4]?.text).toBe('TRUNCATE "public"."items"');
+  });
+
+  it('names each statement by its shape: the same for the same table, op and columns, another when a column type changes', () => {
+    const [a] = buildStatements([upsert('1', 0)]);
+    const [b] = buildStatements([upsert('2', 1), upsert('3', 2)]);
+    expect(a?.name).toMatch(/^cdc_[0-9a-f]{40}$/);
+    expect(b?.name).toBe(a?.name);
+    expect(b?.text).toBe(a?.text);
+    const retyped: SinkTable = { ...items, columns: new Map([...items.columns, ['name', column('name', 2, 'character varying')]]) };
+    const [c] = buildStatements([upsert('1', 0, retyped)]);
+    expect(c?.text).toContain('v.c1::character varying');
+    expect(c?.name).not.toBe(a?.name);
+    const [d] = buildStatements([{ kind: 'delete', table: items, item: 0, keyValues: ['1'], keyText: '["1"]', lsn: '0/1', seq: 0 }]);
+    expect(d?.name).not.toBe(a?.name);
+  });
+
+  it('writes column values as binary text[] (NULL as length -1) and LSNs as array literals; array-typed columns are cast per value', () => {
+    expect(textArray(['ab', null, 'é'])).toEqual(
+      Buffer.from([0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 25, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0, 2, 0x61, 0x62, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 2, 0xc3, 0xa9]),
+    );
+    expect(arrayLiteral(['a', null, 'NULL', 'say "hi"', 'C:\\dir', '{1,2}', ''])).toBe('{"a",NULL,"NULL","say \\"hi\\"","C:\\\\dir","{1,2}",""}');
+    const tags: SinkTable = { ...items, columns: new Map([...items.columns, ['name', column('name', 2, 'integer[]')]]) };
+    const [statement] = buildStatements([upsert('1', 0, tags)]);
+    expect(statement?.text).toContain('SELECT v.c0::integer, v.c1::integer[], v._cdc_lsn');
+    expect(statement?.text).toContain('$2::text[]');
   });
 
   it('splits at the bind-parameter limit', () => {
