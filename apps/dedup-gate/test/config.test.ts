@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { schema } from '../src/config.ts';
 
 describe('dedup-gate config', () => {
-  it('fills the defaults (15 min window) and parses a partition list', () => {
+  it('fills the defaults (10 min window, 64 messages per batch) and parses a partition list', () => {
     const config = loadConfig(schema, {
       PIPELINE: 'orders',
       PARTITIONS: '4',
@@ -12,7 +12,7 @@ describe('dedup-gate config', () => {
       REDIS_URL: 'redis://127.0.0.1:6379',
       NATS_URL: 'nats://127.0.0.1:4222',
     });
-    expect(config).toMatchObject({ partitions: [1, 3], DEDUP_WINDOW_MS: 600_000, BATCH_MAX: 500, BATCH_LINGER_MS: 20, HEALTH_PORT: 8080 });
+    expect(config).toMatchObject({ partitions: [1, 3], DEDUP_WINDOW_MS: 600_000, BATCH_MAX: 64, BATCH_LINGER_MS: 20, HEALTH_PORT: 8080 });
   });
 
   it('names every bad variable at once', () => {

@@ -10,7 +10,7 @@ describe('lamport-reorderer config', () => {
       partitions: [0, 1, 2, 3],
       SOURCES: ['pg1', 'pg2'],
       BUFFER_MAX_EVENTS: 50_000,
-      BATCH_MAX: 500,
+      BATCH_MAX: 64,
       BATCH_LINGER_MS: 20,
       HEALTH_PORT: 8080,
       LOG_LEVEL: 'info',
