@@ -9,6 +9,7 @@ import { Redis } from 'ioredis';
 import { describe, expect, test, waitFor, type TestContext } from '../harness/index.ts';
 import { T0, change, createPipeline, type TestPipeline } from '../reorderer/support.ts';
 import { ScratchRedis, scratchRedisAvailable } from './scratch-redis.ts';
+import { gateOver } from './support.ts';
 
 const WINDOW_MS = 60_000;
 const MiB = 1024 * 1024;
@@ -47,20 +48,6 @@ async function deleteKeysOf(redis: Redis, pipeline: string): Promise<void> {
   if (keys.length > 0) await redis.del(...keys);
 }
 
-function startGate(ctx: TestContext, p: TestPipeline, store: RedisDedupStore): DedupGate {
-  const gate = DedupGate.create({
-    bus: p.bus,
-    store,
-    pipeline: p.name,
-    partition: 0,
-    batchMax: 20,
-    batchLingerMs: 10,
-    logger: p.logger,
-    retry: { initialDelayMs: 50, maxDelayMs: 300 },
-  });
-  ctx.defer('stop gate', () => gate.close());
-  return gate;
-}
 
 /** calls of EVAL + EVALSHA so far, and of HSETNX (run inside the script). */
 async function commandCalls(redis: Redis): Promise<{ scripts: number; hsetnx: number }> {
@@ -108,7 +95,7 @@ describe('batch claims (shared Redis)', () => {
     await redis.pexpire(duplicate.key, WINDOW_MS);
     const out = p.collect('deduped', 0);
     const store = await readyStore(ctx, ctx.servers.redis, p.name, p.logger);
-    const gate = startGate(ctx, p, store);
+    const gate = gateOver(ctx, p, store);
     await waitFor(() => out.eventIds().includes(input[29]!.eventId), { what: 'the last event forwarded', timeoutMs: 15_000 });
     await sleep(300);
     expect(out.eventIds()).toEqual(input.filter((_, i) => i !== 15).map((e) => e.eventId));
@@ -188,7 +175,7 @@ describe.skipIf(!scratchRedisAvailable())('batch claims (a scratch redis-server)
     const p = await createPipeline(ctx, 'dedup_killed');
     const out = p.collect('deduped', 0);
     const store = await readyStore(ctx, scratch.url, p.name, p.logger);
-    const gate = startGate(ctx, p, store);
+    const gate = gateOver(ctx, p, store);
     // Messages of 10 events each: the claims of a message and of a fetched batch go together.
     const first = events(50);
     await publishInMessages(p, first, 10);
@@ -216,7 +203,7 @@ describe.skipIf(!scratchRedisAvailable())('batch claims (a scratch redis-server)
     const p = await createPipeline(ctx, 'dedup_paused');
     const out = p.collect('deduped', 0);
     const store = await readyStore(ctx, scratch.url, p.name, p.logger, 300);
-    const gate = startGate(ctx, p, store);
+    const gate = gateOver(ctx, p, store);
     const first = events(20);
     for (const e of first) await p.publish('ordered', 0, e, e.eventId);
     await waitFor(() => out.eventIds().length === 20, { what: 'the first 20 events', timeoutMs: 15_000 });

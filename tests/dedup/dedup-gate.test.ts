@@ -2,31 +2,19 @@
  * The dedup-gate stage in-process against real NATS and Redis.
  */
 import { sleep, type ChangeEvent } from '@cdc/core';
-import { DedupGate, RedisDedupStore, dedupSlot } from '@cdc/dedup';
+import { RedisDedupStore, dedupSlot, type DedupGate } from '@cdc/dedup';
 import type { Redis } from 'ioredis';
 import { TcpProxy, describe, expect, test, waitFor, type TestContext } from '../harness/index.ts';
 import { T0, change, createPipeline, type TestPipeline } from '../reorderer/support.ts';
+import { gateOver } from './support.ts';
 
 const WINDOW_MS = 60_000;
 
 function startGate(ctx: TestContext, p: TestPipeline, redisUrl = ctx.servers.redis): { gate: DedupGate; store: RedisDedupStore } {
   const store = RedisDedupStore.create({ url: redisUrl, pipeline: p.name, windowMs: WINDOW_MS, logger: p.logger, commandTimeoutMs: 1_000 });
-  const gate = DedupGate.create({
-    bus: p.bus,
-    store,
-    pipeline: p.name,
-    partition: 0,
-    batchMax: 20,
-    batchLingerMs: 10,
-    logger: p.logger,
-    retry: { initialDelayMs: 50, maxDelayMs: 300 },
-  });
-  // Registered after the pipeline: runs before the streams are deleted.
-  ctx.defer('stop gate', async () => {
-    await gate.close();
-    await store.close();
-  });
-  return { gate, store };
+  // Registered after the pipeline: runs before the streams are deleted (the gate first, then its store).
+  ctx.defer('close store', () => store.close());
+  return { gate: gateOver(ctx, p, store), store };
 }
 
 async function redisFor(ctx: TestContext, pipeline: string): Promise<Redis> {

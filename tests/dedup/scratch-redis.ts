@@ -8,25 +8,14 @@
  *   redis.pause(); redis.resume();                // SIGSTOP / SIGCONT
  */
 import { spawnSync } from 'node:child_process';
-import { createServer } from 'node:net';
 import { ManagedProcess, type TestContext } from '../harness/index.ts';
+import { freePort } from '../harness/ports.ts';
 
 /** Whether redis-server is on PATH (a local-servers run); otherwise tests needing it skip. */
 export function scratchRedisAvailable(): boolean {
   return spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 export class ScratchRedis {
   readonly port: number;

@@ -6,10 +6,10 @@
  * NATS 2.10 with JetStream, Redis 7, etcd 3.5, Kafka 3.9.1 (KRaft, one combined node).
  * testcontainers' reaper (Ryuk) removes them if this process dies before `stop()`.
  */
-import { createServer } from 'node:net';
 import type { StartedTestContainer } from 'testcontainers';
 import type { ServerUrls } from './servers.ts';
 import { withTimeout } from './wait.ts';
+import { freePort } from './ports.ts';
 
 const STARTUP_TIMEOUT_MS = 180_000;
 
@@ -113,16 +113,3 @@ export async function startContainers(options: { log: (message: string) => void 
   return { urls, stop };
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => {
-        if (address && typeof address === 'object') resolve(address.port);
-        else reject(new Error('could not pick a free port'));
-      });
-    });
-  });
-}

@@ -207,8 +207,12 @@ export class MergedFeed {
     const wanted = [...this.#readers].filter(([partition]) => this.#merger.wantsMore(partition, maxBuffered, maxBytes));
     const polled = await Promise.all(
       wanted.map(async ([partition, reader]) => {
+        // Room in events; a message carries up to WIRE_DEFAULTS.batchMaxEvents of them, so
+        // read that many times fewer messages (reading `room` messages of 100 events each
+        // once held 100,000 decoded events per partition: the 1M-row transaction's RSS).
         const room = Math.max(1, maxBuffered - this.#merger.buffered(partition));
-        return { partition, messages: await reader.nextBatch(Math.min(room, 1_000), 0, signal) };
+        const messages = Math.min(1_000, Math.max(Math.min(room, 16), Math.ceil(room / WIRE_DEFAULTS.batchMaxEvents)));
+        return { partition, messages: await reader.nextBatch(messages, 0, signal) };
       }),
     );
     let received = 0;

@@ -333,12 +333,7 @@ function statementFor(group: readonly RowOp[]): Statement {
     // Update-only: the rows must exist (see the top of this file).
     const ops = group as UpsertOp[];
     const columns = head.columns;
-    const values = [
-      ...columns.map((_, c) => textArray(ops.map((op) => op.values[c] ?? null))),
-      arrayLiteral(ops.map((op) => op.lsn)),
-      numberArrayLiteral(ops.map((op) => op.seq)),
-      numberArrayLiteral(ops.map((op) => op.item)),
-    ];
+    const values = [...versionedArrays(ops, columns), numberArrayLiteral(ops.map((op) => op.item))];
     const { text, name } = shaped(table, 'update-only', columns, () => {
       const arrays = unnestOf(table, columns, ['integer']);
       const pk = new Set(table.primaryKey);
@@ -373,11 +368,7 @@ function statementFor(group: readonly RowOp[]): Statement {
   if (head.kind === 'upsert') {
     const ops = group as UpsertOp[];
     const columns = head.columns;
-    const values = [
-      ...columns.map((_, c) => textArray(ops.map((op) => op.values[c] ?? null))),
-      arrayLiteral(ops.map((op) => op.lsn)),
-      numberArrayLiteral(ops.map((op) => op.seq)),
-    ];
+    const values = versionedArrays(ops, columns);
     const { text, name } = shaped(table, 'upsert', columns, () => {
       const arrays = unnestOf(table, columns, []);
       const pk = new Set(table.primaryKey);
@@ -544,4 +535,13 @@ export function arrayLiteral(values: readonly (string | null)[]): string {
 
 function numberArrayLiteral(values: readonly number[]): string {
   return `{${values.join(',')}}`;
+}
+
+/** One array parameter per column (binary text[]), then the rows' versions (lsn, seq): the unnest statements' inputs. */
+function versionedArrays(ops: readonly UpsertOp[], columns: readonly string[]): (string | number | Buffer | null)[] {
+  return [
+    ...columns.map((_, c) => textArray(ops.map((op) => op.values[c] ?? null))),
+    arrayLiteral(ops.map((op) => op.lsn)),
+    numberArrayLiteral(ops.map((op) => op.seq)),
+  ];
 }
