@@ -4,6 +4,7 @@
  * returned — the claims are in Redis, nothing of that batch is published (PITFALLS 16).
  * Test-only: the app (apps/dedup-gate) has no such hook and its config knows no such variable.
  */
+import { writeSync } from 'node:fs';
 import { Bus } from '@cdc/bus';
 import { DedupGate, RedisDedupStore, type DedupStore } from '@cdc/dedup';
 import { createLogger } from '@cdc/runtime';
@@ -25,7 +26,8 @@ const failing: DedupStore = {
     const verdicts = await store.check(claims);
     calls += 1;
     if (calls === killAfter) {
-      logger.info({ claims: claims.length, first_seq: claims[0]?.inputSeq, last_seq: claims.at(-1)?.inputSeq }, 'failpoint: claimed, killed before publishing');
+      // Written synchronously: the logger may still buffer when the kill lands.
+      writeSync(1, `${JSON.stringify({ claims: claims.length, first_seq: claims[0]?.inputSeq, last_seq: claims.at(-1)?.inputSeq, msg: 'failpoint: claimed, killed before publishing' })}\n`);
       process.kill(process.pid, 'SIGKILL');
     }
     return verdicts;
