@@ -61,7 +61,7 @@ export interface WireChange {
   readonly value: ChangeEvent;
   /** Parsed once here: every stage orders by it. */
   readonly key: OrderKey;
-  /** The item's JSON bytes (a view into the message; copy before keeping the message's buffer alive is a concern). */
+  /** The item's JSON bytes: a view into the message (no copy), to forward as they are. */
   readonly bytes: Uint8Array;
 }
 

@@ -81,6 +81,8 @@ export class RawPublisher {
   readonly #waiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
   /** Per partition: the message being filled. */
   readonly #cutters = new Map<number, BatchCutter>();
+  /** The transaction in hand: its stamp and commit LSN, parsed once. */
+  #txn: { commitLsn: string; lamportText: string; lamport: bigint; lsn: Lsn } | undefined;
   #inFlight = 0;
   #failure: Error | undefined;
   #closed = false;
@@ -128,7 +130,11 @@ export class RawPublisher {
       this.#cutters.set(partition, cutter);
     }
     if (cutter.wouldOverflow(data.length)) await this.#send(partition, cutter);
-    const key = { lamport: BigInt(event.lamport), source: event.source, commitLsn: Lsn.parse(event.commitLsn), seq: event.seq };
+    // The events of a transaction share their stamp and commit LSN: parse them once per transaction.
+    if (this.#txn?.commitLsn !== event.commitLsn || this.#txn.lamportText !== event.lamport) {
+      this.#txn = { commitLsn: event.commitLsn, lamportText: event.lamport, lamport: BigInt(event.lamport), lsn: Lsn.parse(event.commitLsn) };
+    }
+    const key = { lamport: this.#txn.lamport, source: event.source, commitLsn: this.#txn.lsn, seq: event.seq };
     if (cutter.add(data, key, event)) await this.#send(partition, cutter);
     return undefined;
   }
