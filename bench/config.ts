@@ -25,6 +25,8 @@ export interface BenchConfig {
   readonly latencyWarmupSeconds: number;
   readonly generatorClients: number;
   readonly sampleMs: number;
+  /** How long the started pipeline idles before the workload (BENCH_SETTLE_MS): the idle floor's window. */
+  readonly settleMs: number;
   /** Upper bound for the pipeline to drain one workload. */
   readonly drainTimeoutMs: number;
   readonly limitTimeoutMs: number;
@@ -89,6 +91,7 @@ export function loadConfig(): BenchConfig {
     latencyWarmupSeconds: int('BENCH_LATENCY_WARMUP_SECONDS', 3, errors, 0),
     generatorClients: int('BENCH_GENERATOR_CLIENTS', 2, errors),
     sampleMs: int('BENCH_SAMPLE_MS', 250, errors, 50),
+    settleMs: int('BENCH_SETTLE_MS', 1_000, errors, 0),
     drainTimeoutMs: int('BENCH_DRAIN_TIMEOUT_S', 900, errors) * 1000,
     limitTimeoutMs: int('BENCH_LIMIT_TIMEOUT_S', 180, errors) * 1000,
     limitAttempts: int('BENCH_LIMIT_ATTEMPTS', 3, errors),

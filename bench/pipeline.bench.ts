@@ -58,6 +58,7 @@
  *   BENCH_FROM_SOURCE=1           run the apps from source under tsx, not from their bundles (pnpm build)
  *   BENCH_APP_NODE_OPTIONS        NODE_OPTIONS for every app instead of its Dockerfile's (heap caps)
  *   BENCH_APP_ENV                 K=V,K=V added to every app's environment (e.g. BATCH_LINGER_MS=10)
+ *   BENCH_SETTLE_MS               how long the pipeline idles before the workload (default 1000): the idle floor
  *   BENCH_CPU_PROFILE_DIR         write a V8 CPU profile per app and workload there (.cpuprofile: Chrome DevTools)
  *   BENCH_RESULTS_DIR             [bench/results]
  *   BENCH_ECHO=1                  copy the apps' logs to stderr
@@ -354,7 +355,7 @@ async function runWorkloadSpec(
       sinkDb,
     });
     cleanup.defer('stop cpu meter', () => cpu.close());
-    await sleep(1_000); // let the apps settle (first heartbeats) before the clock starts
+    await sleep(config.settleMs); // let the apps settle (first heartbeats) before the clock starts
     if (spec.warmupChanges > 0) {
       const before = (await sampler.sampleNow()) as Sample;
       await runBenchWorkload({
