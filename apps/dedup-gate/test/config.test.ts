@@ -12,7 +12,7 @@ describe('dedup-gate config', () => {
       REDIS_URL: 'redis://127.0.0.1:6379',
       NATS_URL: 'nats://127.0.0.1:4222',
     });
-    expect(config).toMatchObject({ partitions: [1, 3], DEDUP_WINDOW_MS: 600_000, BATCH_MAX: 64, BATCH_LINGER_MS: 20, HEALTH_PORT: 8080 });
+    expect(config).toMatchObject({ partitions: [1, 3], DEDUP_WINDOW_MS: 600_000, BATCH_MAX: 64, BATCH_LINGER_MS: 500, HEALTH_PORT: 8080 });
   });
 
   it('names every bad variable at once', () => {

@@ -11,7 +11,7 @@ describe('lamport-reorderer config', () => {
       SOURCES: ['pg1', 'pg2'],
       BUFFER_MAX_EVENTS: 50_000,
       BATCH_MAX: 64,
-      BATCH_LINGER_MS: 20,
+      BATCH_LINGER_MS: 500,
       HEALTH_PORT: 8080,
       LOG_LEVEL: 'info',
     });

@@ -52,7 +52,7 @@ export class StreamReader {
     while (batch.length < max && !this.#closed && !signal?.aborted) {
       this.#pending ??= this.#iterator.next();
       const wait = batch.length === 0 ? Math.max(0, deadline - this.#clock.now()) : 0;
-      const result = await raceTimeout(this.#pending, wait, this.#clock);
+      const result = await raceTimeout(this.#pending, wait, this.#clock, signal);
       if (result === TIMEOUT) break;
       this.#pending = undefined;
       if (result.done) {
@@ -62,6 +62,19 @@ export class StreamReader {
       batch.push(result.value);
     }
     return batch;
+  }
+
+  /**
+   * Resolves (never rejects) once a message is ready to take, or the reader has ended:
+   * a caller with several readers waits on all of them at once instead of polling.
+   */
+  ready(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#pending ??= this.#iterator.next();
+    return this.#pending.then(
+      () => undefined,
+      () => undefined,
+    );
   }
 
   get isClosed(): boolean {
@@ -93,18 +106,23 @@ export class StreamReader {
 
 const TIMEOUT = Symbol('timeout');
 
-async function raceTimeout<T>(promise: Promise<T>, ms: number, clock: Clock): Promise<T | typeof TIMEOUT> {
-  if (ms <= 0) {
+/** The promise, or TIMEOUT after `ms` or when `signal` aborts (a stop never waits out a long first-message wait). */
+async function raceTimeout<T>(promise: Promise<T>, ms: number, clock: Clock, signal?: AbortSignal): Promise<T | typeof TIMEOUT> {
+  if (ms <= 0 || signal?.aborted) {
     // Only take what is already resolved: a microtask turn settles a ready value.
     return Promise.race([promise, new Promise<typeof TIMEOUT>((resolve) => setImmediate(() => resolve(TIMEOUT)))]);
   }
   let timer: Cancel | undefined;
+  let onAbort: (() => void) | undefined;
   const timeout = new Promise<typeof TIMEOUT>((resolve) => {
     timer = clock.timer(ms, () => resolve(TIMEOUT));
+    onAbort = () => resolve(TIMEOUT);
+    signal?.addEventListener('abort', onAbort, { once: true });
   });
   try {
     return await Promise.race([promise, timeout]);
   } finally {
     timer?.cancel();
+    if (onAbort) signal?.removeEventListener('abort', onAbort);
   }
 }
