@@ -65,4 +65,4 @@ export {
   batchHeaders,
   batchMsgId,
 } from './wire.ts';
-export type { WireKind, WireItem, WireChange, WireMark, WirePoison, RawItem, OrderedItem, CutBatch, SoleEvent, EventRef, WireRef, RawRefItem, OrderedRefItem } from './wire.ts';
+export type { WireKind, WireItem, WireChange, WireMark, WirePoison, RawItem, OrderedItem, CutBatch, SoleEvent, EventRef, WireRef, ItemOrigin, MessageOrigin, RawRefItem, OrderedRefItem } from './wire.ts';

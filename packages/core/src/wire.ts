@@ -112,6 +112,26 @@ export interface WireRef {
   readonly ref: EventRef;
   readonly key: OrderKey;
   readonly bytes: Uint8Array;
+  /** Where it came from, when its message had a matching index line (see ItemOrigin). */
+  readonly origin?: ItemOrigin;
+}
+
+/**
+ * An item's place in the indexed message it was read from. A BatchCutter given every item
+ * of one such message, in order and nothing else, sends that message's bytes as they are
+ * (index line included: it names exactly these items) instead of building them again —
+ * the usual case in a relay (a gate that dropped nothing, a reorderer of one source).
+ */
+export interface ItemOrigin {
+  readonly message: MessageOrigin;
+  /** The item's position among the message's items (0-based). */
+  readonly index: number;
+}
+
+/** One per indexed message, shared by its items. */
+export interface MessageOrigin {
+  readonly data: Uint8Array;
+  readonly count: number;
 }
 
 export type RawRefItem = WireRef | WireMark<SourceHeartbeat> | WireMark<SourceProgress> | WirePoison;
@@ -210,6 +230,7 @@ function refsFromIndex(data: Uint8Array): WireRef[] | undefined {
   if (ranges.length !== refs.length) return undefined;
   const cache: ParseCache = { lsnText: undefined, lsn: 0n as Lsn, lamportText: undefined, lamport: 0n };
   const items: WireRef[] = [];
+  const message: MessageOrigin = { data, count: refs.length };
   for (const [i, row] of (refs as unknown[]).entries()) {
     if (!Array.isArray(row) || row.length !== 6) return undefined;
     const [eventId, source, lamport, commitLsn, seq, commitTs] = row as unknown[];
@@ -218,7 +239,13 @@ function refsFromIndex(data: Uint8Array): WireRef[] | undefined {
     const key = keyOf(lamport, source as string, commitLsn, seq, cache);
     if (!key) return undefined;
     const [start, end] = ranges[i] as [number, number];
-    items.push({ kind: 'change', ref: { eventId: eventId as string, source: source as string, lamport, commitLsn, seq, commitTs }, key, bytes: data.subarray(start, end) });
+    items.push({
+      kind: 'change',
+      ref: { eventId: eventId as string, source: source as string, lamport, commitLsn, seq, commitTs },
+      key,
+      bytes: data.subarray(start, end),
+      origin: { message, index: i },
+    });
   }
   return items;
 }
@@ -412,6 +439,8 @@ export class BatchCutter {
   #firstEvent: SoleEvent | undefined;
   /** One ref per item while every item came with one (then the message gets an index line). */
   #refs: EventRef[] | undefined = [];
+  /** The indexed message every item so far came from, in order from its first item; else undefined. */
+  #origin: MessageOrigin | undefined;
 
   constructor(limits: { maxEvents?: number | undefined; maxBytes?: number | undefined } = {}) {
     this.#maxEvents = Math.max(1, limits.maxEvents ?? WIRE_DEFAULTS.batchMaxEvents);
@@ -435,8 +464,13 @@ export class BatchCutter {
    * Adds one event; true when the message is now full. `event` (its ref: a ChangeEvent is
    * one) names it when it travels alone and goes into the message's index line.
    */
-  add(item: Uint8Array, key: OrderKey, event?: EventRef): boolean {
-    if (this.#items.length === 0) this.#firstEvent = event;
+  add(item: Uint8Array, key: OrderKey, event?: EventRef, origin?: ItemOrigin): boolean {
+    if (this.#items.length === 0) {
+      this.#firstEvent = event;
+      this.#origin = origin?.index === 0 ? origin.message : undefined;
+    } else if (this.#origin !== undefined && (origin?.message !== this.#origin || origin.index !== this.#items.length)) {
+      this.#origin = undefined;
+    }
     if (event && this.#refs) this.#refs.push(event);
     else this.#refs = undefined;
     this.#items.push(item);
@@ -450,9 +484,12 @@ export class BatchCutter {
   take(): CutBatch | undefined {
     if (this.#items.length === 0) return undefined;
     const refs = this.#refs;
-    const items = refs && this.#items.length > 1 ? [indexLine(refs), ...this.#items] : this.#items;
+    const origin = this.#origin;
+    // Every item of one indexed message, in order: that message is this one, byte for byte.
+    const whole = origin !== undefined && origin.count === this.#items.length;
+    const items = whole ? [] : refs && this.#items.length > 1 ? [indexLine(refs), ...this.#items] : this.#items;
     const batch: CutBatch = {
-      data: joinItems(items),
+      data: whole ? origin.data : joinItems(items),
       count: this.#items.length,
       firstKey: this.#first as OrderKey,
       lastKey: this.#last as OrderKey,
@@ -460,6 +497,7 @@ export class BatchCutter {
     };
     this.#items = [];
     this.#refs = [];
+    this.#origin = undefined;
     this.#firstEvent = undefined;
     this.#bytes = 0;
     this.#first = undefined;

@@ -119,6 +119,36 @@ describe('many events per message', () => {
     expect(refs.map((item) => item.bytes)).toEqual(full.map((item) => item.bytes));
   });
 
+  it('every item of one indexed message, in order and alone, goes out as that message (same bytes, same refs); anything else is rebuilt', () => {
+    const keyOf = (seq: number): OrderKey => ({ lamport: 17n, source: 'pg1', commitLsn: Lsn.parse('0/16'), seq });
+    const cut = (events: readonly ChangeEvent[]): Uint8Array => {
+      const cutter = new BatchCutter();
+      for (const e of events) cutter.add(encodeItem(e), keyOf(e.seq), e);
+      return cutter.take()!.data;
+    };
+    const input = cut([event(0), event(1), event(2)]);
+    const refs = decodeRawRefs(input).filter((item) => item.kind === 'change');
+    const forward = (picked: readonly (typeof refs)[number][]): Uint8Array => {
+      const cutter = new BatchCutter();
+      for (const item of picked) cutter.add(item.bytes, item.key, item.ref, item.origin);
+      return cutter.take()!.data;
+    };
+    // Whole: the very same bytes (no copy).
+    const whole = forward(refs);
+    expect(whole).toBe(input);
+    // A part (the first dropped, the last dropped, one skipped, out of order): a new message of exactly those items.
+    const parts = [refs.slice(1), refs.slice(0, 2), [refs[0]!, refs[2]!], [refs[1]!, refs[0]!, refs[2]!]];
+    for (const part of parts) {
+      const data = forward(part);
+      expect(data).not.toBe(input);
+      expect(decodeRawMessage(data).map((item) => (item.kind === 'change' ? item.value.eventId : item.kind))).toEqual(part.map((item) => item.ref.eventId));
+    }
+    // Two messages' items in one cut: rebuilt, all six in order.
+    const second = decodeRawRefs(cut([event(3), event(4), event(5)])).filter((item) => item.kind === 'change');
+    const both = forward([...refs, ...second]);
+    expect(decodeRawRefs(both).map((item) => (item.kind === 'change' ? item.ref.eventId : item.kind))).toEqual(['e0', 'e1', 'e2', 'e3', 'e4', 'e5']);
+  });
+
   it('an index that does not match its items is ignored: the items are parsed instead', () => {
     const index = bytes({ kind: 'index', refs: [['e0', 'pg1', '17', '0/16', 0, 't']] }); // one ref, two items
     const data = joinItems([index, encodeItem(event(0)), encodeItem(event(1))]);

@@ -22,7 +22,7 @@
  * Watermarks always pass. Each output carries Cdc-Resume-Seq = its input sequence + 1 and
  * Cdc-Last-Key = the highest key decided so far.
  */
-import { BatchCutter, Headers, batchHeaders, batchMsgId, compareOrderKeys, decodeOrderedRefs, formatOrderKey, parseOrderKey, poisonIdentity, type OrderKey, type EventRef } from '@cdc/core';
+import { BatchCutter, Headers, batchHeaders, batchMsgId, compareOrderKeys, decodeOrderedRefs, formatOrderKey, parseOrderKey, poisonIdentity, type OrderKey, type EventRef, type ItemOrigin } from '@cdc/core';
 import type { BusMessage } from '@cdc/bus';
 import { BadCheckpointError, type DeadLetterRequest, type RelayCheckpoint, type RelayTransform, type StageOutput, type StageResult } from '@cdc/relay';
 import type { Logger } from '@cdc/runtime';
@@ -167,7 +167,7 @@ export class DedupTransform implements RelayTransform {
     type Step =
       | { kind: 'dead'; message: BusMessage; letter: DeadLetterRequest }
       | { kind: 'watermark'; message: BusMessage; bytes: Uint8Array; lamport: string }
-      | { kind: 'event'; message: BusMessage; bytes: Uint8Array; key: OrderKey; index: number; event: EventRef };
+      | { kind: 'event'; message: BusMessage; bytes: Uint8Array; key: OrderKey; index: number; event: EventRef; origin: ItemOrigin | undefined };
 
     // Every event of the fetched batch goes to the decider at once: one Redis round trip.
     const events: GateEvent[] = [];
@@ -181,7 +181,7 @@ export class DedupTransform implements RelayTransform {
           steps.push({ kind: 'watermark', message, bytes: item.bytes, lamport: item.value.lamport });
         } else {
           events.push({ eventId: item.ref.eventId, key: item.key, commitTs: item.ref.commitTs ?? '', inputSeq: message.seq });
-          steps.push({ kind: 'event', message, bytes: item.bytes, key: item.key, index: events.length - 1, event: item.ref });
+          steps.push({ kind: 'event', message, bytes: item.bytes, key: item.key, index: events.length - 1, event: item.ref, origin: item.origin });
         }
       }
     }
@@ -233,7 +233,8 @@ export class DedupTransform implements RelayTransform {
       } else {
         const decision = decisions[step.index] as GateDecision;
         if (decision !== 'replay') lastKey = step.key;
-        if (forwards(decision)) cutter.add(step.bytes, step.key, step.event);
+        // A message whose every event passes goes out as it came (BatchCutter, ItemOrigin).
+        if (forwards(decision)) cutter.add(step.bytes, step.key, step.event, step.origin);
       }
       if (lastOfMessage) emit(message, true);
     }

@@ -10,7 +10,7 @@
  */
 import { REORDERER_DEFAULTS } from './defaults.ts';
 import { BadCheckpointError, Relay, type DeadLetterRequest, type RelayCheckpoint, type RelayTransform, type StageOutput, type StageResult } from '@cdc/relay';
-import { BatchCutter, Headers, batchHeaders, batchMsgId, decodeOrderedMessage, decodeRawMessage, decodeRawRefs, parseOrderKey, type PartitionHeartbeat, poisonIdentity } from '@cdc/core';
+import { BatchCutter, Headers, batchHeaders, batchMsgId, decodeOrderedMessage, decodeRawMessage, decodeRawRefs, parseOrderKey, type ItemOrigin, type PartitionHeartbeat, poisonIdentity } from '@cdc/core';
 import type { Bus, BusMessage } from '@cdc/bus';
 import type { Logger } from '@cdc/runtime';
 import { LamportMerger, createCounters, type MergerCounters, type MergerHealth, type Released, type ReleasedEvent } from './merger.ts';
@@ -34,11 +34,17 @@ function changeIdentity(eventId: string, bytes: Uint8Array): { eventId: string; 
   return full?.kind === 'change' ? { eventId, table: full.value.table, lsn: full.value.lsn } : { eventId };
 }
 
+/** What the merger holds per event: its bytes, and where in its input message they were. */
+export interface Forwarded {
+  readonly bytes: Uint8Array;
+  readonly origin: ItemOrigin | undefined;
+}
+
 export class ReorderTransform implements RelayTransform {
   readonly #options: ReorderTransformOptions;
   readonly #counters: MergerCounters;
   readonly #warnedSources = new Set<string>();
-  #merger: LamportMerger<Uint8Array>;
+  #merger: LamportMerger<Forwarded>;
 
   constructor(options: ReorderTransformOptions) {
     this.#options = options;
@@ -46,7 +52,7 @@ export class ReorderTransform implements RelayTransform {
     this.#merger = this.#newMerger();
   }
 
-  get merger(): LamportMerger<Uint8Array> {
+  get merger(): LamportMerger<Forwarded> {
     return this.#merger;
   }
 
@@ -91,7 +97,9 @@ export class ReorderTransform implements RelayTransform {
         }
         consumed = true;
         const result =
-          item.kind === 'change' ? merger.accept({ kind: 'change', ...item.ref }, message.seq, item.bytes, item.key) : merger.accept(item.value, message.seq, item.bytes);
+          item.kind === 'change'
+            ? merger.accept({ kind: 'change', ...item.ref }, message.seq, { bytes: item.bytes, origin: item.origin }, item.key)
+            : merger.accept(item.value, message.seq, { bytes: item.bytes, origin: undefined });
         if (result === 'late') {
           // Cannot be placed: a watermark above it is already published. A correct reader never does this.
           deadLetters.push({
@@ -131,10 +139,10 @@ export class ReorderTransform implements RelayTransform {
    * the message is stored with it, and that event's resume sequence already accounts for
    * whatever is released after it.
    */
-  #outputs(released: readonly Released<Uint8Array>[]): StageOutput[] {
+  #outputs(released: readonly Released<Forwarded>[]): StageOutput[] {
     const outputs: StageOutput[] = [];
     const cutter = new BatchCutter({ maxEvents: this.#options.batchMaxEvents, maxBytes: this.#options.batchMaxBytes });
-    let last: ReleasedEvent<Uint8Array> | undefined;
+    let last: ReleasedEvent<Forwarded> | undefined;
     const cut = (): void => {
       const taken = cutter.take();
       if (!taken || !last) return;
@@ -151,8 +159,10 @@ export class ReorderTransform implements RelayTransform {
     };
     for (const item of released) {
       if (item.kind === 'change') {
-        if (cutter.wouldOverflow(item.payload.length)) cut();
-        const full = cutter.add(item.payload, item.key, item.event);
+        // Cut where an indexed input message starts, so one released whole can go out whole.
+        if (cutter.wouldOverflow(item.payload.bytes.length) || (item.payload.origin?.index === 0 && cutter.count > 0)) cut();
+        // An input message released whole, alone, goes out as it came (BatchCutter, ItemOrigin).
+        const full = cutter.add(item.payload.bytes, item.key, item.event, item.payload.origin);
         last = item;
         if (full) cut();
         continue;
@@ -169,8 +179,8 @@ export class ReorderTransform implements RelayTransform {
     return outputs;
   }
 
-  #newMerger(): LamportMerger<Uint8Array> {
-    return new LamportMerger<Uint8Array>({
+  #newMerger(): LamportMerger<Forwarded> {
+    return new LamportMerger<Forwarded>({
       sources: this.#options.sources,
       maxBuffered: this.#options.maxBuffered,
       counters: this.#counters,
