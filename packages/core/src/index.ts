@@ -57,6 +57,8 @@ export {
   decodeRawRefs,
   decodeOrderedRefs,
   encodeItem,
+  encodeChangeItem,
+  standaloneItem,
   joinItems,
   joinedLength,
   itemText,

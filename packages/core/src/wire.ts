@@ -19,15 +19,24 @@
  * poison shape (`WirePoison`: reason, code, the item's bytes, and whatever identity could
  * be read), so a bad item is dead-lettered alone and its neighbours go on.
  *
- * A batch of two or more events opens with an INDEX line (not an item):
+ * A message of change events opens with an INDEX line (not an item):
  *
- *   index   = {"kind":"index","refs":[[eventId, source, lamport, commitLsn, seq, commitTs], …]}
+ *   index   = {"kind":"index","txns":[txn, …],"tables":[table, …],"refs":[ref, …]}
+ *   txn     = [source, lamport, commitLsn, commitTs, xid, traceId, database | null]
+ *   table   = [table, keyColumns, columnTypes]
+ *   ref     = [eventId, txn index, seq, table index]        ; one per item, in order
  *
- * one ref per item, in order, so the middle stages (which order and dedupe, never read
- * values) route every event without parsing it (`decodeRefs`; issue 12 measured JSON.parse
- * and its garbage as most of a relay's CPU). A reader that finds no index, or one that
- * does not match the items, parses the items instead; the committer always parses them
- * (`decodeMessage`), so what reaches a sink is checked in full.
+ * What a transaction's or a table's events share is written once per message, and a
+ * change ITEM then carries only its own fields (op, key, before, after, unchanged, lsn,
+ * and any field a newer producer adds): about 290 bytes instead of 730 for a small row
+ * (issue 12: JSON encode/parse, the bytes through nats-server, and the garbage of both
+ * were most of what is left per event). An item whose fields are all there (a full
+ * ChangeEvent, as `encodeItem` writes it) is valid in an indexed message too; the
+ * index's values win. The middle stages (which order and dedupe, never read values)
+ * route every event from the index alone (`decodeRefs`); the committer parses the items
+ * and adds the shared fields (`decodeMessage`), so what reaches a sink is checked in full.
+ * Without an index, or with one that does not match the items, each item must be a full
+ * event (a slim one is then poison: it cannot be placed).
  *
  * Headers that describe a batch (set by whoever cuts it):
  *   Cdc-Count      number of change events in the message
@@ -95,7 +104,11 @@ export type WireItem =
 export type RawItem = WireChange | WireMark<SourceHeartbeat> | WireMark<SourceProgress> | WirePoison;
 export type OrderedItem = WireChange | WireMark<PartitionHeartbeat> | WirePoison;
 
-/** What the middle stages need of a change: identity, position, commit time (and, parsed, its trace id). */
+/**
+ * What the middle stages need of a change — identity, position, commit time — and what it
+ * shares with its transaction and table (the index line's context), so a stage that cuts
+ * a new message can write its index. A ChangeEvent is one.
+ */
 export interface EventRef {
   readonly eventId: string;
   readonly source: string;
@@ -104,6 +117,11 @@ export interface EventRef {
   readonly seq: number;
   readonly commitTs: string;
   readonly traceId?: string | undefined;
+  readonly xid?: number | undefined;
+  readonly database?: string | undefined;
+  readonly table?: string | undefined;
+  readonly keyColumns?: readonly string[] | undefined;
+  readonly columnTypes?: Readonly<Record<string, number>> | undefined;
 }
 
 /** A change as a middle stage sees it: its ref and order key, and its bytes to forward. */
@@ -165,10 +183,10 @@ export function decodeMessage(data: Uint8Array, kinds: readonly WireKind[]): Wir
   const buffer = Buffer.from(data.buffer, data.byteOffset, data.length);
   // The events of one transaction share their commit LSN and stamp: parse each text once.
   const cache: ParseCache = { lsnText: undefined, lsn: 0n as Lsn, lamportText: undefined, lamport: 0n };
-  let index = 0;
-  for (const [start, end] of itemRanges(data)) {
-    items.push(decodeItem(buffer, data, start, end, index, kinds, cache));
-    index += 1;
+  const ranges = itemRanges(data);
+  const index = kinds.includes('change') ? readIndex(data, ranges.length) : undefined;
+  for (const [i, [start, end]] of ranges.entries()) {
+    items.push(decodeItem(buffer, data, start, end, i, kinds, cache, index?.[i]));
   }
   return items;
 }
@@ -215,37 +233,102 @@ export function decodeRefs(data: Uint8Array, kinds: readonly WireKind[]): (WireR
   return decodeMessage(data, kinds).map((item) => (item.kind === 'change' ? { kind: 'change', ref: item.value, key: item.key, bytes: item.bytes } : item));
 }
 
-function refsFromIndex(data: Uint8Array): WireRef[] | undefined {
+/**
+ * The index line's refs, one per item, with their shared context resolved (the strings
+ * and objects of one transaction or table are shared by its refs); undefined when there
+ * is no index line, or one that is malformed or does not match the `count` items.
+ */
+function readIndex(data: Uint8Array, count: number): EventRef[] | undefined {
   if (!startsWith(data, [0, data.length], INDEX_PREFIX)) return undefined;
   const first = data.indexOf(LF);
   if (first < 0) return undefined;
-  let refs: unknown;
+  let index: { txns?: unknown; tables?: unknown; refs?: unknown };
   try {
-    refs = (JSON.parse(Buffer.from(data.buffer, data.byteOffset, first).toString('utf8')) as { refs?: unknown }).refs;
+    index = JSON.parse(Buffer.from(data.buffer, data.byteOffset, first).toString('utf8')) as typeof index;
   } catch {
     return undefined;
   }
-  if (!Array.isArray(refs)) return undefined;
+  const { txns, tables, refs } = index;
+  if (!Array.isArray(txns) || !Array.isArray(tables) || !Array.isArray(refs) || refs.length !== count) return undefined;
+  const txnRows: TxnContext[] = [];
+  for (const row of txns as unknown[]) {
+    if (!Array.isArray(row) || row.length !== 7) return undefined;
+    const [source, lamport, commitLsn, commitTs, xid, traceId, database] = row as unknown[];
+    if (!nonEmpty(source) || typeof lamport !== 'string' || typeof commitLsn !== 'string' || typeof commitTs !== 'string') return undefined;
+    txnRows.push({
+      source: source as string,
+      lamport,
+      commitLsn,
+      commitTs,
+      xid: typeof xid === 'number' ? xid : undefined,
+      traceId: typeof traceId === 'string' ? traceId : undefined,
+      database: typeof database === 'string' ? database : undefined,
+    });
+  }
+  const tableRows: TableContext[] = [];
+  for (const row of tables as unknown[]) {
+    if (!Array.isArray(row) || row.length !== 3) return undefined;
+    const [table, keyColumns, columnTypes] = row as unknown[];
+    tableRows.push({
+      table: typeof table === 'string' ? table : undefined,
+      keyColumns: Array.isArray(keyColumns) ? (keyColumns as string[]) : undefined,
+      columnTypes: typeof columnTypes === 'object' && columnTypes !== null && !Array.isArray(columnTypes) ? (columnTypes as Record<string, number>) : undefined,
+    });
+  }
+  const out: EventRef[] = [];
+  for (const row of refs as unknown[]) {
+    if (!Array.isArray(row) || row.length !== 4) return undefined;
+    const [eventId, txnIndex, seq, tableIndex] = row as unknown[];
+    const txn = txnRows[txnIndex as number];
+    const table = tableRows[tableIndex as number];
+    if (!nonEmpty(eventId) || !txn || !table) return undefined;
+    if (typeof seq !== 'number' || !Number.isInteger(seq) || seq < 0) return undefined;
+    out.push({
+      eventId: eventId as string,
+      source: txn.source,
+      lamport: txn.lamport,
+      commitLsn: txn.commitLsn,
+      seq,
+      commitTs: txn.commitTs,
+      traceId: txn.traceId,
+      xid: txn.xid,
+      database: txn.database,
+      table: table.table,
+      keyColumns: table.keyColumns,
+      columnTypes: table.columnTypes,
+    });
+  }
+  return out;
+}
+
+interface TxnContext {
+  readonly source: string;
+  readonly lamport: string;
+  readonly commitLsn: string;
+  readonly commitTs: string;
+  readonly xid: number | undefined;
+  readonly traceId: string | undefined;
+  readonly database: string | undefined;
+}
+
+interface TableContext {
+  readonly table: string | undefined;
+  readonly keyColumns: readonly string[] | undefined;
+  readonly columnTypes: Readonly<Record<string, number>> | undefined;
+}
+
+function refsFromIndex(data: Uint8Array): WireRef[] | undefined {
   const ranges = itemRanges(data);
-  if (ranges.length !== refs.length) return undefined;
+  const refs = readIndex(data, ranges.length);
+  if (!refs) return undefined;
   const cache: ParseCache = { lsnText: undefined, lsn: 0n as Lsn, lamportText: undefined, lamport: 0n };
   const items: WireRef[] = [];
   const message: MessageOrigin = { data, count: refs.length };
-  for (const [i, row] of (refs as unknown[]).entries()) {
-    if (!Array.isArray(row) || row.length !== 6) return undefined;
-    const [eventId, source, lamport, commitLsn, seq, commitTs] = row as unknown[];
-    if (!nonEmpty(eventId) || !nonEmpty(source) || typeof lamport !== 'string' || typeof commitLsn !== 'string' || typeof commitTs !== 'string') return undefined;
-    if (typeof seq !== 'number' || !Number.isInteger(seq) || seq < 0) return undefined;
-    const key = keyOf(lamport, source as string, commitLsn, seq, cache);
+  for (const [i, ref] of refs.entries()) {
+    const key = keyOf(ref.lamport, ref.source, ref.commitLsn, ref.seq, cache);
     if (!key) return undefined;
     const [start, end] = ranges[i] as [number, number];
-    items.push({
-      kind: 'change',
-      ref: { eventId: eventId as string, source: source as string, lamport, commitLsn, seq, commitTs },
-      key,
-      bytes: data.subarray(start, end),
-      origin: { message, index: i },
-    });
+    items.push({ kind: 'change', ref, key, bytes: data.subarray(start, end), origin: { message, index: i } });
   }
   return items;
 }
@@ -281,7 +364,7 @@ interface ParseCache {
   lamport: bigint;
 }
 
-function decodeItem(buffer: Buffer, data: Uint8Array, start: number, end: number, index: number, kinds: readonly WireKind[], cache: ParseCache): WireItem {
+function decodeItem(buffer: Buffer, data: Uint8Array, start: number, end: number, index: number, kinds: readonly WireKind[], cache: ParseCache, ref?: EventRef): WireItem {
   const bytes = data.subarray(start, end);
   let value: unknown;
   try {
@@ -300,6 +383,8 @@ function decodeItem(buffer: Buffer, data: Uint8Array, start: number, end: number
   const poison = (problem: string): WirePoison => ({ kind: 'poison', reason: `malformed ${kind}: ${problem}`, code: 'INVALID_MESSAGE', bytes, index, ...identityOf(record) });
   switch (kind) {
     case 'change': {
+      // The fields it shares with its transaction and table come from the index.
+      if (ref !== undefined) withContext(record, ref);
       const problem = changeProblem(record);
       if (problem !== undefined) return poison(problem);
       // Optional fields of older or slimmer producers get their neutral value.
@@ -394,9 +479,51 @@ function positionsProblem(r: Record<string, unknown>): string | undefined {
   return undefined;
 }
 
-/** One item's bytes. */
+/** One item's bytes: the whole value (a mark, or a change that may travel without an index). */
 export function encodeItem(value: RawMessage | OrderedMessage): Uint8Array {
   return encoder.encode(JSON.stringify(value));
+}
+
+/**
+ * A change item for an indexed message (BatchCutter with its ref): only the event's own
+ * fields; what it shares with its transaction and table goes into the index line once.
+ */
+export function encodeChangeItem(event: ChangeEvent): Uint8Array {
+  // Everything but the context fields (a field a newer producer adds travels too).
+  const { source: _source, database: _database, table: _table, keyColumns: _keyColumns, columnTypes: _columnTypes, commitLsn: _commitLsn, seq: _seq, xid: _xid, commitTs: _commitTs, lamport: _lamport, eventId: _eventId, traceId: _traceId, ...own } = event;
+  return encoder.encode(JSON.stringify(own));
+}
+
+/** The index's context on a parsed item (its values win over the item's own). */
+function withContext(record: Record<string, unknown>, ref: EventRef): void {
+  record.source = ref.source;
+  record.lamport = ref.lamport;
+  record.commitLsn = ref.commitLsn;
+  record.commitTs = ref.commitTs;
+  record.seq = ref.seq;
+  record.eventId = ref.eventId;
+  if (ref.xid !== undefined) record.xid = ref.xid;
+  if (ref.traceId !== undefined) record.traceId = ref.traceId;
+  if (ref.database !== undefined) record.database = ref.database;
+  if (ref.table !== undefined) record.table = ref.table;
+  if (ref.keyColumns !== undefined) record.keyColumns = ref.keyColumns;
+  if (ref.columnTypes !== undefined) record.columnTypes = ref.columnTypes;
+}
+
+/**
+ * An item as a whole event, for a dead letter (which must be replayable on its own): the
+ * item's fields with its ref's context. The item's bytes as they are when they do not parse.
+ */
+export function standaloneItem(bytes: Uint8Array, ref: EventRef): Uint8Array {
+  let record: unknown;
+  try {
+    record = JSON.parse(itemText(bytes));
+  } catch {
+    return bytes;
+  }
+  if (typeof record !== 'object' || record === null || Array.isArray(record)) return bytes;
+  withContext(record as Record<string, unknown>, ref);
+  return encoder.encode(JSON.stringify(record));
 }
 
 /** Items joined into one message (LF between them); one item is returned as it is. */
@@ -487,7 +614,8 @@ export class BatchCutter {
     const origin = this.#origin;
     // Every item of one indexed message, in order: that message is this one, byte for byte.
     const whole = origin !== undefined && origin.count === this.#items.length;
-    const items = whole ? [] : refs && this.#items.length > 1 ? [indexLine(refs), ...this.#items] : this.#items;
+    // With a ref for every item the message gets its index (its items may be slim); else each item is whole.
+    const items = whole ? [] : refs ? [indexLine(refs), ...this.#items] : this.#items;
     const batch: CutBatch = {
       data: whole ? origin.data : joinItems(items),
       count: this.#items.length,
@@ -506,9 +634,36 @@ export class BatchCutter {
   }
 }
 
+/** The index line of `refs`: each transaction and table once (consecutive refs mostly share both). */
 function indexLine(refs: readonly EventRef[]): Uint8Array {
-  const rows = refs.map((ref) => [ref.eventId, ref.source, ref.lamport, ref.commitLsn, ref.seq, ref.commitTs ?? '']);
-  return encoder.encode(JSON.stringify({ kind: 'index', refs: rows }));
+  const txns: unknown[][] = [];
+  const tables: unknown[][] = [];
+  const rows: unknown[][] = [];
+  let lastTxn: EventRef | undefined;
+  let lastTable: EventRef | undefined;
+  let txnIndex = -1;
+  let tableIndex = -1;
+  /** The first ref of each table row written. */
+  const tableRefs: EventRef[] = [];
+  const sameTxn = (a: EventRef, b: EventRef): boolean =>
+    a.commitLsn === b.commitLsn && a.lamport === b.lamport && a.source === b.source && a.commitTs === b.commitTs && a.xid === b.xid && a.traceId === b.traceId && a.database === b.database;
+  const sameTable = (a: EventRef, b: EventRef): boolean => a.table === b.table && a.keyColumns === b.keyColumns && a.columnTypes === b.columnTypes;
+  for (const ref of refs) {
+    if (!lastTxn || !sameTxn(lastTxn, ref)) {
+      txnIndex = txns.push([ref.source, ref.lamport, ref.commitLsn, ref.commitTs ?? '', ref.xid ?? null, ref.traceId ?? null, ref.database ?? null]) - 1;
+      lastTxn = ref;
+    }
+    if (!lastTable || !sameTable(lastTable, ref)) {
+      tableIndex = tables.findIndex((_, i) => sameTable(tableRefs[i] as EventRef, ref));
+      if (tableIndex < 0) {
+        tableIndex = tables.push([ref.table ?? null, ref.keyColumns ?? null, ref.columnTypes ?? null]) - 1;
+        tableRefs.push(ref);
+      }
+      lastTable = ref;
+    }
+    rows.push([ref.eventId, txnIndex, ref.seq, tableIndex]);
+  }
+  return encoder.encode(JSON.stringify({ kind: 'index', txns, tables, refs: rows }));
 }
 
 export interface CutBatch {

@@ -8,8 +8,10 @@ import {
   decodeOrderedMessage,
   decodeRawMessage,
   decodeRawRefs,
+  encodeChangeItem,
   encodeItem,
   formatOrderKey,
+  standaloneItem,
   itemText,
   joinItems,
   type ChangeEvent,
@@ -24,8 +26,10 @@ const only = (items: readonly WireItem[]): WireItem => {
 };
 
 const change = { kind: 'change', source: 'pg1', table: 'public.t', op: 'insert', keyColumns: ['id'], key: ['1'], lamport: '17', commitLsn: '0/16', seq: 0, eventId: 'e1' };
+// One object per table shape, as the reader's decoder shares its relation's (the index writes a table once per shape).
+const columnTypes = { id: 20, v: 25 };
 const event = (seq: number, extra: Partial<ChangeEvent> = {}): ChangeEvent =>
-  ({ ...change, key: [String(seq)], seq, eventId: `e${seq}`, lsn: '0/10', before: null, after: { id: String(seq), v: 'a\nb' }, unchanged: [], columnTypes: {}, xid: 1, commitTs: '2026-01-01T00:00:00Z', traceId: `t${seq}`, database: 'db', ...extra }) as ChangeEvent;
+  ({ ...change, key: [String(seq)], seq, eventId: `e${seq}`, lsn: '0/10', before: null, after: { id: String(seq), v: 'a\nb' }, unchanged: [], columnTypes, xid: 1, commitTs: '2026-01-01T00:00:00Z', traceId: `t${seq}`, database: 'db', ...extra }) as ChangeEvent;
 
 describe('one message, one item (what each stream accepts)', () => {
   it('accepts the kinds of each stream and nothing else', () => {
@@ -105,7 +109,13 @@ describe('many events per message', () => {
     for (const e of events) cutter.add(encodeItem(e), { lamport: 17n, source: 'pg1', commitLsn: Lsn.parse('0/16'), seq: e.seq }, e);
     const taken = cutter.take()!;
     expect(taken.count).toBe(3);
-    expect(itemText(taken.data).split('\n')[0]).toMatch(/^\{"kind":"index","refs":\[\["e0","pg1","17","0\/16",0,"2026-01-01T00:00:00Z"\]/);
+    // The transaction and the table once; a ref per item.
+    expect(JSON.parse(itemText(taken.data).split('\n')[0]!)).toEqual({
+      kind: 'index',
+      txns: [['pg1', '17', '0/16', '2026-01-01T00:00:00Z', 1, 't0', 'db'], ['pg1', '17', '0/16', '2026-01-01T00:00:00Z', 1, 't1', 'db'], ['pg1', '17', '0/16', '2026-01-01T00:00:00Z', 1, 't2', 'db']],
+      tables: [['public.t', ['id'], { id: 20, v: 25 }]],
+      refs: [['e0', 0, 0, 0], ['e1', 1, 1, 0], ['e2', 2, 2, 0]],
+    });
     // The committer's full decode: the three events, no index item.
     const full = decodeRawMessage(taken.data);
     expect(full.map((item) => (item.kind === 'change' ? item.value : item.kind))).toEqual(events);
@@ -149,8 +159,39 @@ describe('many events per message', () => {
     expect(decodeRawRefs(both).map((item) => (item.kind === 'change' ? item.ref.eventId : item.kind))).toEqual(['e0', 'e1', 'e2', 'e3', 'e4', 'e5']);
   });
 
+  it('slim change items: the index carries what a transaction and a table share; decoded, each is the whole event again', () => {
+    const events = [event(0), event(1, { op: 'update', before: { id: '1', v: 'x' } }), event(2, { commitLsn: '0/20', lamport: '18', traceId: 'u2' })];
+    const cutter = new BatchCutter();
+    for (const e of events) cutter.add(encodeChangeItem(e), { lamport: BigInt(e.lamport), source: 'pg1', commitLsn: Lsn.parse(e.commitLsn), seq: e.seq }, e);
+    const taken = cutter.take()!;
+    const lines = itemText(taken.data).split('\n');
+    expect(lines).toHaveLength(4);
+    // An item holds its own fields only.
+    expect(Object.keys(JSON.parse(lines[1]!)).sort()).toEqual(['after', 'before', 'key', 'kind', 'lsn', 'op', 'unchanged']);
+    expect(taken.data.length).toBeLessThan(joinItems(events.map((e) => encodeItem(e))).length);
+    expect(decodeRawMessage(taken.data).map((item) => (item.kind === 'change' ? item.value : item.kind))).toEqual(events);
+    const refs = decodeRawRefs(taken.data);
+    expect(refs.map((item) => (item.kind === 'change' ? [item.ref.eventId, item.ref.lamport, item.ref.table, item.key.seq] : item.kind))).toEqual([
+      ['e0', '17', 'public.t', 0],
+      ['e1', '17', 'public.t', 1],
+      ['e2', '18', 'public.t', 2],
+    ]);
+    // A dead letter gets the whole event, replayable alone.
+    const second = refs[1]!;
+    if (second.kind !== 'change') throw new Error('expected a change');
+    expect(only(decodeRawMessage(standaloneItem(second.bytes, second.ref)))).toMatchObject({ kind: 'change', value: events[1] });
+    // A slim item without its index cannot be placed: poison, never a guess.
+    expect(only(decodeRawMessage(second.bytes))).toMatchObject({ kind: 'poison', code: 'INVALID_MESSAGE' });
+    // A lone event travels with its index too (and keeps its event id as message id).
+    const lone = new BatchCutter();
+    lone.add(encodeChangeItem(events[0]!), { lamport: 17n, source: 'pg1', commitLsn: Lsn.parse('0/16'), seq: 0 }, events[0]);
+    const one = lone.take()!;
+    expect(batchMsgId('r:0', one)).toBe('e0');
+    expect(decodeRawMessage(one.data).map((item) => (item.kind === 'change' ? item.value : item.kind))).toEqual([events[0]]);
+  });
+
   it('an index that does not match its items is ignored: the items are parsed instead', () => {
-    const index = bytes({ kind: 'index', refs: [['e0', 'pg1', '17', '0/16', 0, 't']] }); // one ref, two items
+    const index = bytes({ kind: 'index', txns: [['pg1', '17', '0/16', 't', 1, 't0', 'db']], tables: [['public.t', ['id'], {}]], refs: [['e0', 0, 0, 0]] }); // one ref, two items
     const data = joinItems([index, encodeItem(event(0)), encodeItem(event(1))]);
     const refs = decodeRawRefs(data);
     expect(refs.map((item) => (item.kind === 'change' ? item.ref.eventId : item.kind))).toEqual(['e0', 'e1']);

@@ -29,7 +29,7 @@ import {
   Lsn,
   batchHeaders,
   batchMsgId,
-  encodeItem,
+  encodeChangeItem,
   partitionOf,
   stageSubject,
   type ChangeEvent,
@@ -46,6 +46,8 @@ import { EventTooLargeError } from './errors.ts';
  * Cdc-Last-Key: a few hundred bytes in all).
  */
 export const HEADER_ROOM_BYTES = 4096;
+/** An index line's fixed parts, a transaction's row (LSN, lamport, time, xid, trace id) and a ref, at most. */
+const CONTEXT_ROOM_BYTES = 512;
 
 export interface Watermark {
   readonly lamport: bigint;
@@ -81,6 +83,7 @@ export class RawPublisher {
   readonly #waiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
   /** Per partition: the message being filled. */
   readonly #cutters = new Map<number, BatchCutter>();
+  readonly #tableBytes = new WeakMap<object, number>();
   /** The transaction in hand: its stamp and commit LSN, parsed once. */
   #txn: { commitLsn: string; lamportText: string; lamport: bigint; lsn: Lsn } | undefined;
   #inFlight = 0;
@@ -119,8 +122,11 @@ export class RawPublisher {
    * message: then nothing was queued.
    */
   async publishEvent(event: ChangeEvent): Promise<EventTooLargeError | undefined> {
-    const data = encodeItem(event);
-    if (data.length > this.#options.maxEventBytes) return new EventTooLargeError(event, data.length, this.#options.maxEventBytes);
+    // Its own fields only: what it shares with its transaction and table goes into the
+    // message's index line once (@cdc/core wire.ts). Alone in a message it is item + index.
+    const data = encodeChangeItem(event);
+    const alone = data.length + this.#contextBytes(event);
+    if (alone > this.#options.maxEventBytes) return new EventTooLargeError(event, alone, this.#options.maxEventBytes);
     if (this.#failure) throw this.#failure;
     if (this.#closed) throw new PublisherClosedError();
     const partition = this.partitionOf(event);
@@ -137,6 +143,20 @@ export class RawPublisher {
     const key = { lamport: this.#txn.lamport, source: event.source, commitLsn: this.#txn.lsn, seq: event.seq };
     if (cutter.add(data, key, event)) await this.#send(partition, cutter);
     return undefined;
+  }
+
+  /**
+   * Bytes of the index line of a message holding this event alone, at most: its table's row
+   * (measured once per table shape: the decoder's columnTypes object is per relation) and
+   * room for its transaction's row and its ref.
+   */
+  #contextBytes(event: ChangeEvent): number {
+    let bytes = this.#tableBytes.get(event.columnTypes);
+    if (bytes === undefined) {
+      bytes = Buffer.byteLength(JSON.stringify([event.table, event.keyColumns, event.columnTypes]), 'utf8');
+      this.#tableBytes.set(event.columnTypes, bytes);
+    }
+    return bytes + Buffer.byteLength(event.source, 'utf8') + Buffer.byteLength(event.database ?? '', 'utf8') + CONTEXT_ROOM_BYTES;
   }
 
   /** Sends every partition's message in hand: the replication socket has nothing more buffered. */

@@ -19,7 +19,7 @@
  *
  *   created ──create()──► running ──close() / signal / fatal──► closing ──loop ended──► closed
  */
-import { CdcError, Headers, IllegalStateError, errorMessage, stageSubject, streamName, systemClock, withinMs, type Clock, type DeadLetter, type Stage } from '@cdc/core';
+import { CdcError, Headers, IllegalStateError, decodeMessage, errorMessage, stageSubject, streamName, systemClock, withinMs, type Clock, type DeadLetter, type Stage } from '@cdc/core';
 import { StreamGapError, type AckedPublisher, type Bus, type BusMessage, type StreamReader } from '@cdc/bus';
 import { ConsumerLoop, type ConsumerState, type Logger } from '@cdc/runtime';
 import { RELAY_DEFAULTS } from './defaults.ts';
@@ -372,14 +372,13 @@ export class Relay {
 
   /** The letter names the message, its size and the limit; Bus.deadLetter cuts the payload to fit. */
   async #deadLetterTooLarge(output: StageOutput, data: Uint8Array, bytes: number, limit: number): Promise<void> {
-    const text = new TextDecoder().decode(data);
-    let where: { table?: string; lsn?: string } = {};
-    try {
-      const parsed = JSON.parse(text) as { table?: unknown; lsn?: unknown };
-      where = { ...(typeof parsed.table === 'string' ? { table: parsed.table } : {}), ...(typeof parsed.lsn === 'string' ? { lsn: parsed.lsn } : {}) };
-    } catch {
-      // Not JSON: the letter still names the message by its id.
-    }
+    // A lone event is dead-lettered whole (its item with the index's context: replayable
+    // alone); a message of several as its text. Either names the (first) event's table and LSN.
+    const items = decodeMessage(data, ['change', 'heartbeat', 'progress', 'watermark']);
+    const first = items.find((item) => item.kind === 'change');
+    const lone = items.length === 1 && first?.kind === 'change';
+    const text = lone ? JSON.stringify(first.value) : new TextDecoder().decode(data);
+    const where: { table?: string; lsn?: string } = first?.kind === 'change' ? { table: first.value.table, lsn: first.value.lsn } : {};
     const error = new MessageTooLargeError(this.#outSubject, output.msgId, bytes, limit, where);
     this.#logger.warn({ err: error, event_id: output.msgId, trace_id: output.traceId, lsn: where.lsn, table: where.table, bytes, limit }, 'message too large for the bus: dead-lettered');
     const { bus, pipeline, partition, stage } = this.#options;

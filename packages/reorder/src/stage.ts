@@ -10,7 +10,7 @@
  */
 import { REORDERER_DEFAULTS } from './defaults.ts';
 import { BadCheckpointError, Relay, type DeadLetterRequest, type RelayCheckpoint, type RelayTransform, type StageOutput, type StageResult } from '@cdc/relay';
-import { BatchCutter, Headers, batchHeaders, batchMsgId, decodeOrderedMessage, decodeRawMessage, decodeRawRefs, parseOrderKey, type ItemOrigin, type PartitionHeartbeat, poisonIdentity } from '@cdc/core';
+import { BatchCutter, Headers, batchHeaders, batchMsgId, decodeOrderedMessage, decodeRawMessage, decodeRawRefs, parseOrderKey, type EventRef, type ItemOrigin, type PartitionHeartbeat, poisonIdentity, standaloneItem } from '@cdc/core';
 import type { Bus, BusMessage } from '@cdc/bus';
 import type { Logger } from '@cdc/runtime';
 import { LamportMerger, createCounters, type MergerCounters, type MergerHealth, type Released, type ReleasedEvent } from './merger.ts';
@@ -28,10 +28,14 @@ export interface ReorderTransformOptions {
   readonly batchMaxBytes?: number | undefined;
 }
 
-/** A refused event's letter names its table and LSN: read from its bytes (a rare path; refs carry neither). */
-function changeIdentity(eventId: string, bytes: Uint8Array): { eventId: string; table?: string; lsn?: string } {
-  const [full] = decodeRawMessage(bytes);
-  return full?.kind === 'change' ? { eventId, table: full.value.table, lsn: full.value.lsn } : { eventId };
+/**
+ * A refused event's letter: the whole event (its item with the index's context, so it can
+ * be replayed alone), its table and LSN (read from it: a rare path; refs carry no LSN).
+ */
+function refusedChange(ref: EventRef, bytes: Uint8Array): { item: Uint8Array; eventId: string; table?: string; lsn?: string } {
+  const item = standaloneItem(bytes, ref);
+  const [full] = decodeRawMessage(item);
+  return full?.kind === 'change' ? { item, eventId: ref.eventId, table: full.value.table, lsn: full.value.lsn } : { item, eventId: ref.eventId };
 }
 
 /** What the merger holds per event: its bytes, and where in its input message they were. */
@@ -107,16 +111,15 @@ export class ReorderTransform implements RelayTransform {
             item: item.bytes,
             reason: `late event: lamport ${item.kind === 'change' ? item.ref.lamport : item.value.lamport} <= released watermark ${merger.releasedWatermark}`,
             code: 'LATE_EVENT',
-            ...(item.kind === 'change' ? changeIdentity(item.ref.eventId, item.bytes) : {}),
+            ...(item.kind === 'change' ? refusedChange(item.ref, item.bytes) : {}),
           });
         } else if (result === 'unknown-source') {
           if (item.kind === 'change') {
             deadLetters.push({
               message,
-              item: item.bytes,
               reason: `source ${item.ref.source} is not in SOURCES (${this.#options.sources.join(',')}): its events cannot be ordered`,
               code: 'UNKNOWN_SOURCE',
-              ...changeIdentity(item.ref.eventId, item.bytes),
+              ...refusedChange(item.ref, item.bytes),
             });
           } else if (!this.#warnedSources.has(item.value.source)) {
             this.#warnedSources.add(item.value.source);
