@@ -54,4 +54,14 @@ describe('partition and event id', () => {
     expect(computeEventId(parts)).toBe(computeEventId({ ...parts }));
     expect(computeEventId(parts)).not.toBe(computeEventId({ ...parts, seq: 1 }));
   });
+
+  it('partitions never change between versions: fixed vectors, ASCII and not', () => {
+    // FNV-1a 32 of the UTF-8 bytes of "<table>\0<key JSON>", mod P.
+    expect([partitionOf('public.t', ['1'], 1024), partitionOf('public.t', ['ä', null], 1024), partitionOf('public.orders', ['42', '7'], 1024)]).toEqual([55, 462, 242]);
+  });
+
+  it('event ids never change between versions (Redis claims and sink guards of a running pipeline keep matching): a fixed vector', () => {
+    // sha256("pg1:public.t:[\"1\",null]:0/10:0/16/3"), first 32 hex digits.
+    expect(computeEventId({ source: 'pg1', table: 'public.t', key: ['1', null], lsn: '0/10', commitLsn: '0/16', seq: 3 })).toBe('41ee6f0a005b290a4bfa8b3325171568');
+  });
 });
