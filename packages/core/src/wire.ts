@@ -160,7 +160,6 @@ const INDEX_PREFIX = new TextEncoder().encode('{"kind":"index"');
 const LF = 0x0a;
 const DECIMAL = /^(0|[1-9][0-9]*)$/;
 const OPS = new Set(['insert', 'update', 'delete', 'truncate']);
-const encoder = new TextEncoder();
 
 function text(bytes: Uint8Array, start: number, end: number): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset + start, end - start).toString('utf8');
@@ -481,7 +480,7 @@ function positionsProblem(r: Record<string, unknown>): string | undefined {
 
 /** One item's bytes: the whole value (a mark, or a change that may travel without an index). */
 export function encodeItem(value: RawMessage | OrderedMessage): Uint8Array {
-  return encoder.encode(JSON.stringify(value));
+  return utf8(value);
 }
 
 /**
@@ -489,9 +488,33 @@ export function encodeItem(value: RawMessage | OrderedMessage): Uint8Array {
  * fields; what it shares with its transaction and table goes into the index line once.
  */
 export function encodeChangeItem(event: ChangeEvent): Uint8Array {
-  // Everything but the context fields (a field a newer producer adds travels too).
+  // The usual event, no field beyond ChangeEvent's: its own fields named (cheaper than
+  // taking the context fields out).
+  if (onlyKnownFields(event)) {
+    return utf8({ kind: event.kind, op: event.op, key: event.key, before: event.before, after: event.after, unchanged: event.unchanged, lsn: event.lsn });
+  }
+  // A field a newer producer adds travels too: everything but the context fields.
   const { source: _source, database: _database, table: _table, keyColumns: _keyColumns, columnTypes: _columnTypes, commitLsn: _commitLsn, seq: _seq, xid: _xid, commitTs: _commitTs, lamport: _lamport, eventId: _eventId, traceId: _traceId, ...own } = event;
-  return encoder.encode(JSON.stringify(own));
+  return utf8(own);
+}
+
+/** ChangeEvent's fields: the slim item names its own ones, the index carries the rest. */
+const CHANGE_FIELDS: ReadonlySet<string> = new Set([
+  'kind', 'source', 'database', 'table', 'keyColumns', 'key', 'op', 'before', 'after', 'unchanged', 'columnTypes',
+  'lsn', 'commitLsn', 'seq', 'xid', 'commitTs', 'lamport', 'eventId', 'traceId',
+]);
+
+function onlyKnownFields(event: object): boolean {
+  for (const field of Object.keys(event)) if (!CHANGE_FIELDS.has(field)) return false;
+  return true;
+}
+
+/**
+ * JSON as UTF-8. Buffer.from, not TextEncoder: issue 12 measured TextEncoder.encode at
+ * ~2.4 µs more per small event (a Buffer is a Uint8Array; small ones share a pooled slab).
+ */
+function utf8(value: unknown): Uint8Array {
+  return Buffer.from(JSON.stringify(value), 'utf8');
 }
 
 /** The index's context on a parsed item (its values win over the item's own). */
@@ -523,7 +546,7 @@ export function standaloneItem(bytes: Uint8Array, ref: EventRef): Uint8Array {
   }
   if (typeof record !== 'object' || record === null || Array.isArray(record)) return bytes;
   withContext(record as Record<string, unknown>, ref);
-  return encoder.encode(JSON.stringify(record));
+  return utf8(record);
 }
 
 /** Items joined into one message (LF between them); one item is returned as it is. */
@@ -663,7 +686,7 @@ function indexLine(refs: readonly EventRef[]): Uint8Array {
     }
     rows.push([ref.eventId, txnIndex, ref.seq, tableIndex]);
   }
-  return encoder.encode(JSON.stringify({ kind: 'index', txns, tables, refs: rows }));
+  return utf8({ kind: 'index', txns, tables, refs: rows });
 }
 
 export interface CutBatch {

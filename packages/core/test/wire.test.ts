@@ -182,6 +182,11 @@ describe('many events per message', () => {
     expect(only(decodeRawMessage(standaloneItem(second.bytes, second.ref)))).toMatchObject({ kind: 'change', value: events[1] });
     // A slim item without its index cannot be placed: poison, never a guess.
     expect(only(decodeRawMessage(second.bytes))).toMatchObject({ kind: 'poison', code: 'INVALID_MESSAGE' });
+    // A field this version does not know travels in the item.
+    const newer = { ...events[0]!, snapshot: 'last' } as ChangeEvent;
+    const withField = new BatchCutter();
+    withField.add(encodeChangeItem(newer), { lamport: 17n, source: 'pg1', commitLsn: Lsn.parse('0/16'), seq: 0 }, newer);
+    expect(only(decodeRawMessage(withField.take()!.data))).toMatchObject({ kind: 'change', value: newer });
     // A lone event travels with its index too (and keeps its event id as message id).
     const lone = new BatchCutter();
     lone.add(encodeChangeItem(events[0]!), { lamport: 17n, source: 'pg1', commitLsn: Lsn.parse('0/16'), seq: 0 }, events[0]);
