@@ -74,6 +74,16 @@ describe('batch claims (shared Redis)', () => {
     const [f] = events(1, 5) as [ChangeEvent];
     expect(await store.check([claimOf(f, 12), claimOf(f, 13)])).toEqual(['new', 'duplicate']);
 
+    // Ids of another shape (not 32 hex digits: stored behind '~', other lengths) packed in
+    // the same call as ours, across buckets and input sequences: each keeps its verdict.
+    const odd = (id: string, from: ChangeEvent): ChangeEvent => ({ ...from, eventId: id as ChangeEvent['eventId'] });
+    const [g, h] = events(2, 6) as [ChangeEvent, ChangeEvent];
+    const mixed = [claimOf(odd('x', g), 14), claimOf(g, 14), claimOf(odd('y'.repeat(300), h), 15), claimOf(h, 15), claimOf(odd('x', g), 15)];
+    expect(await store.check(mixed)).toEqual(['new', 'new', 'new', 'new', 'duplicate']);
+    expect(await store.check(mixed.slice(0, 4))).toEqual(['redelivery', 'redelivery', 'redelivery', 'redelivery']);
+    const long = dedupSlot(p.name, claimOf(odd('y'.repeat(300), h), 0));
+    expect(await redis.hget(long.key, long.field)).toBe('15');
+
     const slot = dedupSlot(p.name, claimOf(b, 0));
     expect(await redis.hget(slot.key, slot.field)).toBe('10');
     expect(await redis.type(slot.key)).toBe('hash');
