@@ -605,6 +605,15 @@ export class BatchCutter {
     return joinedLength(this.#items.length, this.#bytes);
   }
 
+  /**
+   * True when the message in hand is at least half full (count or bytes): a relay joining
+   * small input messages into larger ones sends it at an input message's end instead, so a
+   * large input message still goes out whole (ItemOrigin) and small ones are joined.
+   */
+  get halfFull(): boolean {
+    return this.#items.length * 2 >= this.#maxEvents || this.bytes * 2 >= this.#maxBytes;
+  }
+
   /** True when `bytes` more would not fit in the message in hand (take it first). */
   wouldOverflow(bytes: number): boolean {
     return this.#items.length > 0 && this.bytes + 1 + bytes > this.#maxBytes;

@@ -3,8 +3,11 @@
  * dedup-gate's relay transform for one partition (ordered.<p> → deduped.<p>) built on it.
  *
  * Input messages carry many events (@cdc/core wire.ts); the transform hands every event of
- * a fetched batch of messages to decide() at once (one Redis round trip), then sends each
- * input message's forwarded events out as ONE message (the same bytes per event).
+ * a fetched batch of messages to decide() at once (one Redis round trip), then sends the
+ * forwarded events out many per message (the same bytes per event): an input message
+ * whose every event passes goes out as it came when it is at least half full, and small
+ * ones (a paced source's few events per message) are joined, up to the wire's limits —
+ * each message costs every hop the same, whatever it carries.
  *
  * Per event, in input order:
  *  - at or below the last key this gate has passed or dropped → `replay`: something
@@ -19,8 +22,10 @@
  * checkpoint. Duplicates, redeliveries and replays are counted (stats, health) and
  * summarised in at most one debug line per batch — never a line per event.
  *
- * Watermarks always pass. Each output carries Cdc-Resume-Seq = its input sequence + 1 and
- * Cdc-Last-Key = the highest key decided so far.
+ * Watermarks always pass, after everything before them. Each output carries Cdc-Last-Key =
+ * the highest key decided so far, and Cdc-Resume-Seq = the sequence after the last input
+ * message it completes — or that message's own sequence when it is cut inside it (the
+ * restart re-reads it; the last-key filter drops what was decided already).
  */
 import { BatchCutter, Headers, batchHeaders, batchMsgId, compareOrderKeys, decodeOrderedRefs, formatOrderKey, parseOrderKey, poisonIdentity, type OrderKey, type EventRef, type ItemOrigin } from '@cdc/core';
 import type { BusMessage } from '@cdc/bus';
@@ -194,12 +199,13 @@ export class DedupTransform implements RelayTransform {
     const { partition } = this.#options;
     // The highest key decided so far (forwarded or dropped as a duplicate; a replay does not move it).
     let lastKey = before;
-    // What goes out of the input message in hand: its forwarded events as one message.
-    let cutter = new BatchCutter({ maxEvents: Number.MAX_SAFE_INTEGER, maxBytes: Number.MAX_SAFE_INTEGER });
-    let from: BusMessage | undefined;
-    // A message's outputs all re-read it on restart (resume = its seq) but the last, which
-    // moves past it (seq + 1); the last-key filter drops what was decided already.
-    const emit = (message: BusMessage, done: boolean): void => {
+    // What goes out: forwarded events, joined across the batch's small input messages (a
+    // paced source sends a few events per message; each message costs every hop the same).
+    const cutter = new BatchCutter();
+    // An output's checkpoint: `resume` = the input sequence to re-read from (a message
+    // whose events are not all out yet is re-read; the last-key filter drops what was
+    // decided already) and the last key decided — both as they stand where it is cut.
+    const emit = (resume: number, key: OrderKey | undefined): void => {
       const taken = cutter.take();
       if (!taken) return;
       outputs.push({
@@ -208,21 +214,19 @@ export class DedupTransform implements RelayTransform {
         headers: batchHeaders(taken),
         events: taken.count,
         ...(taken.sole?.traceId ? { traceId: taken.sole.traceId } : {}),
-        resumeSeq: done ? message.seq + 1 : message.seq,
-        lastKey: lastKey ? formatOrderKey(lastKey) : undefined,
+        resumeSeq: resume,
+        lastKey: key ? formatOrderKey(key) : undefined,
       });
     };
     for (const [index, step] of steps.entries()) {
       const message = step.message;
-      if (from !== message) {
-        cutter = new BatchCutter({ maxEvents: Number.MAX_SAFE_INTEGER, maxBytes: Number.MAX_SAFE_INTEGER });
-        from = message;
-      }
-      const lastOfMessage = steps[index + 1]?.message !== message;
+      const next = steps[index + 1];
+      const lastOfMessage = next?.message !== message;
       if (step.kind === 'dead') {
         deadLetters.push(step.letter);
       } else if (step.kind === 'watermark') {
-        emit(message, false);
+        // Everything before a watermark goes out before it.
+        emit(message.seq, lastKey);
         this.counters.watermarks += 1;
         outputs.push({
           msgId: message.header(Headers.MsgId) ?? `wm:${partition}:${step.lamport}`,
@@ -232,11 +236,17 @@ export class DedupTransform implements RelayTransform {
         });
       } else {
         const decision = decisions[step.index] as GateDecision;
+        if (forwards(decision)) {
+          // Full: what is in hand goes first, with the checkpoint as it was before this
+          // event (this message is re-read from its start; this event is not decided in it).
+          if (cutter.wouldOverflow(step.bytes.length)) emit(message.seq, lastKey);
+          // A message whose every event passes goes out as it came (BatchCutter, ItemOrigin).
+          if (cutter.add(step.bytes, step.key, step.event, step.origin)) emit(lastOfMessage ? message.seq + 1 : message.seq, step.key);
+        }
         if (decision !== 'replay') lastKey = step.key;
-        // A message whose every event passes goes out as it came (BatchCutter, ItemOrigin).
-        if (forwards(decision)) cutter.add(step.bytes, step.key, step.event, step.origin);
       }
-      if (lastOfMessage) emit(message, true);
+      // At a message's end: out, unless a small message in hand can be joined by the next one's events.
+      if (lastOfMessage && (next === undefined || cutter.halfFull)) emit(message.seq + 1, lastKey);
     }
     return { outputs, deadLetters };
   }

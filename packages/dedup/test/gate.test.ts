@@ -1,5 +1,5 @@
 import type { BusMessage } from '@cdc/bus';
-import { Headers, decodeMessage, formatOrderKey, orderKeyOf, type ChangeEvent } from '@cdc/core';
+import { BatchCutter, Headers, decodeMessage, encodeChangeItem, formatOrderKey, orderKeyOf, type ChangeEvent } from '@cdc/core';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { DedupDecider, DedupTransform, forwards } from '../src/gate.ts';
@@ -22,6 +22,20 @@ function message(seq: number, value: unknown): BusMessage {
 }
 
 const restore = (gate: DedupTransform, lastKey?: string) => gate.restore({ resumeSeq: 1, lastKey, last: undefined });
+
+/** A message of several whole events, no index (as a hand-made or older producer's). */
+const many = (seq: number, events: ChangeEvent[]): BusMessage => message(seq, events.map((e) => JSON.stringify(e)).join('\n'));
+
+/** A message as a stage cuts it: slim items behind an index line. */
+function indexed(seq: number, events: readonly ChangeEvent[]): BusMessage {
+  const cutter = new BatchCutter();
+  for (const e of events) cutter.add(encodeChangeItem(e), orderKeyOf(e), e);
+  const { data } = cutter.take()!;
+  return { subject: 'cdc.p.ordered.0', seq, data, header: () => undefined, json: <T>() => JSON.parse(new TextDecoder().decode(data)) as T };
+}
+
+const ids = (o: { payload: unknown }): string[] =>
+  decodeMessage(o.payload as Uint8Array, ['change']).map((item) => (item.kind === 'change' ? item.value.eventId : item.kind));
 
 describe('DedupTransform', () => {
   it('forwards new events and watermarks, stamping resume = input seq + 1 and the last key', async () => {
@@ -47,25 +61,46 @@ describe('DedupTransform', () => {
     expect(gate.counters).toMatchObject({ duplicates: 1, redeliveries: 1, forwarded: 1 });
   });
 
-  it('messages carrying several events: one store call for the batch, a duplicate in the middle keeps its neighbours, each message\'s survivors go out as one message', async () => {
+  it('messages carrying several events: one store call for the batch, a duplicate in the middle keeps its neighbours, small messages\' survivors are joined into one output', async () => {
     const store = new MemoryDedupStore();
     store.claims.set('ev-b', 99); // claimed by another input message
     const gate = new DedupTransform({ store, partition: 0, logger });
     restore(gate);
-    const many = (seq: number, events: ChangeEvent[]): BusMessage => message(seq, events.map((e) => JSON.stringify(e)).join('\n'));
     const result = await gate.process([many(7, [change(1, 'a'), change(2, 'b'), change(3, 'c')]), many(8, [change(4, 'd'), change(5, 'e')])]);
     expect(store.calls).toBe(1);
-    expect(result.outputs).toHaveLength(2);
-    const ids = (o: (typeof result.outputs)[number]) =>
-      decodeMessage(o.payload as Uint8Array, ['change']).map((item) => (item.kind === 'change' ? item.value.eventId : item.kind));
-    expect(ids(result.outputs[0]!)).toEqual(['ev-a', 'ev-c']);
-    expect(ids(result.outputs[1]!)).toEqual(['ev-d', 'ev-e']);
-    expect(result.outputs.map((o) => [o.resumeSeq, o.lastKey])).toEqual([
-      [8, formatOrderKey(orderKeyOf(change(3, 'c')))],
-      [9, formatOrderKey(orderKeyOf(change(5, 'e')))],
-    ]);
+    // Both messages are small (a paced source): one output, past both of them.
+    expect(result.outputs.map(ids)).toEqual([['ev-a', 'ev-c', 'ev-d', 'ev-e']]);
+    expect(result.outputs.map((o) => [o.resumeSeq, o.lastKey, o.events])).toEqual([[9, formatOrderKey(orderKeyOf(change(5, 'e'))), 4]]);
     expect(store.claims.get('ev-a')).toBe(7); // every event of message 7 claimed with its sequence
     expect(gate.counters).toMatchObject({ forwarded: 4, duplicates: 1 });
+  });
+
+  it('a large message whose every event passes goes out as it came; one with a drop is rebuilt; a full output is cut mid-message with that message re-read on restart', async () => {
+    const gate = new DedupTransform({ store: new MemoryDedupStore(), partition: 0, logger });
+    restore(gate);
+    const events = Array.from({ length: 160 }, (_, i) => change(i + 1, `k${i}`));
+    const first = indexed(7, events.slice(0, 60));
+    const second = indexed(8, events.slice(60, 160));
+    const result = await gate.process([first, second, many(9, [change(200, 'late')])]);
+    // 60 events (half full): out whole, the very bytes of message 7.
+    expect(result.outputs[0]?.payload).toBe(first.data);
+    expect(result.outputs[0]).toMatchObject({ resumeSeq: 8, lastKey: formatOrderKey(orderKeyOf(events[59]!)), events: 60 });
+    // Message 8 (100 events, whole) goes out as it came too; message 9 after it.
+    expect(result.outputs[1]?.payload).toBe(second.data);
+    expect(result.outputs[1]).toMatchObject({ resumeSeq: 9, lastKey: formatOrderKey(orderKeyOf(events[159]!)), events: 100 });
+    expect(result.outputs.slice(2).map(ids)).toEqual([['ev-late']]);
+
+    // A small message, then a full one: the output fills up inside message 11. What is cut
+    // there says "re-read message 11" with the last key before the first event it lacks.
+    const next = new DedupTransform({ store: new MemoryDedupStore(), partition: 0, logger });
+    restore(next);
+    const more = Array.from({ length: 110 }, (_, i) => change(i + 1, `m${i}`));
+    const split = await next.process([many(10, more.slice(0, 10)), indexed(11, more.slice(10, 110))]);
+    expect(split.outputs.map((o) => [o.events, o.resumeSeq, o.lastKey])).toEqual([
+      [100, 11, formatOrderKey(orderKeyOf(more[99]!))],
+      [10, 12, formatOrderKey(orderKeyOf(more[109]!))],
+    ]);
+    expect(split.outputs.flatMap(ids)).toEqual(more.map((e) => e.eventId));
   });
 
   it('asks the store once for all events of a fetched batch, watermarks in between', async () => {
@@ -75,7 +110,9 @@ describe('DedupTransform', () => {
     const wm = { kind: 'watermark', lamport: '1', positions: {} };
     const result = await gate.process([message(1, change(1, 'a')), message(2, wm), message(3, change(2, 'b')), message(4, change(3, 'c'))]);
     expect(store.calls).toBe(1);
-    expect(result.outputs.map((o) => o.msgId)).toEqual(['ev-a', 'wm:0:1', 'ev-b', 'ev-c']);
+    // Events before a watermark go out before it; the small messages after it are joined.
+    expect(result.outputs.map((o) => (o.msgId.startsWith('wm:') ? o.msgId : ids(o)))).toEqual([['ev-a'], 'wm:0:1', ['ev-b', 'ev-c']]);
+    expect(result.outputs.map((o) => o.resumeSeq)).toEqual([2, 3, 5]);
     expect(result.outputs[1]?.lastKey).toBe(formatOrderKey(orderKeyOf(change(1, 'a'))));
   });
 

@@ -162,8 +162,9 @@ export class ReorderTransform implements RelayTransform {
     };
     for (const item of released) {
       if (item.kind === 'change') {
-        // Cut where an indexed input message starts, so one released whole can go out whole.
-        if (cutter.wouldOverflow(item.payload.bytes.length) || (item.payload.origin?.index === 0 && cutter.count > 0)) cut();
+        // Where an indexed input message starts, a message in hand that is half full goes
+        // first, so a large input message released whole goes out whole; small ones are joined.
+        if (cutter.wouldOverflow(item.payload.bytes.length) || (item.payload.origin?.index === 0 && cutter.halfFull)) cut();
         // An input message released whole, alone, goes out as it came (BatchCutter, ItemOrigin).
         const full = cutter.add(item.payload.bytes, item.key, item.event, item.payload.origin);
         last = item;
