@@ -5,7 +5,12 @@
  *    many per JetStream message (@cdc/core wire.ts): each partition collects its events in
  *    a BatchCutter and a message is sent when it is full (count or bytes), when the
  *    caller says the replication socket has nothing more buffered (`cut`), and before
- *    every watermark or progress mark (`flush`) — never held back by a timer. Its
+ *    every watermark or progress mark (`flush`) — never held back by a timer. A `cut`
+ *    of a partition whose previous message still waits for its PubAck is sent when that
+ *    ack arrives (ack-clocked, as Nagle's algorithm is): an idle pipeline sends every
+ *    transaction at once, a busy one — acks slower than transactions arrive — sends
+ *    fuller messages instead of a few events each (issue 12: a paced source cut per
+ *    transaction cost every hop per message, ~2 events each). Its
  *    Nats-Msg-Id derives from its first and last positions, so a replay cut the same way
  *    is absorbed by JetStream; cut differently, per-event identity downstream absorbs it.
  *  - At most `maxInFlight` messages wait for their PubAck. `publishEvent` resolves once the
@@ -84,6 +89,10 @@ export class RawPublisher {
   /** Per partition: the message being filled. */
   readonly #cutters = new Map<number, BatchCutter>();
   readonly #tableBytes = new WeakMap<object, number>();
+  /** Per partition: messages sent and not acknowledged yet. */
+  readonly #partitionInFlight = new Map<number, number>();
+  /** Partitions whose idle cut waits for their PubAck. */
+  readonly #cutOnAck = new Set<number>();
   /** The transaction in hand: its stamp and commit LSN, parsed once. */
   #txn: { commitLsn: string; lamportText: string; lamport: bigint; lsn: Lsn } | undefined;
   #inFlight = 0;
@@ -159,8 +168,22 @@ export class RawPublisher {
     return bytes + Buffer.byteLength(event.source, 'utf8') + Buffer.byteLength(event.database ?? '', 'utf8') + CONTEXT_ROOM_BYTES;
   }
 
-  /** Sends every partition's message in hand: the replication socket has nothing more buffered. */
+  /**
+   * The replication socket has nothing more buffered: every partition's message in hand
+   * goes — at once where the partition has nothing waiting for a PubAck, else when that
+   * ack arrives (what arrives meanwhile joins it).
+   */
   async cut(): Promise<void> {
+    for (const [partition, cutter] of this.#cutters) {
+      if (cutter.count === 0) continue;
+      if ((this.#partitionInFlight.get(partition) ?? 0) > 0) this.#cutOnAck.add(partition);
+      else await this.#send(partition, cutter);
+    }
+  }
+
+  /** Every partition's message in hand goes now (before a mark, at the end). */
+  async #cutAll(): Promise<void> {
+    this.#cutOnAck.clear();
     for (const [partition, cutter] of this.#cutters) if (cutter.count > 0) await this.#send(partition, cutter);
   }
 
@@ -171,17 +194,30 @@ export class RawPublisher {
       this.#release();
       return;
     }
+    this.#partitionInFlight.set(partition, (this.#partitionInFlight.get(partition) ?? 0) + 1);
     const ack = this.#publisher.publish(stageSubject(this.#options.pipeline, 'raw', partition), batch.data, {
       msgId: batchMsgId(`r:${partition}`, batch),
       headers: batchHeaders(batch),
     });
     void ack.then(
-      () => this.#release(),
+      () => {
+        this.#release();
+        this.#acked(partition);
+      },
       (error: unknown) => {
         this.#release();
         this.#fail(error instanceof Error ? error : new Error(String(error)));
       },
     );
+  }
+
+  /** A partition's PubAck: a cut that waited for it goes now. */
+  #acked(partition: number): void {
+    const left = (this.#partitionInFlight.get(partition) ?? 1) - 1;
+    this.#partitionInFlight.set(partition, left);
+    if (left > 0 || !this.#cutOnAck.delete(partition) || this.#failure || this.#closed) return;
+    const cutter = this.#cutters.get(partition);
+    if (cutter && cutter.count > 0) void this.#send(partition, cutter).catch((error: unknown) => this.#fail(error instanceof Error ? error : new Error(String(error))));
   }
 
   /** Every event queued so far is sent and acknowledged, then the watermark is stored in every partition. */
@@ -222,7 +258,7 @@ export class RawPublisher {
   /** Resolves when every event queued so far is sent and acknowledged; throws the first failure. */
   async flush(): Promise<void> {
     if (this.#failure) throw this.#failure;
-    await this.cut();
+    await this.#cutAll();
     await this.#publisher.flush();
     if (this.#failure) throw this.#failure;
   }
