@@ -191,7 +191,9 @@ export class TableCatalog {
     if (!rows.some((row) => row.name === GUARD_LSN) || !rows.some((row) => row.name === GUARD_SEQ)) {
       const qualified = `${quoteIdent(schema)}.${quoteIdent(name)}`;
       try {
-        await db.query(
+        // On the pool, committed at once: in the batch's transaction it would hold the
+        // table's ACCESS EXCLUSIVE lock for as long as that transaction (a streamed one) is open.
+        await this.#pool.query(
           `ALTER TABLE ${qualified} ADD COLUMN IF NOT EXISTS ${GUARD_LSN} pg_lsn, ADD COLUMN IF NOT EXISTS ${GUARD_SEQ} integer`,
         );
       } catch (error) {
