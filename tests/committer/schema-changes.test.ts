@@ -117,9 +117,8 @@ describe('schema changes', () => {
     expect(committer.stats()).toMatchObject({ deadLettered: 0, applied: 4 });
   });
 
-  test('evolve: a narrowing the sink cannot follow is held, not dead-lettered; a widened sink column lets it go on', async ({ ctx }) => {
-    // The sink column is smallint (narrower than the source's integer from the start) and
-    // typed as the source: the value 70000 fits the source but not the sink.
+  test('evolve: a sink column narrower than the source type (smallint for integer) is widened in the same transaction', async ({ ctx }) => {
+    // The sink column is smallint, the source's integer: the value 70000 fits the source, not the sink.
     const sink = await createSinkDatabase(ctx);
     const name = ctx.uniqueName('narrow');
     const t = `public.${name}`;
@@ -133,5 +132,45 @@ describe('schema changes', () => {
     await waitForWatermark(sink.db, pipeline, P, log.lamport);
     expect((await sink.db.query(`SELECT id, qty FROM ${t}`)).rows).toEqual([{ id: 1, qty: 70000 }]);
     expect(await deadLetters(bus, pipeline)).toEqual([]);
+  });
+
+  test('a value valid at the source that a narrower sink column refuses (varchar(3), no typmod to widen by) holds; an invalid one is still dead-lettered', async ({ ctx }) => {
+    const sink = await createSinkDatabase(ctx);
+    const name = ctx.uniqueName('short');
+    const t = `public.${name}`;
+    await sink.db.query(`CREATE TABLE ${t} (id integer PRIMARY KEY, code varchar(3), day date)`);
+    const { pipeline, bus, log, out } = await createPublishingPipeline(ctx, P);
+    const types = typed({ id: INT4, code: 1043, day: 1082 });
+    await out.events(types(log.transaction([{ table: t, op: 'insert', key: ['1'], after: { id: '1', code: 'ab', day: '2024-01-02' } }])));
+    await out.events(types(log.transaction([{ table: t, op: 'insert', key: ['2'], after: { id: '2', code: 'ab', day: 'not a day' } }])));
+    await out.watermark(log.watermark());
+    await out.flush();
+    const committer = await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url, retry: { initialDelayMs: 50, maxDelayMs: 300 } });
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+    // An invalid date is input that can never be applied: dead-lettered as before.
+    const letters = await waitFor(async () => ((await deadLetters(bus, pipeline)).length === 1 ? deadLetters(bus, pipeline) : undefined), { what: 'one letter', timeoutMs: 5_000 });
+    expect(letters[0]).toMatchObject({ code: 'SINK_VALUE_REFUSED', column: 'day' });
+    const mark = log.lamport;
+    const held = types(log.transaction([{ table: t, op: 'insert', key: ['3'], after: { id: '3', code: 'toolong', day: '2024-01-03' } }]));
+    await out.events(held);
+    await out.watermark(log.watermark());
+    await out.flush();
+    const readiness = await waitFor(
+      async () => {
+        const ready = committer.readiness();
+        return !ready.ok && ready.detail?.includes('SINK_SCHEMA_HELD') ? ready : undefined;
+      },
+      { what: 'the committer holding on the too-short column', timeoutMs: 15_000 },
+    );
+    expect(readiness.detail).toContain('column=code');
+    expect(readiness.detail).toContain(`eventId=${held[0]?.eventId}`);
+    expect(mark).toBeLessThan(log.lamport);
+    await sink.db.query(`ALTER TABLE ${t} ALTER COLUMN code TYPE text`);
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+    expect((await sink.db.query(`SELECT id, code FROM ${t} ORDER BY id`)).rows).toEqual([
+      { id: 1, code: 'ab' },
+      { id: 3, code: 'toolong' },
+    ]);
+    expect(await deadLetters(bus, pipeline)).toHaveLength(1);
   });
 });

@@ -28,7 +28,7 @@ import type { Pool, PoolClient } from 'pg';
 import { buildStatements, planEvent, type GroupLimits, type RowOp, type Statement } from './apply.ts';
 import { alreadyCommitted, assertOwner, writeCheckpoints } from './checkpoints.ts';
 import { SHAPE_REFUSALS, SinkRefusedError, SinkSchemaError, classifyPgError, fromPgError, pgFields, sqlstateOf } from './errors.ts';
-import { createTableSql, shapeChanges, sinkTypeLookup, type SchemaChanges } from './evolve.ts';
+import { createTableSql, shapeChanges, sinkTypeLookup, typeNameForOid, type SchemaChanges } from './evolve.ts';
 import type { LaneCheckpoint } from '@cdc/committer';
 import type { SinkTable, TableCatalog } from './schema.ts';
 
@@ -394,10 +394,36 @@ export class SinkWriter {
         const refusal = await this.#describe(error, event, ops);
         // The table changed under us (a column dropped on the sink …): hold, never dead-letter.
         if (SHAPE_REFUSALS.has(refusal.kind)) throw this.#held(refusal, event);
+        // A value its own source type holds, refused by a narrower sink column: the sink's shape, not the data.
+        if (await this.#validAtSource(refusal, event)) throw this.#held(refusal, event);
         plan.refused.set(item, refusal);
       }
     }
     return { statements, rows };
+  }
+
+  /**
+   * A value refusal (22xxx) whose value is valid in the type the SOURCE declared for it
+   * (its columnTypes OID, probed on a pool connection): the sink column is narrower (a
+   * shorter varchar, a smaller numeric, an incompatible type change) — held, not a dead
+   * letter. A value invalid in its own type, or without a known type, is input that can
+   * never be applied: dead-lettered.
+   */
+  async #validAtSource(refusal: SinkRefusedError, event: ChangeEvent): Promise<boolean> {
+    const column = refusal.context.column;
+    if (refusal.kind !== 'value_refused' || typeof column !== 'string') return false;
+    const oid = event.columnTypes[column];
+    const value = event.after?.[column];
+    if (oid === undefined || value === undefined || value === null) return false;
+    const type = await typeNameForOid(oid, sinkTypeLookup(this.#pool));
+    if (type === undefined) return false;
+    try {
+      await this.#pool.query(`SELECT $1::${type}`, [value]);
+      return true;
+    } catch (probe) {
+      if (classifyPgError(probe) === 'refusal') return false;
+      throw fromPgError(probe, { table: refusal.context.table, column, lsn: event.commitLsn, eventId: event.eventId });
+    }
   }
 
   /** The refusal with the column named: from the server when it says, else by probing each value's cast. */

@@ -84,7 +84,7 @@ describe('OID → type name', () => {
 
 describe('shape changes for an event', () => {
   const event = (after: Record<string, string | null>, columnTypes: Record<string, number>) =>
-    changeEvent({ table: 'public.items', keyColumns: ['id'], key: ['1'], op: 'insert', after, columnTypes, commitLsn: '0/1000', seq: 0 });
+    changeEvent({ table: 'public.items', keyColumns: ['id'], key: ['1'], op: 'insert', after, columnTypes, commitLsn: '0/1000', seq: 0, lamport: 1 });
 
   test('a new column is added with the type of its OID, a wider source type widens the sink column', async () => {
     const changes = await shapeChanges(event({ id: '1', qty: '70000', colour: 'red', code: 'abc' }, { id: 23, qty: 23, colour: 25, code: 1043 }), table, noLookup);
