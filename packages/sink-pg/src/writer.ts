@@ -152,6 +152,8 @@ export class SinkWriter {
   readonly #logger: Logger;
   readonly #limits: GroupLimits | undefined;
   readonly #schemaChanges: SchemaChanges;
+  /** Event shapes each cached table was found to take; a refreshed table is a new object, checked anew. */
+  readonly #fitted = new WeakMap<SinkTable, Set<string>>();
 
   constructor(options: {
     pool: Pool;
@@ -267,7 +269,7 @@ export class SinkWriter {
         table = await this.#catalog.resolve(event.table, client);
       }
       if (table instanceof SinkRefusedError) throw this.#held(table.withContext(context), event);
-      if (this.#schemaChanges === 'evolve') {
+      if (this.#schemaChanges === 'evolve' && !this.#fits(table, event)) {
         const changes = await shapeChanges(event, table, lookup);
         if (changes instanceof SinkSchemaError) throw changes;
         if (changes.length > 0) {
@@ -277,6 +279,7 @@ export class SinkWriter {
           if (evolved instanceof SinkRefusedError) throw this.#held(evolved.withContext(context), event);
           table = evolved;
         }
+        this.#fitted.get(table)?.add(shapeKey(event)) ?? this.#fitted.set(table, new Set([shapeKey(event)]));
       }
       let planned = planEvent(event, table, item);
       // A column the cached schema lacks may have been added since: look once more.
@@ -291,6 +294,11 @@ export class SinkWriter {
       else ops.push(...planned);
     }
     return { ops, refused };
+  }
+
+  /** The table already takes events of this shape (columns and their OIDs): checked once per cached table object. */
+  #fits(table: SinkTable, event: ChangeEvent): boolean {
+    return this.#fitted.get(table)?.has(shapeKey(event)) ?? false;
   }
 
   /** One schema change on the sink, in the batch's transaction; a failure holds the committer. */
@@ -470,4 +478,11 @@ export class SinkWriter {
     }
     return undefined;
   }
+}
+
+/** The columns an event writes and their type OIDs: what evolve checks a table against. */
+function shapeKey(event: ChangeEvent): string {
+  let key = '';
+  for (const column of Object.keys(event.after ?? event.before ?? {})) key += `${column}\u0000${event.columnTypes[column] ?? ''}\u0001`;
+  return key;
 }
