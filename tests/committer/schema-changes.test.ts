@@ -173,4 +173,29 @@ describe('schema changes', () => {
     ]);
     expect(await deadLetters(bus, pipeline)).toHaveLength(1);
   });
+
+  test('DROP COLUMN on the source of a NOT NULL sink column holds (not a dead letter) until the sink allows NULL', async ({ ctx }) => {
+    const sink = await createSinkDatabase(ctx);
+    const name = ctx.uniqueName('dropnn');
+    const t = `public.${name}`;
+    await sink.db.query(`CREATE TABLE ${t} (id integer PRIMARY KEY, note text NOT NULL)`);
+    const { pipeline, bus, log, out } = await createPublishingPipeline(ctx, P);
+    const held = typed({ id: INT4 })(log.transaction([{ table: t, op: 'insert', key: ['1'], after: { id: '1' } }]));
+    await out.events(held);
+    await out.watermark(log.watermark());
+    await out.flush();
+    const committer = await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url, retry: { initialDelayMs: 50, maxDelayMs: 300 } });
+    const readiness = await waitFor(
+      async () => {
+        const ready = committer.readiness();
+        return !ready.ok && ready.detail?.includes('SINK_SCHEMA_HELD') ? ready : undefined;
+      },
+      { what: 'the committer holding on the NOT NULL column', timeoutMs: 15_000 },
+    );
+    expect(readiness.detail).toContain('column=note');
+    await sink.db.query(`ALTER TABLE ${t} ALTER COLUMN note DROP NOT NULL`);
+    await waitForWatermark(sink.db, pipeline, P, log.lamport);
+    expect((await sink.db.query(`SELECT id, note FROM ${t}`)).rows).toEqual([{ id: 1, note: null }]);
+    expect(await deadLetters(bus, pipeline)).toEqual([]);
+  });
 });

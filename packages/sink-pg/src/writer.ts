@@ -404,6 +404,11 @@ export class SinkWriter {
         if (SHAPE_REFUSALS.has(refusal.kind)) throw this.#held(refusal, event);
         // A value its own source type holds, refused by a narrower sink column: the sink's shape, not the data.
         if (await this.#validAtSource(refusal, event)) throw this.#held(refusal, event);
+        // NOT NULL on a sink column the events no longer carry (dropped on the source): the sink's shape too.
+        const column = refusal.context.column;
+        if (refusal.context.sqlstate === '23502' && typeof column === 'string' && event.after !== null && !(column in event.after)) {
+          throw this.#held(refusal, event);
+        }
         plan.refused.set(item, refusal);
       }
     }
