@@ -75,6 +75,7 @@ export async function runCommitter(hooks: CommitterHooks = {}): Promise<void> {
             sinkName: config.SINK_NAME,
             logger,
             tableMap: config.TABLE_MAP,
+            schemaChanges: config.SCHEMA_CHANGES,
             batchMaxEvents: config.BATCH_MAX_EVENTS,
             batchLingerMs: config.BATCH_LINGER_MS,
             ...(config.STREAM_TRANSACTIONS_ABOVE ? { streamAbove: config.STREAM_TRANSACTIONS_ABOVE } : {}),

@@ -62,6 +62,8 @@ export const committerConfigSchema = z
     // --- SINK=postgres
     SINK_DATABASE_URL: env.url(['postgres', 'postgresql'], 'postgres://user:password@host:5432/sink').optional(),
     TABLE_MAP: tableMap,
+    /** evolve: the sink table follows ADD COLUMN, widenings, new tables; fail: hold until the sink is fixed. */
+    SCHEMA_CHANGES: z.enum(['evolve', 'fail'], { message: "'evolve' or 'fail'" }).default(COMMITTER_DEFAULTS.schemaChanges),
     // --- SINK=kafka
     KAFKA_BROKERS: env
       .list()

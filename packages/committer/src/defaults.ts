@@ -23,6 +23,12 @@ export const COMMITTER_DEFAULTS = {
   positionsRetry: { initialDelayMs: 1_000, maxDelayMs: 10_000 },
   /** Least time between two publishes of positions to etcd (each put is an fsync there). */
   positionsIntervalMs: 100,
+  /**
+   * SCHEMA_CHANGES: `evolve` — the PostgreSQL sink adds columns, widens types and creates
+   * tables to follow the source; `fail` — the committer holds at the first change the
+   * sink table does not fit, until the operator changes the sink. Never a dead letter.
+   */
+  schemaChanges: 'evolve' as 'evolve' | 'fail',
   /** How long a stopping committer waits for its last positions to reach etcd. */
   positionsFlushMs: 5_000,
 } as const;

@@ -59,6 +59,8 @@ export class CommitterRun<Batch> {
     return this.#state;
   }
 
+  #lastError: string | undefined;
+
   /** The non-retriable error that stopped the loop, once there is one. */
   get fatal(): unknown {
     return this.#fatal;
@@ -68,7 +70,9 @@ export class CommitterRun<Batch> {
   readiness(): { ok: boolean; detail?: string } {
     const loop = this.#loop?.state;
     if (this.#state !== 'running') return { ok: false, detail: `${this.#options.name} ${this.#state}` };
-    if (loop === 'failed' || loop === 'retry') return { ok: false, detail: `retrying after ${this.#loop?.consecutiveFailures} failure(s)` };
+    if (loop === 'failed' || loop === 'retry') {
+      return { ok: false, detail: `retrying after ${this.#loop?.consecutiveFailures} failure(s)${this.#lastError ? `: ${this.#lastError}` : ''}` };
+    }
     return { ok: true };
   }
 
@@ -81,6 +85,8 @@ export class CommitterRun<Batch> {
       clock: this.#options.clock ?? systemClock,
       onError: (error) => {
         this.#options.onFailure?.();
+        // What /readyz shows while retrying: a held schema change names table, column, event and LSN.
+        this.#lastError = describeFailure(error);
         // Retrying cannot help a fenced or otherwise non-retriable committer: stop.
         if (error instanceof CdcError && !error.retriable) {
           this.#fatal = error;
@@ -119,4 +125,18 @@ export class CommitterRun<Batch> {
     this.#options.logProgress();
     this.#resolveDone(failure);
   }
+}
+
+/** One line for /readyz: the error's code, message and where (table, column, event, LSN). */
+function describeFailure(error: unknown): string {
+  if (!(error instanceof Error)) return String(error).slice(0, 500);
+  const where =
+    error instanceof CdcError
+      ? ['table', 'column', 'eventId', 'lsn']
+          .filter((key) => error.context[key] !== undefined)
+          .map((key) => `${key}=${String(error.context[key])}`)
+          .join(' ')
+      : '';
+  const code = error instanceof CdcError ? `${error.code} ` : '';
+  return `${code}${error.message}${where ? ` [${where}]` : ''}`.slice(0, 1_000);
 }

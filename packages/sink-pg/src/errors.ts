@@ -131,3 +131,26 @@ export function fromPgError(error: unknown, context: SinkErrorContext): CdcError
       return new SinkUnavailableError(`sink failed transiently: ${message}`, full, error);
   }
 }
+
+/**
+ * The sink's table does not fit valid data (a column or the table is missing, a type the
+ * sink cannot take) and SCHEMA_CHANGES=fail, or evolve could not fix it. Retriable: the
+ * committer HOLDS — applies and commits nothing past the change, retries with back-off and
+ * shows this error in /readyz — until the operator fixes the sink; valid data is never
+ * dead-lettered for the sink's shape.
+ */
+export class SinkSchemaError extends CdcError {
+  declare readonly context: SinkErrorContext;
+
+  constructor(
+    readonly reason: RefusalKind | 'type_narrower' | 'type_unknown' | 'evolve_failed',
+    message: string,
+    context: SinkErrorContext,
+    cause?: unknown,
+  ) {
+    super(message, { code: 'SINK_SCHEMA_HELD', retriable: true, context, cause });
+  }
+}
+
+/** Refusals that are about the sink table's shape, not the event's data: held, never dead-lettered. */
+export const SHAPE_REFUSALS: ReadonlySet<RefusalKind> = new Set(['table_missing', 'table_unusable', 'no_primary_key', 'column_missing']);

@@ -21,12 +21,15 @@ export { SinkWriter } from './writer.ts';
 export type { SinkSession, ApplyRequest, ApplyOutcome, ChunkOutcome, Refusal } from './writer.ts';
 export { TableCatalog, ensureBookkeeping, parseTableMap } from './schema.ts';
 export type { SinkTable, SinkColumn } from './schema.ts';
+export { widening, typeNameForOid, shapeChanges, createTableSql, BUILTIN_TYPES } from './evolve.ts';
+export type { SchemaChanges, Widening, ShapeChange } from './evolve.ts';
 export { acquireEpoch } from './checkpoints.ts';
 export {
   FencedError,
   SinkRefusedError,
   SinkUnavailableError,
   SinkStatementError,
+  SinkSchemaError,
   classifyPgError,
   fromPgError,
 } from './errors.ts';

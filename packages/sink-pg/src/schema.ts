@@ -13,7 +13,12 @@
  *   stale arrivals cannot overwrite a newer row (PITFALLS 1, 11, 15). The pair is not
  *   comparable across sources: one sink table is fed by one source.
  */
-import type { Pool, PoolClient } from 'pg';
+import type { Pool, PoolClient, QueryResult, QueryResultRow } from 'pg';
+
+/** A pool or one connection (an open transaction). */
+export interface Queryable {
+  query<R extends QueryResultRow = QueryResultRow>(text: string, values?: unknown[]): Promise<QueryResult<R>>;
+}
 import { SinkRefusedError, fromPgError } from './errors.ts';
 
 export const GUARD_LSN = '_cdc_lsn';
@@ -88,6 +93,8 @@ export interface SinkColumn {
   readonly maxLength: number | undefined;
   readonly generated: boolean;
   readonly position: number;
+  /** pg_type OID of the column's type (compared with the event's columnTypes to widen it). */
+  readonly typeOid?: number;
   /**
    * The type is an array (or a domain over one): a key probe `pk = ANY(…)` cannot be built
    * on it (an array of arrays would be one multi-dimensional array). Unset: from the `[]`
@@ -111,6 +118,7 @@ SELECT a.attname                                AS name,
        format_type(a.atttypid, NULL)            AS cast_type,
        format_type(a.atttypid, a.atttypmod)     AS full_type,
        a.atttypmod                              AS typmod,
+       a.atttypid::int                          AS type_oid,
        t.typname                                AS typname,
        t.typcategory = 'A'                      AS is_array,
        a.attgenerated <> ''                     AS generated,
@@ -129,6 +137,7 @@ interface IntrospectRow {
   cast_type: string;
   full_type: string;
   typmod: number;
+  type_oid: number;
   typname: string;
   is_array: boolean;
   generated: boolean;
@@ -160,19 +169,30 @@ export class TableCatalog {
     this.#cache.delete(sourceTable);
   }
 
-  /** The sink table for a source table, or the refusal that makes its events poison. */
-  async resolve(sourceTable: string): Promise<SinkTable | SinkRefusedError> {
+  /** Forgets every cached shape: after a rollback that may have undone schema changes made in it. */
+  clear(): void {
+    this.#cache.clear();
+  }
+
+  /**
+   * The sink table for a source table, or the refusal that makes its events poison.
+   * `via`: the open transaction's connection, so a table or column added in it is seen.
+   */
+  async resolve(sourceTable: string, via?: Queryable): Promise<SinkTable | SinkRefusedError> {
     const cached = this.#cache.get(sourceTable);
     if (cached) return cached;
     const display = this.sinkNameOf(sourceTable);
     const { schema, name } = splitName(display);
-    let rows = await this.#introspect(schema, name, display);
+    const db = via ?? this.#pool;
+    let rows = await this.#introspect(db, schema, name, display);
     if (rows.length === 0) {
       return new SinkRefusedError('table_missing', `sink table ${display} does not exist`, { table: display });
     }
     if (!rows.some((row) => row.name === GUARD_LSN) || !rows.some((row) => row.name === GUARD_SEQ)) {
       const qualified = `${quoteIdent(schema)}.${quoteIdent(name)}`;
       try {
+        // On the pool, committed at once: in the batch's transaction it would hold the
+        // table's ACCESS EXCLUSIVE lock for as long as that transaction (a streamed one) is open.
         await this.#pool.query(
           `ALTER TABLE ${qualified} ADD COLUMN IF NOT EXISTS ${GUARD_LSN} pg_lsn, ADD COLUMN IF NOT EXISTS ${GUARD_SEQ} integer`,
         );
@@ -181,7 +201,7 @@ export class TableCatalog {
         if (cause.retriable) throw cause;
         return new SinkRefusedError('table_unusable', `cannot add the version guard columns to ${display}: ${cause.message}`, { table: display }, error);
       }
-      rows = await this.#introspect(schema, name, display);
+      rows = await this.#introspect(db, schema, name, display);
     }
     const primaryKey = rows
       .filter((row) => row.pk_position !== null)
@@ -199,6 +219,7 @@ export class TableCatalog {
         maxLength: (row.typname === 'varchar' || row.typname === 'bpchar') && row.typmod > 4 ? row.typmod - 4 : undefined,
         generated: row.generated,
         position: row.position,
+        typeOid: row.type_oid,
         array: row.is_array,
       });
     }
@@ -207,9 +228,9 @@ export class TableCatalog {
     return table;
   }
 
-  async #introspect(schema: string, name: string, display: string): Promise<IntrospectRow[]> {
+  async #introspect(db: Queryable, schema: string, name: string, display: string): Promise<IntrospectRow[]> {
     try {
-      return (await this.#pool.query<IntrospectRow>(INTROSPECT, [schema, name])).rows;
+      return (await db.query<IntrospectRow>(INTROSPECT, [schema, name])).rows;
     } catch (error) {
       throw fromPgError(error, { table: display });
     }

@@ -20,6 +20,7 @@ import pg from 'pg';
 import { acquireEpoch, readCheckpoints } from './checkpoints.ts';
 import { FencedError, fromPgError } from './errors.ts';
 import { TableCatalog, ensureBookkeeping } from './schema.ts';
+import type { SchemaChanges } from './evolve.ts';
 import { SinkWriter, type Refusal, type SinkSession } from './writer.ts';
 
 export interface PgSinkOptions {
@@ -34,6 +35,8 @@ export interface PgSinkOptions {
   readonly tableMap?: ReadonlyMap<string, string> | undefined;
   /** Aborts the connection attempts at start. */
   readonly signal?: AbortSignal | undefined;
+  /** SCHEMA_CHANGES: evolve (default) follows the source's shape; fail holds until the sink is fixed (evolve.ts). */
+  readonly schemaChanges?: SchemaChanges | undefined;
 }
 
 /** The committer over a PostgreSQL sink: the loop's options and the sink's. */
@@ -83,7 +86,13 @@ export class PgSink implements Sink<PgSinkStats> {
     this.#options = options;
     this.#logger = logger;
     this.#pool = pool;
-    this.#writer = new SinkWriter({ pool, catalog: new TableCatalog(pool, options.tableMap), pipeline: options.pipeline, logger });
+    this.#writer = new SinkWriter({
+      pool,
+      catalog: new TableCatalog(pool, options.tableMap),
+      pipeline: options.pipeline,
+      logger,
+      schemaChanges: options.schemaChanges,
+    });
     this.#stats = { epoch, rowsWritten: 0, isolatedBatches: 0, streamedTransactions: 0 };
   }
 

@@ -27,7 +27,8 @@ import type { Logger } from '@cdc/runtime';
 import type { Pool, PoolClient } from 'pg';
 import { buildStatements, planEvent, type GroupLimits, type RowOp, type Statement } from './apply.ts';
 import { alreadyCommitted, assertOwner, writeCheckpoints } from './checkpoints.ts';
-import { SinkRefusedError, classifyPgError, fromPgError, pgFields, sqlstateOf } from './errors.ts';
+import { SHAPE_REFUSALS, SinkRefusedError, SinkSchemaError, classifyPgError, fromPgError, pgFields, sqlstateOf } from './errors.ts';
+import { createTableSql, shapeChanges, sinkTypeLookup, typeNameForOid, type SchemaChanges } from './evolve.ts';
 import type { LaneCheckpoint } from '@cdc/committer';
 import type { SinkTable, TableCatalog } from './schema.ts';
 
@@ -113,6 +114,8 @@ export class SinkSession {
     await this.#client.query('ROLLBACK').catch(() => {
       broken = true;
     });
+    // Schema changes made in the transaction are gone with it.
+    this.#writer.forgetShapes();
     this.#end(broken);
   }
 
@@ -125,6 +128,7 @@ export class SinkSession {
       await this.#client.query('ROLLBACK').catch(() => {
         broken = true;
       });
+      this.#writer.forgetShapes();
       this.#end(broken);
       throw fromPgError(error, {});
     }
@@ -147,13 +151,30 @@ export class SinkWriter {
   readonly #pipeline: string;
   readonly #logger: Logger;
   readonly #limits: GroupLimits | undefined;
+  readonly #schemaChanges: SchemaChanges;
+  /** Event shapes each cached table was found to take; a refreshed table is a new object, checked anew. */
+  readonly #fitted = new WeakMap<SinkTable, Set<string>>();
 
-  constructor(options: { pool: Pool; catalog: TableCatalog; pipeline: string; logger: Logger; groupLimits?: GroupLimits }) {
+  constructor(options: {
+    pool: Pool;
+    catalog: TableCatalog;
+    pipeline: string;
+    logger: Logger;
+    groupLimits?: GroupLimits;
+    /** evolve (default): the sink table follows the events' shape; fail: hold until the operator fixes it. */
+    schemaChanges?: SchemaChanges | undefined;
+  }) {
     this.#pool = options.pool;
     this.#catalog = options.catalog;
     this.#pipeline = options.pipeline;
     this.#logger = options.logger;
     this.#limits = options.groupLimits;
+    this.#schemaChanges = options.schemaChanges ?? 'evolve';
+  }
+
+  /** Drops the cached table shapes (after a rollback that may have undone DDL made in it). */
+  forgetShapes(): void {
+    this.#catalog.clear();
   }
 
   get pipeline(): string {
@@ -199,7 +220,7 @@ export class SinkWriter {
 
   /** Inside an open transaction: the chunk's statements under a savepoint, event by event if the sink refuses one. */
   async applyChunk(client: PoolClient, events: readonly ChangeEvent[]): Promise<ChunkOutcome> {
-    let plan = await this.#plan(events);
+    let plan = await this.#plan(client, events);
     let mode: ChunkOutcome['mode'] = 'batched';
     let counts: { statements: number; rows: number };
     await client.query('SAVEPOINT cdc_chunk');
@@ -215,7 +236,7 @@ export class SinkWriter {
       } else {
         this.#logger.info({ sqlstate: sqlstateOf(error), err: error }, 'sink refused a batched statement; applying event by event');
       }
-      plan = await this.#plan(events);
+      plan = await this.#plan(client, events);
       mode = 'isolated';
       counts = await this.#runIsolated(client, plan, events);
     }
@@ -224,28 +245,86 @@ export class SinkWriter {
     return { mode, statements: counts.statements, rowsWritten: counts.rows, refusals };
   }
 
-  /** Resolves sink tables and plans each event; schema mismatches are refusals before any SQL runs. */
-  async #plan(events: readonly ChangeEvent[]): Promise<Plan> {
+  /**
+   * Resolves sink tables and plans each event; schema mismatches are found before any SQL
+   * runs. evolve: the sink table is made to fit (evolve.ts), in this transaction. A shape
+   * problem that remains (fail, or what evolve cannot fix) is thrown as SinkSchemaError:
+   * retriable, the committer holds; it is never a dead letter.
+   */
+  async #plan(client: PoolClient, events: readonly ChangeEvent[]): Promise<Plan> {
     const ops: RowOp[] = [];
     const refused = new Map<number, SinkRefusedError>();
     const refreshed = new Set<string>();
+    const lookup = sinkTypeLookup(client);
     for (let item = 0; item < events.length; item++) {
       const event = events[item];
       if (event === undefined) continue;
       const context = { lsn: event.commitLsn, eventId: event.eventId };
-      let table = await this.#catalog.resolve(event.table);
-      let planned = table instanceof SinkRefusedError ? table : planEvent(event, table, item);
+      let table = await this.#catalog.resolve(event.table, client);
+      if (table instanceof SinkRefusedError && table.kind === 'table_missing' && this.#schemaChanges === 'evolve') {
+        const sql = await createTableSql(this.#catalog.sinkNameOf(event.table), event, lookup);
+        if (sql instanceof SinkSchemaError) throw sql;
+        await this.#ddl(client, sql, event, 'created the sink table');
+        this.#catalog.invalidate(event.table);
+        table = await this.#catalog.resolve(event.table, client);
+      }
+      if (table instanceof SinkRefusedError) throw this.#held(table.withContext(context), event);
+      if (this.#schemaChanges === 'evolve' && !this.#fits(table, event)) {
+        const changes = await shapeChanges(event, table, lookup);
+        if (changes instanceof SinkSchemaError) throw changes;
+        if (changes.length > 0) {
+          for (const change of changes) await this.#ddl(client, change.sql, event, change.what, change.column);
+          this.#catalog.invalidate(event.table);
+          const evolved = await this.#catalog.resolve(event.table, client);
+          if (evolved instanceof SinkRefusedError) throw this.#held(evolved.withContext(context), event);
+          table = evolved;
+        }
+        this.#fitted.get(table)?.add(shapeKey(event)) ?? this.#fitted.set(table, new Set([shapeKey(event)]));
+      }
+      let planned = planEvent(event, table, item);
       // A column the cached schema lacks may have been added since: look once more.
       if (planned instanceof SinkRefusedError && planned.kind === 'column_missing' && !refreshed.has(event.table)) {
         refreshed.add(event.table);
         this.#catalog.invalidate(event.table);
-        table = await this.#catalog.resolve(event.table);
-        planned = table instanceof SinkRefusedError ? table : planEvent(event, table, item);
+        const again = await this.#catalog.resolve(event.table, client);
+        planned = again instanceof SinkRefusedError ? again : planEvent(event, again, item);
       }
+      if (planned instanceof SinkRefusedError && SHAPE_REFUSALS.has(planned.kind)) throw this.#held(planned.withContext(context), event);
       if (planned instanceof SinkRefusedError) refused.set(item, planned.withContext(context));
       else ops.push(...planned);
     }
     return { ops, refused };
+  }
+
+  /** The table already takes events of this shape (columns and their OIDs): checked once per cached table object. */
+  #fits(table: SinkTable, event: ChangeEvent): boolean {
+    return this.#fitted.get(table)?.has(shapeKey(event)) ?? false;
+  }
+
+  /** One schema change on the sink, in the batch's transaction; a failure holds the committer. */
+  async #ddl(client: PoolClient, sql: string, event: ChangeEvent, what: string, column?: string): Promise<void> {
+    const context = { table: this.#catalog.sinkNameOf(event.table), lsn: event.commitLsn, eventId: event.eventId, ...(column ? { column } : {}) };
+    try {
+      await client.query(sql);
+    } catch (error) {
+      const cause = fromPgError(error, context);
+      if (cause.retriable) throw cause;
+      throw new SinkSchemaError('evolve_failed', `SCHEMA_CHANGES=evolve could not change ${context.table}: ${cause.message}; change the sink table by hand`, context, error);
+    }
+    this.#logger.info({ ...context, event_id: event.eventId, sql }, `schema change followed on the sink: ${what}`);
+  }
+
+  /** A refusal about the sink table's shape, as the error that holds the committer. */
+  #held(refusal: SinkRefusedError, event: ChangeEvent): SinkSchemaError {
+    this.#catalog.invalidate(event.table);
+    const fix = this.#schemaChanges === 'fail' ? 'SCHEMA_CHANGES=fail' : 'SCHEMA_CHANGES=evolve cannot fix it';
+    return new SinkSchemaError(
+      refusal.kind,
+      `holding at ${refusal.context.table ?? event.table}${typeof refusal.context.column === 'string' ? ` column ${refusal.context.column}` : ''} ` +
+        `(event ${event.eventId}, LSN ${event.commitLsn}): ${refusal.message}; ${fix}: change the sink table and the committer goes on by itself`,
+      { ...refusal.context, table: refusal.context.table ?? event.table, lsn: event.commitLsn, eventId: event.eventId },
+      refusal,
+    );
   }
 
   /**
@@ -320,10 +399,44 @@ export class SinkWriter {
         if (classifyPgError(error) !== 'refusal') throw error;
         await client.query('ROLLBACK TO SAVEPOINT cdc_event');
         await client.query('RELEASE SAVEPOINT cdc_event');
-        plan.refused.set(item, await this.#describe(error, event, ops));
+        const refusal = await this.#describe(error, event, ops);
+        // The table changed under us (a column dropped on the sink …): hold, never dead-letter.
+        if (SHAPE_REFUSALS.has(refusal.kind)) throw this.#held(refusal, event);
+        // A value its own source type holds, refused by a narrower sink column: the sink's shape, not the data.
+        if (await this.#validAtSource(refusal, event)) throw this.#held(refusal, event);
+        // NOT NULL on a sink column the events no longer carry (dropped on the source): the sink's shape too.
+        const column = refusal.context.column;
+        if (refusal.context.sqlstate === '23502' && typeof column === 'string' && event.after !== null && !(column in event.after)) {
+          throw this.#held(refusal, event);
+        }
+        plan.refused.set(item, refusal);
       }
     }
     return { statements, rows };
+  }
+
+  /**
+   * A value refusal (22xxx) whose value is valid in the type the SOURCE declared for it
+   * (its columnTypes OID, probed on a pool connection): the sink column is narrower (a
+   * shorter varchar, a smaller numeric, an incompatible type change) — held, not a dead
+   * letter. A value invalid in its own type, or without a known type, is input that can
+   * never be applied: dead-lettered.
+   */
+  async #validAtSource(refusal: SinkRefusedError, event: ChangeEvent): Promise<boolean> {
+    const column = refusal.context.column;
+    if (refusal.kind !== 'value_refused' || typeof column !== 'string') return false;
+    const oid = event.columnTypes[column];
+    const value = event.after?.[column];
+    if (oid === undefined || value === undefined || value === null) return false;
+    const type = await typeNameForOid(oid, sinkTypeLookup(this.#pool));
+    if (type === undefined) return false;
+    try {
+      await this.#pool.query(`SELECT $1::${type}`, [value]);
+      return true;
+    } catch (probe) {
+      if (classifyPgError(probe) === 'refusal') return false;
+      throw fromPgError(probe, { table: refusal.context.table, column, lsn: event.commitLsn, eventId: event.eventId });
+    }
   }
 
   /** The refusal with the column named: from the server when it says, else by probing each value's cast. */
@@ -370,4 +483,11 @@ export class SinkWriter {
     }
     return undefined;
   }
+}
+
+/** The columns an event writes and their type OIDs: what evolve checks a table against. */
+function shapeKey(event: ChangeEvent): string {
+  let key = '';
+  for (const column of Object.keys(event.after ?? event.before ?? {})) key += `${column}\u0000${event.columnTypes[column] ?? ''}\u0001`;
+  return key;
 }
