@@ -8,7 +8,7 @@
  *  - Watermark: a promise from a source that every event with lamport <= W was published.
  *  - Checkpoint: what a stage has durably done, per partition.
  *
- * Wire format: JSON, one message per event, on JetStream. bigint fields travel as
+ * Wire format: JSON, many events per JetStream message (wire.ts). bigint fields travel as
  * decimal strings, LSNs as PostgreSQL text ('X/Y').
  */
 import { hash } from 'node:crypto';
