@@ -3,7 +3,7 @@
  * error; defaults are filled here and nowhere else.
  */
 import { WIRE_DEFAULTS } from '@cdc/core';
-import { READER_DEFAULTS } from '@cdc/pg-source';
+import { READER_DEFAULTS, SNAPSHOT_DEFAULTS, SNAPSHOT_MODES } from '@cdc/pg-source';
 import { env, z } from '@cdc/runtime';
 
 const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$/;
@@ -41,6 +41,11 @@ export const readerConfigSchema = z
     // replication socket has nothing more buffered, and before every watermark.
     BATCH_MAX_EVENTS: env.positiveInt(WIRE_DEFAULTS.batchMaxEvents),
     BATCH_MAX_BYTES: env.positiveInt(WIRE_DEFAULTS.batchMaxBytes),
+    // initial: existing rows are read once the slot is created; initial_only: that, then the
+    // reader stops; never: changes from the slot's start only. Backfills (signal table, CLI) run in every mode.
+    SNAPSHOT_MODE: z.enum(SNAPSHOT_MODES as [string, ...string[]]).default('initial').transform((mode) => mode as (typeof SNAPSHOT_MODES)[number]),
+    SNAPSHOT_CHUNK_ROWS: env.positiveInt(SNAPSHOT_DEFAULTS.chunkRows),
+    SNAPSHOT_PARALLELISM: env.positiveInt(SNAPSHOT_DEFAULTS.parallelism),
     HEALTH_PORT: env.healthPort(),
     LOG_LEVEL: env.logLevel(),
   })

@@ -7,7 +7,7 @@
  */
 import { Bus } from '@cdc/bus';
 import { CheckpointStore } from '@cdc/checkpoint';
-import { READER_DEFAULTS, Reader, setupSource } from '@cdc/pg-source';
+import { READER_DEFAULTS, Reader, describeProgress, setupSource } from '@cdc/pg-source';
 import { HealthServer, loadConfig, redactConfig, runApp, untilAborted } from '@cdc/runtime';
 import { readerConfigSchema } from './config.ts';
 
@@ -30,6 +30,7 @@ await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
     publicationName: config.PUBLICATION_NAME,
     slotName: config.SLOT_NAME,
     logger: log,
+    snapshot: config.SNAPSHOT_MODE,
   });
   log.info(
     {
@@ -61,6 +62,9 @@ await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
     logger: log,
     prepared,
     signal,
+    snapshot: config.SNAPSHOT_MODE,
+    snapshotChunkRows: config.SNAPSHOT_CHUNK_ROWS,
+    snapshotParallelism: config.SNAPSHOT_PARALLELISM,
   });
   defer('reader', () => reader.close());
 
@@ -71,6 +75,11 @@ await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
     return { ok: state === 'running', detail: state };
   });
   health.addCheck('nats', () => bus.readiness());
+  // Progress only: a snapshot in progress does not make the reader unready.
+  health.addCheck('snapshot', () => {
+    const jobs = reader.stats().snapshots.filter((job) => job.status === 'running' || job.status === 'pending' || job.status === 'failed');
+    return { ok: true, detail: jobs.length === 0 ? 'none running' : jobs.map((job) => `${job.table}: ${describeProgress(job)}`).join('; ') };
+  });
   log.info({ port: health.port }, 'health server listening');
 
   const progress = setInterval(() => {
@@ -85,11 +94,20 @@ await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
         in_flight: stats.inFlight,
         restarts: stats.restarts,
         dead_lettered: stats.deadLettered,
+        snapshot_rows: stats.snapshotRows,
       },
       'progress',
     );
   }, READER_DEFAULTS.progressIntervalMs);
   defer('progress', () => clearInterval(progress));
+
+  if (config.SNAPSHOT_MODE === 'initial_only') {
+    // Stop once the initial snapshot is published (close() drains it to JetStream).
+    void reader.initialSnapshotDone().then(async () => {
+      log.info('SNAPSHOT_MODE=initial_only: the initial snapshot is published; the reader stops');
+      await reader.close();
+    });
+  }
 
   const failure = await Promise.race([untilAborted(signal).then(() => undefined), reader.closed()]);
   if (failure) throw failure;

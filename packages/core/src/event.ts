@@ -13,7 +13,15 @@
  */
 import { hash } from 'node:crypto';
 
-export type Op = 'insert' | 'update' | 'delete' | 'truncate';
+/**
+ * `read`: a row of a snapshot chunk (snapshot.ts in @cdc/pg-source), not a WAL change: the
+ * row as it was at its chunk's high watermark, placed in the stream at that watermark's
+ * transaction, so it is ordered, deduplicated and version-guarded like any change.
+ */
+export type Op = 'insert' | 'update' | 'delete' | 'truncate' | 'read';
+
+/** What started the snapshot a `read` belongs to: the pipeline's first start, or a backfill asked for later. */
+export type SnapshotKind = 'initial' | 'incremental';
 
 /** Column values in PostgreSQL text form; null is SQL NULL. */
 export type Row = Readonly<Record<string, string | null>>;
@@ -55,6 +63,15 @@ export interface ChangeEvent {
   readonly lamport: string;
   readonly eventId: EventId;
   readonly traceId: string;
+  /** op `read` only: which snapshot the row comes from. */
+  readonly snapshot?: SnapshotKind;
+  /**
+   * A streamed change of a table whose snapshot has not finished: when it needs a row the
+   * sink does not have yet (an update that left TOAST columns unchanged), that row arrives
+   * whole, with this change in it, from a later snapshot chunk — the sink may skip it
+   * instead of refusing it. Absent on every other change.
+   */
+  readonly snapshotPending?: true;
 }
 
 /**
@@ -121,6 +138,15 @@ export function computeEventId(parts: {
   const text = `${parts.source}:${parts.table}:${keyText(parts.key)}:${parts.lsn}:${parts.commitLsn}/${parts.seq}`;
   // crypto.hash: the one-shot form of createHash (same digest), ~1 µs less per event than a Hash object.
   return hash('sha256', text, 'hex').slice(0, 32) as EventId;
+}
+
+/**
+ * The id of a snapshot read (op `read`): one per key per high-watermark transaction,
+ * whatever its place in the chunk — a chunk read again after a restart may number its rows
+ * differently, and its rows must still be recognised by the gate.
+ */
+export function computeReadEventId(parts: { source: string; table: string; key: readonly (string | null)[]; commitLsn: string }): EventId {
+  return hash('sha256', `${parts.source}:${parts.table}:${keyText(parts.key)}:read@${parts.commitLsn}`, 'hex').slice(0, 32) as EventId;
 }
 
 /** FNV-1a 32-bit: fast, stable across processes and versions (unlike any runtime hash). */

@@ -20,7 +20,7 @@ export { retry, backoffDelay, Backoff, pollUntil, withinMs, defaultIsRetriable, 
 export type { RetryOptions, BackoffPolicy } from './retry.ts';
 export { systemClock, sleep } from './clock.ts';
 export type { Clock, Cancel } from './clock.ts';
-export { computeEventId, partitionOf, asPartition, keyText } from './event.ts';
+export { computeEventId, computeReadEventId, partitionOf, asPartition, keyText } from './event.ts';
 export type {
   ChangeEvent,
   SourceHeartbeat,
@@ -29,6 +29,7 @@ export type {
   RawMessage,
   OrderedMessage,
   Op,
+  SnapshotKind,
   Row,
   Partition,
   EventId,

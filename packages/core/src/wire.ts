@@ -159,7 +159,7 @@ const INDEX_PREFIX = new TextEncoder().encode('{"kind":"index"');
 
 const LF = 0x0a;
 const DECIMAL = /^(0|[1-9][0-9]*)$/;
-const OPS = new Set(['insert', 'update', 'delete', 'truncate']);
+const OPS = new Set(['insert', 'update', 'delete', 'truncate', 'read']);
 
 function text(bytes: Uint8Array, start: number, end: number): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset + start, end - start).toString('utf8');
@@ -460,7 +460,7 @@ function changeProblem(r: Record<string, unknown>): string | undefined {
   if (!nonEmpty(r.source)) return 'source must be a non-empty string';
   if (!nonEmpty(r.table)) return 'table must be a non-empty string';
   if (!nonEmpty(r.eventId)) return 'eventId must be a non-empty string';
-  if (!OPS.has(r.op as string)) return "op must be 'insert', 'update', 'delete' or 'truncate'";
+  if (!OPS.has(r.op as string)) return "op must be 'insert', 'update', 'delete', 'truncate' or 'read'";
   if (!Array.isArray(r.key)) return 'key must be an array';
   if (!Array.isArray(r.keyColumns)) return 'keyColumns must be an array';
   if (typeof r.commitLsn !== 'string') return 'commitLsn must be an LSN (X/Y)';

@@ -183,7 +183,7 @@ describe('many events per message', () => {
     // A slim item without its index cannot be placed: poison, never a guess.
     expect(only(decodeRawMessage(second.bytes))).toMatchObject({ kind: 'poison', code: 'INVALID_MESSAGE' });
     // A field this version does not know travels in the item.
-    const newer = { ...events[0]!, snapshot: 'last' } as ChangeEvent;
+    const newer = { ...events[0]!, futureField: 'x' } as unknown as ChangeEvent;
     const withField = new BatchCutter();
     withField.add(encodeChangeItem(newer), { lamport: 17n, source: 'pg1', commitLsn: Lsn.parse('0/16'), seq: 0 }, newer);
     expect(only(decodeRawMessage(withField.take()!.data))).toMatchObject({ kind: 'change', value: newer });

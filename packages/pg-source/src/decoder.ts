@@ -23,6 +23,9 @@
  *   Delete                  → delete(key, before = old row, or just the key columns)
  *   Truncate                → one `truncate` per table, key [] (partition 0)
  *   Message 'cdc-heartbeat' → no event; a transaction with no changes is heartbeat-only
+ *   Message 'cdc-snapshot'  → a snapshot watermark (snapshot.ts): the reader turns a high
+ *                             watermark into the chunk's `read` events (readEvent), in
+ *                             this transaction, before its commit
  * Unchanged TOAST columns are listed in `unchanged` and absent from `after`, never null
  * (PITFALLS 5). A change the decoder cannot key or place is a PoisonEventError for the
  * dead-letter subject; the transaction goes on.
@@ -33,14 +36,16 @@ import {
   Lsn,
   PoisonEventError,
   computeEventId,
+  computeReadEventId,
   keyText,
   type ChangeEvent,
   type Op,
   type Row,
+  type SnapshotKind,
 } from '@cdc/core';
 import type { Pgoutput } from 'pg-logical-replication';
 import { ReplicationError } from './errors.ts';
-import { HEARTBEAT_PREFIX, type SourceMessage } from './pgoutput.ts';
+import { HEARTBEAT_PREFIX, SNAPSHOT_PREFIX, type SourceMessage } from './pgoutput.ts';
 
 export interface DecoderTable {
   /** `schema.table` */
@@ -62,7 +67,9 @@ export type Decoded =
       /** True for a transaction that carried only our WAL heartbeat message. */
       readonly heartbeat: boolean;
     }
-  | { readonly type: 'poison'; readonly error: PoisonEventError };
+  | { readonly type: 'poison'; readonly error: PoisonEventError }
+  /** A snapshot watermark message (its JSON content, parsed by snapshot.ts), at WAL position `lsn`. */
+  | { readonly type: 'snapshot'; readonly content: string; readonly lsn: string };
 
 interface KnownRelation {
   readonly table: string;
@@ -90,14 +97,23 @@ export class PgoutputDecoder {
   readonly #database: string | undefined;
   readonly #tables: ReadonlyMap<string, DecoderTable>;
   readonly #clock: LamportClock;
+  readonly #snapshotPending: ((table: string) => boolean) | undefined;
   readonly #relations = new Map<number, KnownRelation>();
   #tx: Transaction | undefined;
 
-  constructor(options: { source: string; database?: string; tables: Iterable<DecoderTable>; clock: LamportClock }) {
+  /** `snapshotPending(table)`: the table's snapshot has not finished (its changes get `snapshotPending`). */
+  constructor(options: {
+    source: string;
+    database?: string;
+    tables: Iterable<DecoderTable>;
+    clock: LamportClock;
+    snapshotPending?: (table: string) => boolean;
+  }) {
     this.#source = options.source;
     this.#database = options.database;
     this.#tables = new Map([...options.tables].map((t) => [t.table, t]));
     this.#clock = options.clock;
+    this.#snapshotPending = options.snapshotPending;
   }
 
   get clock(): LamportClock {
@@ -127,6 +143,9 @@ export class PgoutputDecoder {
         return this.#truncate(message, at);
       case 'message':
         if (message.transactional && message.prefix === HEARTBEAT_PREFIX && this.#tx) this.#tx.heartbeat = true;
+        if (message.transactional && message.prefix === SNAPSHOT_PREFIX && this.#tx) {
+          return [{ type: 'snapshot', content: Buffer.from(message.content).toString('utf8'), lsn: at }];
+        }
         return [];
       case 'invalid':
         return [
@@ -290,8 +309,61 @@ export class PgoutputDecoder {
       lamport: tx.lamport.toString(),
       eventId,
       traceId: tx.traceId,
+      ...(this.#snapshotPending?.(relation.table) ? { snapshotPending: true as const } : {}),
     };
     return { type: 'change', event };
+  }
+
+  /**
+   * Reserves `count` places (seqs) in the open transaction for a snapshot chunk; returns
+   * the first. A row's seq is this plus its place in the chunk, also when some rows are
+   * left out, so a chunk read again numbers its rows the same way.
+   */
+  reserveSeqs(count: number, at: string): number {
+    const tx = this.#requireTx('snapshot read', at);
+    const first = tx.seq;
+    tx.seq += count;
+    return first;
+  }
+
+  /**
+   * A snapshot row as a `read` event of the open transaction (a high watermark's) at `seq`
+   * (from reserveSeqs): the transaction's stamp and commit LSN, an id per key (computeReadEventId).
+   */
+  readEvent(read: {
+    table: DecoderTable;
+    key: readonly (string | null)[];
+    row: Row;
+    columnTypes: Readonly<Record<string, number>>;
+    lsn: string;
+    seq: number;
+    snapshot: SnapshotKind;
+  }): ChangeEvent {
+    const tx = this.#requireTx('snapshot read', read.lsn);
+    const seq = read.seq;
+    tx.changes += 1;
+    return {
+      kind: 'change',
+      source: this.#source,
+      ...(this.#database === undefined ? {} : { database: this.#database }),
+      table: read.table.table,
+      keyColumns: read.table.keyColumns,
+      key: read.key,
+      op: 'read',
+      before: null,
+      after: read.row,
+      unchanged: [],
+      columnTypes: read.columnTypes,
+      lsn: read.lsn,
+      commitLsn: tx.commitLsn,
+      seq,
+      xid: tx.xid,
+      commitTs: tx.commitTs,
+      lamport: tx.lamport.toString(),
+      eventId: computeReadEventId({ source: this.#source, table: read.table.table, key: read.key, commitLsn: tx.commitLsn }),
+      traceId: tx.traceId,
+      snapshot: read.snapshot,
+    };
   }
 
   #requireTx(what: string, at: string): Transaction {

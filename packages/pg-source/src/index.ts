@@ -16,7 +16,21 @@ export { readTable, parseTableName } from './catalog.ts';
 export type { SourceTable, ReplicaIdentity } from './catalog.ts';
 export { PgoutputDecoder, isoMicros } from './decoder.ts';
 export type { Decoded, DecoderTable } from './decoder.ts';
-export { TextPgoutputPlugin, HEARTBEAT_PREFIX } from './pgoutput.ts';
+export { TextPgoutputPlugin, HEARTBEAT_PREFIX, SNAPSHOT_PREFIX } from './pgoutput.ts';
+export {
+  Snapshotter,
+  SnapshotError,
+  SNAPSHOT_DEFAULTS,
+  SNAPSHOT_MODES,
+  ensureSnapshotSchema,
+  queueInitialSnapshot,
+  requestBackfill,
+  readSnapshotJobs,
+  hasSnapshotSchema,
+  describeProgress,
+  overlay,
+} from './snapshot.ts';
+export type { SnapshotMode, SnapshotMark, SnapshotRead, SnapshotJobProgress, SnapshotterOptions } from './snapshot.ts';
 export type { SourceMessage, InvalidMessage } from './pgoutput.ts';
 export { restoreLamport, slotAheadOfRing } from './lamport-restore.ts';
 export type { AckEntry, LamportRestore } from './lamport-restore.ts';

@@ -22,6 +22,8 @@ import type { Client } from 'pg';
 import { PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
 
 export const HEARTBEAT_PREFIX = 'cdc-heartbeat';
+/** Prefix of the snapshot watermark messages (snapshot.ts). */
+export const SNAPSHOT_PREFIX = 'cdc-snapshot';
 
 export interface InvalidMessage {
   readonly tag: 'invalid';

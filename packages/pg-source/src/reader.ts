@@ -39,6 +39,7 @@ import { restoreLamport, slotAheadOfRing, type AckEntry } from './lamport-restor
 import type { SourceMessage } from './pgoutput.ts';
 import { HEADER_ROOM_BYTES, RawPublisher, type Watermark } from './raw-publisher.ts';
 import { assertUsableSlot, readSlot, setupSource, type PreparedSource } from './setup.ts';
+import { Snapshotter, hasSnapshotSchema, type SnapshotJobProgress, type SnapshotMode } from './snapshot.ts';
 import { ReplicationSession } from './stream.ts';
 import { superviseSessions } from './supervisor.ts';
 
@@ -84,6 +85,18 @@ export interface ReaderOptions {
   readonly watermarkIntervalMs?: number;
   /** How often etcd checkpoints are read for slot feedback. Default READER_DEFAULTS.ackIntervalMs. */
   readonly ackIntervalMs?: number;
+  /**
+   * Snapshots (snapshot.ts): `initial` reads every table's existing rows after the slot is
+   * created, `initial_only` too and then the reader stops, `never` reads none (backfills
+   * asked for through the signal table still run when the `_cdc` schema exists). Default
+   * `never` here; the reader app defaults to `initial`. Setup queues the initial jobs
+   * (setupSource's `snapshot`).
+   */
+  readonly snapshot?: SnapshotMode;
+  /** Rows per snapshot chunk. Default SNAPSHOT_DEFAULTS.chunkRows. */
+  readonly snapshotChunkRows?: number;
+  /** Tables snapshotted at the same time. Default SNAPSHOT_DEFAULTS.parallelism. */
+  readonly snapshotParallelism?: number;
   /** Aborting it closes the reader (also while Reader.create() is still connecting). */
   readonly signal?: AbortSignal;
   /** Reconnect policy of the replication session. */
@@ -114,6 +127,10 @@ export interface ReaderStats {
   /** What PostgreSQL was last told (the slot's confirmed_flush_lsn). */
   readonly confirmedLsn: string;
   readonly lamport: string;
+  /** Snapshot reads published. */
+  readonly snapshotRows: number;
+  /** The snapshot jobs this reader knows (running, pending, finished since it started). */
+  readonly snapshots: readonly SnapshotJobProgress[];
 }
 
 const STATUS_INTERVAL_MS = 10_000;
@@ -132,6 +149,7 @@ export class Reader {
   #state: ReaderState = 'created';
   #generation = 0;
   #session: ReplicationSession | undefined;
+  #snapshotter: Snapshotter | undefined;
   #decoder: PgoutputDecoder;
   #publisher: RawPublisher | undefined;
   #chain: Promise<void> = Promise.resolve();
@@ -152,6 +170,7 @@ export class Reader {
   #lastStatusAt = 0;
 
   #captured = 0;
+  #snapshotRows = 0;
   /** Events of the open transaction since its last progress mark. */
   #sinceProgress = 0;
   #transactions = 0;
@@ -209,7 +228,21 @@ export class Reader {
     const restored = restoreLamport(start, ring);
     const reader = new Reader(options, prepared, { lsn: start, lamport: restored.lamport });
     try {
+      // Before the stream: its first changes must already know which tables are pending.
+      if ((options.snapshot ?? 'never') !== 'never' || (await hasSnapshotSchema(options.connectionString))) {
+        reader.#snapshotter = await Snapshotter.create({
+          connectionString: options.connectionString,
+          slot: options.slotName,
+          tables: prepared.tables,
+          mode: options.snapshot ?? 'never',
+          logger: reader.#log,
+          ...(options.snapshotChunkRows === undefined ? {} : { chunkRows: options.snapshotChunkRows }),
+          ...(options.snapshotParallelism === undefined ? {} : { parallelism: options.snapshotParallelism }),
+          clock: reader.#clock,
+        });
+      }
       await reader.#begin();
+      reader.#snapshotter?.start();
     } catch (error) {
       await reader.close();
       throw error;
@@ -219,6 +252,11 @@ export class Reader {
 
   get state(): ReaderState {
     return this.#state;
+  }
+
+  /** Resolves once no initial snapshot job is left (at once without snapshots). */
+  initialSnapshotDone(): Promise<void> {
+    return this.#snapshotter?.initialDone() ?? Promise.resolve();
   }
 
   /** Resolves when the reader stops: with the error that stopped it, or undefined after close(). */
@@ -243,6 +281,8 @@ export class Reader {
       watermark: this.#lastWatermark && { lamport: this.#lastWatermark.lamport.toString(), lsn: this.#lastWatermark.lsn },
       confirmedLsn: Lsn.format(this.#tracker.confirmed.lsn),
       lamport: this.#decoder.clock.last.toString(),
+      snapshotRows: this.#snapshotRows,
+      snapshots: this.#snapshotter?.progress() ?? [],
     };
   }
 
@@ -405,6 +445,7 @@ export class Reader {
     this.#publisher?.close();
     await this.#session?.close();
     await this.#supervisor;
+    await this.#snapshotter?.close();
     if (!failed) this.#state = 'closed';
     this.#log.info({ ...this.stats() }, failed ? 'reader failed' : 'reader stopped');
     this.#resolveClosed(this.#failure);
@@ -455,6 +496,7 @@ export class Reader {
     switch (item.type) {
       case 'change': {
         const { event } = item;
+        if (event.op !== 'read') this.#snapshotter?.observe(event);
         const tooLarge = await publisher.publishEvent(event);
         if (tooLarge) {
           // Never published: the rest of the transaction and the slot go on (PITFALLS 25).
@@ -468,6 +510,7 @@ export class Reader {
           return;
         }
         this.#captured += 1;
+        if (event.op === 'read') this.#snapshotRows += 1;
         if (this.#log.isLevelEnabled('trace')) {
           this.#log.trace({ event_id: event.eventId, trace_id: event.traceId, lsn: event.lsn, table: event.table, op: event.op }, 'published');
         }
@@ -496,6 +539,20 @@ export class Reader {
       case 'begin':
         this.#sinceProgress = 0;
         return;
+      case 'snapshot': {
+        const snapshotter = this.#snapshotter;
+        if (!snapshotter) return;
+        const chunk = await snapshotter.onMark(item.content, item.lsn);
+        if (!chunk) return;
+        // The chunk's rows are events of this (the high watermark's) transaction, each at
+        // its place in the chunk.
+        const first = this.#decoder.reserveSeqs(chunk.places, item.lsn);
+        for (const read of chunk.reads) {
+          await this.#handle({ type: 'change', event: this.#decoder.readEvent({ ...read, lsn: item.lsn, seq: first + read.index }) });
+        }
+        snapshotter.emitted(chunk.mark);
+        return;
+      }
     }
   }
 
@@ -587,6 +644,7 @@ export class Reader {
       database: this.#prepared.database,
       tables: this.#prepared.tables.map((table: SourceTable) => ({ table: table.table, keyColumns: table.keyColumns })),
       clock: new LamportClock(lamport),
+      snapshotPending: (table) => this.#snapshotter?.pending(table) ?? false,
     });
   }
 }

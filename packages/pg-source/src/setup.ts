@@ -17,6 +17,7 @@ import { redactUrl } from '@cdc/runtime';
 import type pg from 'pg';
 import { readTable, type SourceTable } from './catalog.ts';
 import { assertValueTextSettings, quoteIdent, sqlStateOf, withSource } from './connection.ts';
+import { queueInitialSnapshot, type SnapshotMode } from './snapshot.ts';
 import { PublicationMismatchError, SlotLostError, SlotMismatchError, WalLevelError } from './errors.ts';
 
 export interface SetupOptions {
@@ -26,6 +27,11 @@ export interface SetupOptions {
   readonly publicationName: string;
   readonly slotName: string;
   readonly logger: Logger;
+  /**
+   * `initial` / `initial_only`: when the slot is created, the tables' initial snapshot is
+   * queued first (snapshot.ts). Default `never`.
+   */
+  readonly snapshot?: SnapshotMode;
 }
 
 export interface SlotState {
@@ -72,6 +78,10 @@ export async function setupSource(options: SetupOptions): Promise<PreparedSource
       const publication = await ensurePublication(client, options.publicationName, tables);
       if (publication.created) logger.info({ publication: options.publicationName, tables: tables.map((t) => t.table) }, 'created publication');
 
+      if ((options.snapshot ?? 'never') !== 'never' && !(await readSlot(client, options.slotName))) {
+        const queued = await queueInitialSnapshot(client, options.slotName, tables.map((t) => t.table));
+        if (queued > 0) logger.info({ slot: options.slotName, tables: queued }, 'initial snapshot queued');
+      }
       const slot = await ensureSlot(client, options.slotName, info.database);
       if (slot.created) logger.info({ slot: options.slotName, lsn: slot.confirmedFlushLsn && Lsn.format(slot.confirmedFlushLsn) }, 'created replication slot');
 

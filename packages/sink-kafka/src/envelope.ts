@@ -80,7 +80,7 @@ export class RawJson {
 }
 type JsonObject = { readonly [field: string]: JsonValue };
 
-const OP_CODES = { insert: 'c', update: 'u', delete: 'd', truncate: 't' } as const;
+const OP_CODES = { insert: 'c', update: 'u', delete: 'd', truncate: 't', read: 'r' } as const;
 
 /**
  * The one change record for an event. Key changes need nothing special: the reader
@@ -93,10 +93,10 @@ export function toDebeziumRecord(event: ChangeEvent, options: EnvelopeOptions, o
   }
   // Whole milliseconds: a clock with a fraction (performance.now based) would break BigInt.
   const nowMs = Math.floor((options.now ?? Date.now)());
-  const isRead = options.snapshot === true && event.op === 'insert';
+  const isRead = event.op === 'read' || (options.snapshot === true && event.op === 'insert');
   const envelope: JsonObject = {
     before: beforeOf(event, options),
-    after: event.op === 'insert' || event.op === 'update' ? rowValue(event, event.after, event.unchanged, options) : null,
+    after: event.op === 'insert' || event.op === 'update' || event.op === 'read' ? rowValue(event, event.after, event.unchanged, options) : null,
     source: sourceOf(event, options),
     op: isRead ? 'r' : OP_CODES[event.op],
     ts_ms: nowMs,
@@ -320,6 +320,7 @@ interface SourceTemplate {
   readonly table: string;
   readonly xid: number;
   readonly db: string;
+  readonly snapshot: string;
   /** `{"version":…,"db":…,"sequence":` */
   readonly head: string;
   readonly commitLsnDecimal: string;
@@ -339,7 +340,8 @@ function sourceTemplate(event: ChangeEvent, options: EnvelopeOptions): SourceTem
     memo.commitTs === event.commitTs &&
     memo.table === event.table &&
     memo.xid === event.xid &&
-    memo.db === db
+    memo.db === db &&
+    memo.snapshot === snapshotOf(event, options)
   ) {
     return memo;
   }
@@ -354,7 +356,7 @@ function sourceTemplate(event: ChangeEvent, options: EnvelopeOptions): SourceTem
     ts_us: Number(micros),
     ts_ns: micros * 1000n,
     // A string since Debezium 1.x ("true", "last", "false", …), though older docs show a boolean.
-    snapshot: options.snapshot ? 'true' : 'false',
+    snapshot: snapshotOf(event, options),
     // Debezium's db is a required string; "" is what it writes where a name does not apply.
     db,
   });
@@ -366,12 +368,22 @@ function sourceTemplate(event: ChangeEvent, options: EnvelopeOptions): SourceTem
     table: event.table,
     xid: event.xid,
     db,
+    snapshot: snapshotOf(event, options),
     head: `${head.slice(0, -1)},"sequence":`,
     commitLsnDecimal: commit.commitLsnDecimal,
     middle: `,${middle.slice(1, -1)},"lsn":`,
   };
   lastSource = template;
   return template;
+}
+
+/**
+ * Debezium's `source.snapshot`: "true" for a row of the initial snapshot, "incremental"
+ * for one of a backfill asked for later, "false" for a streamed change.
+ */
+function snapshotOf(event: ChangeEvent, options: EnvelopeOptions): string {
+  if (event.op === 'read') return event.snapshot === 'incremental' ? 'incremental' : 'true';
+  return options.snapshot ? 'true' : 'false';
 }
 
 /**
@@ -392,7 +404,7 @@ function sourceOf(event: ChangeEvent, options: EnvelopeOptions): RawJson {
 function beforeOf(event: ChangeEvent, options: EnvelopeOptions): JsonObject | null {
   // An insert's `before` may carry the old key of a key change for the sink's sake;
   // Debezium's create event never has a before.
-  if (event.op === 'insert' || event.op === 'truncate' || event.before === null) return null;
+  if (event.op === 'insert' || event.op === 'read' || event.op === 'truncate' || event.before === null) return null;
   return rowValue(event, event.before, [], options);
 }
 

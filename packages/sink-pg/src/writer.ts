@@ -388,9 +388,16 @@ export class SinkWriter {
           rows += result.rows;
         }
         if (absent) {
-          // Nothing of this event stays written; it is refused with the reason.
+          // Nothing of this event stays written.
           await client.query('ROLLBACK TO SAVEPOINT cdc_event');
           await client.query('RELEASE SAVEPOINT cdc_event');
+          if (event.snapshotPending) {
+            // Its table's snapshot has not reached this row yet: the chunk that holds it
+            // brings it whole, this change included (@cdc/pg-source snapshot.ts). Skipped, not refused.
+            this.#logger.debug({ table: event.table, lsn: event.commitLsn, event_id: event.eventId }, 'change to a row the snapshot has not brought yet: skipped, the snapshot carries it');
+            continue;
+          }
+          // Refused with the reason.
           plan.refused.set(item, absent.withContext({ lsn: event.commitLsn, eventId: event.eventId }));
           continue;
         }
