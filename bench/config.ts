@@ -4,10 +4,10 @@
  * naming the variable.
  */
 
-export type WorkloadName = 'single-row' | 'txn-100' | 'one-big-txn' | 'wide-rows' | 'latency';
+export type WorkloadName = 'single-row' | 'txn-100' | 'one-big-txn' | 'wide-rows' | 'latency' | 'snapshot';
 
 // The big transaction last: it is the longest, and a stall there costs the others nothing.
-export const ALL_WORKLOADS: readonly WorkloadName[] = ['single-row', 'txn-100', 'wide-rows', 'latency', 'one-big-txn'];
+export const ALL_WORKLOADS: readonly WorkloadName[] = ['single-row', 'txn-100', 'wide-rows', 'latency', 'one-big-txn', 'snapshot'];
 
 export interface BenchConfig {
   readonly quick: boolean;
@@ -18,6 +18,8 @@ export interface BenchConfig {
   readonly txn100Changes: number;
   readonly bigTxnRows: number;
   readonly wideRowChanges: number;
+  /** Rows the snapshot workload's table holds before the pipeline starts. */
+  readonly snapshotRows: number;
   readonly latencyRate: number;
   readonly latencySeconds: number;
   readonly latencyClients: number;
@@ -84,6 +86,7 @@ export function loadConfig(): BenchConfig {
     // start line and the summary print the size used.
     bigTxnRows: int('BENCH_BIG_TXN_ROWS', scale(1_000_000, 20_000), errors),
     wideRowChanges: int('BENCH_WIDE_CHANGES', scale(20_000, 3_000), errors),
+    snapshotRows: int('BENCH_SNAPSHOT_ROWS', scale(200_000, 20_000), errors),
     latencyRate: int('BENCH_LATENCY_RATE', 5_000, errors),
     latencySeconds: int('BENCH_LATENCY_SECONDS', scale(10, 5), errors),
     latencyClients: int('BENCH_LATENCY_CLIENTS', 4, errors),

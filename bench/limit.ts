@@ -26,7 +26,7 @@ export interface LimitSlots {
 }
 
 export interface LimitResult {
-  readonly tool: 'pg_recvlogical' | 'node-pgoutput';
+  readonly tool: 'pg_recvlogical' | 'node-pgoutput' | 'copy';
   readonly ok: boolean;
   readonly seconds: number;
   readonly changesPerSecond: number;
@@ -192,4 +192,31 @@ export async function drainWithNode(options: DrainOptions): Promise<LimitResult>
     decodedChanges: decoded,
     ...(ok ? {} : { error: outcome === 'timeout' ? `no commit past ${options.endLsn} within ${options.timeoutMs} ms` : (failure?.message ?? 'stopped early') }),
   };
+}
+
+/**
+ * The snapshot workload's limit: `COPY <table> TO STDOUT` read by psql into /dev/null —
+ * what reading the same rows costs PostgreSQL and one client, with nothing downstream.
+ */
+export async function copyToDevNull(options: { sourceUrl: string; table: string; rows: number; timeoutMs: number }): Promise<LimitResult> {
+  const psql = pgRecvlogicalPath()?.replace(/pg_recvlogical$/, 'psql') ?? 'psql';
+  const started = performance.now();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const child = spawn(psql, [options.sourceUrl, '-X', '-q', '-c', `\\copy ${options.table} TO '/dev/null'`], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs);
+      child.on('error', reject);
+      child.on('exit', (code) => {
+        clearTimeout(timer);
+        if (code === 0) resolve();
+        else reject(new Error(`psql exited ${code}: ${stderr.trim()}`));
+      });
+    });
+    const seconds = (performance.now() - started) / 1000;
+    return { tool: 'copy', ok: true, seconds, changesPerSecond: options.rows / seconds };
+  } catch (error) {
+    return { tool: 'copy', ok: false, seconds: 0, changesPerSecond: 0, error: error instanceof Error ? error.message : String(error) };
+  }
 }

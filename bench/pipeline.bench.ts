@@ -81,12 +81,13 @@ import {
   type BenchRowShape,
   type BenchWorkloadResult,
 } from '@cdc/testkit';
+import { requestBackfill } from '@cdc/pg-source';
 import { resolveServers, type ServerUrls } from '../tests/harness/servers.ts';
 import { dropDatabase, recreateDatabase, withClient } from '../tests/e2e/databases.ts';
 import { PipelineProcesses } from '../tests/e2e/pipeline.ts';
 import { lastApplied, round, rssSummary, sinkLatency, slowestStage, stageRates } from './analysis.ts';
 import { loadConfig, type BenchConfig, type WorkloadName } from './config.ts';
-import { bestOf, createLimitSlots, drainWithNode, drainWithRecvlogical, dropLimitSlots, pgRecvlogicalPath, type LimitResult } from './limit.ts';
+import { bestOf, copyToDevNull, createLimitSlots, drainWithNode, drainWithRecvlogical, dropLimitSlots, pgRecvlogicalPath, type LimitResult } from './limit.ts';
 import { markdownLines, summaryLines, checkTargets, type WorkloadResult } from './report.ts';
 import { memoryKb, Sampler, type Sample } from './sampler.ts';
 import { KafkaSinkProbe } from './kafka.ts';
@@ -123,6 +124,11 @@ function specs(config: BenchConfig): WorkloadSpec[] {
     'wide-rows': {
       name: 'wide-rows', description: '100-row transactions, 2 KB TOASTed note per row', shape: 'wide', table: 'accounts',
       changes: config.wideRowChanges, rowsPerTxn: 100, clients: config.generatorClients, rate: 0, synchronousCommit: false, warmupChanges: 0,
+    },
+    snapshot: {
+      name: 'snapshot',
+      description: `backfill of a table holding ${config.snapshotRows.toLocaleString('en-US')} small rows before the pipeline started (signal table)`,
+      shape: 'small', table: 'audit_events', changes: config.snapshotRows, rowsPerTxn: 10_000, clients: 1, rate: 0, synchronousCommit: false, warmupChanges: 0,
     },
     latency: {
       name: 'latency',
@@ -272,7 +278,7 @@ async function runWorkloadSpec(
   config: BenchConfig,
   servers: ServerUrls,
   /** Kafka runs: the limit measured by the PostgreSQL run of the same workload (same WAL shape). */
-  sharedLimit?: { recvlogical?: LimitResult; node?: LimitResult },
+  sharedLimit?: { recvlogical?: LimitResult; node?: LimitResult; copy?: LimitResult },
 ): Promise<WorkloadResult> {
   const tag = `${process.pid}_${index}`;
   const sourceDb = `cdc_bench_${tag}_src`;
@@ -289,7 +295,7 @@ async function runWorkloadSpec(
     partitions: config.partitions, changes: spec.changes, rowsPerTxn: spec.rowsPerTxn, shape: spec.shape };
   let generator: BenchWorkloadResult | undefined;
   let partial: Partial<WorkloadResult> = {};
-  const limit: { recvlogical?: LimitResult; node?: LimitResult } = {};
+  const limit: { recvlogical?: LimitResult; node?: LimitResult; copy?: LimitResult } = {};
   try {
     log(`${spec.name} → ${sink}: ${spec.description}; ${spec.changes.toLocaleString('en-US')} changes, P=${config.partitions}`);
     cleanup.defer('drop databases', async () => {
@@ -300,7 +306,15 @@ async function runWorkloadSpec(
     const sinkUrl = await recreateDatabase(servers.postgres, sinkDb, SINK_SCHEMA_SQL);
     await applyBenchSchema(sourceUrl, 'source');
     await applyBenchSchema(sinkUrl, 'sink');
-    const slots = kafka ? undefined : await createLimitSlots(sourceUrl, tag, config.limitAttempts);
+    // The snapshot workload's rows are there before the pipeline (and its slot): they reach
+    // the sink only through the snapshot. Its limit is COPY, not a WAL drain.
+    const snapshot = spec.name === 'snapshot';
+    let prefill: BenchWorkloadResult | undefined;
+    if (snapshot) {
+      prefill = await runBenchWorkload({ databaseUrl: sourceUrl, shape: spec.shape, changes: spec.changes, rowsPerTxn: spec.rowsPerTxn, clients: 1, ratePerSecond: 0, synchronousCommit: false });
+      log(`  prefilled ${spec.changes.toLocaleString('en-US')} rows before the pipeline starts`);
+    }
+    const slots = kafka || snapshot ? undefined : await createLimitSlots(sourceUrl, tag, config.limitAttempts);
     if (slots) cleanup.defer('drop limit slots', () => dropLimitSlots(sourceUrl, slots));
     let probe: KafkaSinkProbe | undefined;
     if (kafka) {
@@ -328,6 +342,8 @@ async function runWorkloadSpec(
       // Shorter dedup window than the 15 min default: the bench's keys leave the shared Redis soon.
       extraEnv: {
         DEDUP_WINDOW_MS: '180000',
+        // Every workload starts on empty tables but the snapshot one, which asks for a backfill when its clock starts.
+        SNAPSHOT_MODE: 'never',
         ...(config.appNodeOptions ? { NODE_OPTIONS: config.appNodeOptions } : {}),
         ...config.appEnv,
       },
@@ -378,15 +394,21 @@ async function runWorkloadSpec(
     await cpu.begin({ idle: spec.warmupChanges === 0 });
     const redisAtStart = await redisUsedMemory(servers.redis);
 
-    generator = await runBenchWorkload({
-      databaseUrl: sourceUrl,
-      shape: spec.shape,
-      changes: spec.changes,
-      rowsPerTxn: spec.rowsPerTxn,
-      clients: spec.clients,
-      ratePerSecond: spec.rate,
-      synchronousCommit: spec.synchronousCommit,
-    });
+    if (snapshot && prefill) {
+      const startedAt = Date.now();
+      await withClient(sourceUrl, (client: pg.Client) => requestBackfill(client, { slot: `cdc_${pipelineName}_src1`, tables: [`public.${spec.table}`] }));
+      generator = { ...prefill, startedAt, finishedAt: startedAt };
+    } else {
+      generator = await runBenchWorkload({
+        databaseUrl: sourceUrl,
+        shape: spec.shape,
+        changes: spec.changes,
+        rowsPerTxn: spec.rowsPerTxn,
+        clients: spec.clients,
+        ratePerSecond: spec.rate,
+        synchronousCommit: spec.synchronousCommit,
+      });
+    }
     log(`  generator: ${Math.round(generator.changesPerSecond).toLocaleString('en-US')} changes/s (${((generator.finishedAt - generator.startedAt) / 1000).toFixed(1)} s), WAL ends at ${generator.endLsn}`);
     const generatorInfo = {
       changesPerSecond: generator.changesPerSecond,
@@ -464,6 +486,25 @@ async function runWorkloadSpec(
 
     // The limit, on an otherwise idle pipeline: stop the apps first.
     await pipeline.stop();
+    if (snapshot) {
+      const pipelineRate = spec.changes / seconds;
+      let copy = sharedLimit?.copy;
+      if (!kafka) {
+        const runs: LimitResult[] = [];
+        for (let attempt = 0; attempt < config.limitAttempts; attempt++) {
+          runs.push(await copyToDevNull({ sourceUrl, table: spec.table, rows: spec.changes, timeoutMs: config.limitTimeoutMs }));
+        }
+        copy = bestOf(runs) as LimitResult;
+        log(`  limit: COPY ${spec.table} TO STDOUT into /dev/null ${copy.ok ? `${Math.round(copy.changesPerSecond).toLocaleString('en-US')} rows/s (attempts ${copy.attempts?.join(', ')})` : `failed: ${copy.error}`}`);
+      }
+      return {
+        ...base,
+        ok: report.ok,
+        ...partial,
+        limit: copy ? { copy } : {},
+        ratio: { vsRecvlogical: null, vsNode: null, vsCopy: copy?.ok ? pipelineRate / copy.changesPerSecond : null },
+      };
+    }
     if (kafka || slots === undefined) {
       // Same workload, same WAL shape: the PostgreSQL run's limit stands for this one.
       const pipelineRate = spec.changes / seconds;

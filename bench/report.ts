@@ -36,8 +36,9 @@ export interface WorkloadResult {
     readonly verified: boolean;
     readonly verifySummary: string;
   };
-  readonly limit: { readonly recvlogical?: LimitResult; readonly node?: LimitResult };
-  readonly ratio?: { readonly vsRecvlogical: number | null; readonly vsNode: number | null };
+  /** copy: the snapshot workload's limit (COPY TO STDOUT into /dev/null). */
+  readonly limit: { readonly recvlogical?: LimitResult; readonly node?: LimitResult; readonly copy?: LimitResult };
+  readonly ratio?: { readonly vsRecvlogical: number | null; readonly vsNode: number | null; readonly vsCopy?: number | null };
   readonly stages?: readonly StageRate[];
   readonly slowestStage?: { readonly stage: StageName; readonly changesPerSecond: number; readonly addedMs: number };
   readonly rss?: Record<string, RssSummary>;
@@ -71,12 +72,14 @@ function describeSlowest(slowest: { stage: string; changesPerSecond: number; add
 
 export const SMALL_ROW_WORKLOADS = ['single-row', 'txn-100', 'one-big-txn'];
 
-/** Issue #12's throughput floors (changes/s), per workload and sink. */
+/** Throughput floors (changes/s), per workload and sink: issue #12's, and #13's for the snapshot. */
 const THROUGHPUT_TARGETS: readonly { readonly name: string; readonly sink: 'postgres' | 'kafka'; readonly min: number }[] = [
   { name: 'txn-100', sink: 'postgres', min: 25_000 },
   { name: 'txn-100', sink: 'kafka', min: 15_000 },
   { name: 'wide-rows', sink: 'postgres', min: 10_000 },
   { name: 'one-big-txn', sink: 'postgres', min: 20_000 },
+  // Issue #13's goal for the snapshot of small rows.
+  { name: 'snapshot', sink: 'postgres', min: 50_000 },
 ];
 /** Issue #12's p99 ceilings at the latency workload's offered rate (ms). */
 const P99_TARGET_MS = { postgres: 100, kafka: 150 } as const;
@@ -169,10 +172,11 @@ function mainRows(results: readonly WorkloadResult[]): { header: string[]; rows:
     fmt(r.changes),
     fmt(r.generator?.changesPerSecond),
     // Absent (a Kafka run without a PostgreSQL run to share the limit of): '—'.
-    r.limit.recvlogical === undefined ? '—' : r.limit.recvlogical.ok ? fmt(r.limit.recvlogical.changesPerSecond) : 'failed',
+    // The snapshot workload's limit is COPY (marked), the others' the WAL drain.
+    r.limit.copy !== undefined ? (r.limit.copy.ok ? `COPY ${fmt(r.limit.copy.changesPerSecond)}` : 'COPY failed') : r.limit.recvlogical === undefined ? '—' : r.limit.recvlogical.ok ? fmt(r.limit.recvlogical.changesPerSecond) : 'failed',
     r.limit.node === undefined ? '—' : r.limit.node.ok ? fmt(r.limit.node.changesPerSecond) : 'failed',
     r.pipeline ? fmt(r.pipeline.changesPerSecond) : 'failed',
-    r.ratio?.vsRecvlogical != null ? `${(r.ratio.vsRecvlogical * 100).toFixed(1)} %` : '—',
+    r.ratio?.vsCopy != null ? `${(r.ratio.vsCopy * 100).toFixed(1)} % of COPY` : r.ratio?.vsRecvlogical != null ? `${(r.ratio.vsRecvlogical * 100).toFixed(1)} %` : '—',
     r.pipeline?.verified ? 'yes' : 'NO',
     r.slowestStage ? `${r.slowestStage.stage}${Number.isFinite(r.slowestStage.addedMs) ? ` (+${(r.slowestStage.addedMs / 1000).toFixed(1)} s)` : ' (stuck)'}` : '—',
   ]);
