@@ -39,7 +39,7 @@ import { restoreLamport, slotAheadOfRing, type AckEntry } from './lamport-restor
 import type { SourceMessage } from './pgoutput.ts';
 import { HEADER_ROOM_BYTES, RawPublisher, type Watermark } from './raw-publisher.ts';
 import { assertUsableSlot, readSlot, setupSource, type PreparedSource } from './setup.ts';
-import { Snapshotter, hasSnapshotSchema, type SnapshotJobProgress, type SnapshotMode } from './snapshot.ts';
+import { Snapshotter, type SnapshotJobProgress, type SnapshotMode } from './snapshot.ts';
 import { ReplicationSession } from './stream.ts';
 import { superviseSessions } from './supervisor.ts';
 
@@ -229,18 +229,17 @@ export class Reader {
     const reader = new Reader(options, prepared, { lsn: start, lamport: restored.lamport });
     try {
       // Before the stream: its first changes must already know which tables are pending.
-      if ((options.snapshot ?? 'never') !== 'never' || (await hasSnapshotSchema(options.connectionString))) {
-        reader.#snapshotter = await Snapshotter.create({
-          connectionString: options.connectionString,
-          slot: options.slotName,
-          tables: prepared.tables,
-          mode: options.snapshot ?? 'never',
-          logger: reader.#log,
-          ...(options.snapshotChunkRows === undefined ? {} : { chunkRows: options.snapshotChunkRows }),
-          ...(options.snapshotParallelism === undefined ? {} : { parallelism: options.snapshotParallelism }),
-          clock: reader.#clock,
-        });
-      }
+      // Also with `never`: a backfill can be asked for through the signal table at any time.
+      reader.#snapshotter = await Snapshotter.create({
+        connectionString: options.connectionString,
+        slot: options.slotName,
+        tables: prepared.tables,
+        mode: options.snapshot ?? 'never',
+        logger: reader.#log,
+        ...(options.snapshotChunkRows === undefined ? {} : { chunkRows: options.snapshotChunkRows }),
+        ...(options.snapshotParallelism === undefined ? {} : { parallelism: options.snapshotParallelism }),
+        clock: reader.#clock,
+      });
       await reader.#begin();
       reader.#snapshotter?.start();
     } catch (error) {

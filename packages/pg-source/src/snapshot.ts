@@ -625,7 +625,8 @@ export class Snapshotter {
       } catch (error) {
         if (signal.aborted) return;
         failures += 1;
-        const retriable = !(error instanceof SnapshotError) && sqlStateOf(error) !== '42P01' && sqlStateOf(error) !== '42703';
+        // Class 42 (no such table or column, no ordering for a key type, no privilege): retrying cannot help.
+        const retriable = !(error instanceof SnapshotError) && !(sqlStateOf(error)?.startsWith('42') ?? false);
         if (!retriable || failures > 30) {
           await this.#fail(job, errorMessage(error));
           return;
