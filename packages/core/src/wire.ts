@@ -491,7 +491,10 @@ export function encodeChangeItem(event: ChangeEvent): Uint8Array {
   // The usual event, no field beyond ChangeEvent's: its own fields named (cheaper than
   // taking the context fields out).
   if (onlyKnownFields(event)) {
-    return utf8({ kind: event.kind, op: event.op, key: event.key, before: event.before, after: event.after, unchanged: event.unchanged, lsn: event.lsn });
+    const item = { kind: event.kind, op: event.op, key: event.key, before: event.before, after: event.after, unchanged: event.unchanged, lsn: event.lsn };
+    if (event.snapshot !== undefined) return utf8({ ...item, snapshot: event.snapshot });
+    if (event.snapshotPending !== undefined) return utf8({ ...item, snapshotPending: event.snapshotPending });
+    return utf8(item);
   }
   // A field a newer producer adds travels too: everything but the context fields.
   const { source: _source, database: _database, table: _table, keyColumns: _keyColumns, columnTypes: _columnTypes, commitLsn: _commitLsn, seq: _seq, xid: _xid, commitTs: _commitTs, lamport: _lamport, eventId: _eventId, traceId: _traceId, ...own } = event;
@@ -501,7 +504,7 @@ export function encodeChangeItem(event: ChangeEvent): Uint8Array {
 /** ChangeEvent's fields: the slim item names its own ones, the index carries the rest. */
 const CHANGE_FIELDS: ReadonlySet<string> = new Set([
   'kind', 'source', 'database', 'table', 'keyColumns', 'key', 'op', 'before', 'after', 'unchanged', 'columnTypes',
-  'lsn', 'commitLsn', 'seq', 'xid', 'commitTs', 'lamport', 'eventId', 'traceId',
+  'lsn', 'commitLsn', 'seq', 'xid', 'commitTs', 'lamport', 'eventId', 'traceId', 'snapshot', 'snapshotPending',
 ]);
 
 function onlyKnownFields(event: object): boolean {

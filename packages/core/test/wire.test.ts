@@ -187,6 +187,13 @@ describe('many events per message', () => {
     const withField = new BatchCutter();
     withField.add(encodeChangeItem(newer), { lamport: 17n, source: 'pg1', commitLsn: Lsn.parse('0/16'), seq: 0 }, newer);
     expect(only(decodeRawMessage(withField.take()!.data))).toMatchObject({ kind: 'change', value: newer });
+    // A snapshot read and a change of a table whose snapshot is pending keep their fields.
+    const read = { ...events[0]!, op: 'read', before: null, snapshot: 'incremental' } as ChangeEvent;
+    const pending = { ...events[1]!, snapshotPending: true } as ChangeEvent;
+    const flagged = new BatchCutter();
+    flagged.add(encodeChangeItem(read), { lamport: 17n, source: 'pg1', commitLsn: Lsn.parse('0/16'), seq: 0 }, read);
+    flagged.add(encodeChangeItem(pending), { lamport: 17n, source: 'pg1', commitLsn: Lsn.parse('0/16'), seq: 1 }, pending);
+    expect(decodeRawMessage(flagged.take()!.data).map((item) => (item.kind === 'change' ? item.value : item.kind))).toEqual([read, pending]);
     // A lone event travels with its index too (and keeps its event id as message id).
     const lone = new BatchCutter();
     lone.add(encodeChangeItem(events[0]!), { lamport: 17n, source: 'pg1', commitLsn: Lsn.parse('0/16'), seq: 0 }, events[0]);
