@@ -8,9 +8,13 @@
  * PostgreSQL one, and a read_committed consumer checks that Kafka holds every change
  * exactly once, in per-key order (Debezium-format records, topics demo_<id>.public.*).
  *
- *   DEMO_CHANGES=50000 DEMO_PARTITIONS=4 DEMO_SINKS=postgres pnpm demo
+ * Before the pipeline starts, DEMO_SNAPSHOT_ROWS rows are already in public.audit_events: the
+ * reader's initial snapshot reads them while the workload streams (a second progress bar).
+ *
+ *   DEMO_CHANGES=50000 DEMO_SNAPSHOT_ROWS=100000 DEMO_PARTITIONS=4 DEMO_SINKS=postgres pnpm demo
  */
-import { runWorkload, verifySourceAgainstSink, WATCHED_TABLES, SINK_SCHEMA_SQL, SOURCE_SCHEMA_SQL } from '@cdc/testkit';
+import { readSnapshotJobs } from '@cdc/pg-source';
+import { applyBenchSchema, runBenchWorkload, runWorkload, verifySourceAgainstSink, WATCHED_TABLES, SINK_SCHEMA_SQL, SOURCE_SCHEMA_SQL } from '@cdc/testkit';
 import cliProgress from 'cli-progress';
 import { Kafka, logLevel } from 'kafkajs';
 import type pg from 'pg';
@@ -23,6 +27,7 @@ import { PipelineProcesses } from './pipeline.ts';
 
 const CHANGES = Number(process.env.DEMO_CHANGES ?? 20_000);
 const PARTITIONS = Number(process.env.DEMO_PARTITIONS ?? 4);
+const SNAPSHOT_ROWS = Number(process.env.DEMO_SNAPSHOT_ROWS ?? 20_000);
 const SINKS = (process.env.DEMO_SINKS ?? 'postgres,kafka').split(',').map((sink) => sink.trim());
 if (!SINKS.includes('postgres') || SINKS.some((sink) => sink !== 'postgres' && sink !== 'kafka')) {
   throw new Error(`DEMO_SINKS must be postgres or postgres,kafka, got ${JSON.stringify(process.env.DEMO_SINKS)}`);
@@ -32,11 +37,11 @@ const SOURCE_DB = 'cdc_demo_source';
 const SINK_DB = 'cdc_demo_sink';
 
 
-async function slotLagBytes(sourceUrl: string): Promise<number> {
+async function slotLagBytes(sourceUrl: string, slot: string): Promise<number> {
   return withClient(sourceUrl, async (client: pg.Client) => {
     const result = await client.query<{ lag: string | null }>(
       `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint::text AS lag FROM pg_replication_slots WHERE slot_name = $1`,
-      [`cdc_${PIPELINE}_src1`],
+      [slot],
     );
     return Number(result.rows[0]?.lag ?? 0);
   });
@@ -49,6 +54,12 @@ async function main(): Promise<number> {
   const sourceUrl = await recreateDatabase(urls.postgres, SOURCE_DB, SOURCE_SCHEMA_SQL);
   const sinkUrl = await recreateDatabase(urls.postgres, SINK_DB, SINK_SCHEMA_SQL);
   const pipelineName = `${PIPELINE}_${Date.now().toString(36)}`;
+  if (SNAPSHOT_ROWS > 0) {
+    await applyBenchSchema(sourceUrl, 'source');
+    await applyBenchSchema(sinkUrl, 'sink');
+    await runBenchWorkload({ databaseUrl: sourceUrl, shape: 'small', changes: SNAPSHOT_ROWS, rowsPerTxn: 5_000, clients: 1, ratePerSecond: 0, synchronousCommit: false });
+    console.log(`${SNAPSHOT_ROWS.toLocaleString('en-US')} rows already in public.audit_events: the reader's initial snapshot brings them`);
+  }
 
   const withKafka = SINKS.includes('kafka');
   console.log(
@@ -65,9 +76,9 @@ async function main(): Promise<number> {
   });
   try {
     for (const name of pipeline.names) console.log(`  ${name.padEnd(14)} healthy (pid ${pipeline.process(name).pid})`);
-    const bar = new cliProgress.SingleBar(
+    const bars = new cliProgress.MultiBar(
       {
-        format: 'applied {bar} {value}/{total} changes | committed in source {committed} | lag {lag} | slot lag {slotLag} kB | {rate}/s',
+        format: '{what} {bar} {value}/{total} | {detail}',
         noTTYOutput: true,
         notTTYSchedule: 2_000,
         hideCursor: true,
@@ -75,26 +86,28 @@ async function main(): Promise<number> {
       cliProgress.Presets.shades_classic,
     );
     const started = Date.now();
-    bar.start(CHANGES, 0, { committed: 0, lag: 0, slotLag: 0, rate: 0 });
+    const bar = bars.create(CHANGES + SNAPSHOT_ROWS, 0, { what: 'applied ', detail: 'committed in source 0 | lag 0 | slot lag 0 kB | 0/s' });
+    const snapshotBar = SNAPSHOT_ROWS > 0 ? bars.create(SNAPSHOT_ROWS, 0, { what: 'snapshot', detail: 'waiting' }) : undefined;
     let committed = 0;
+    const slot = `cdc_${pipelineName}_src1`;
     const ticker = setInterval(() => {
       void (async () => {
-        const [source, sink, slot] = await Promise.all([historyCount(sourceUrl), historyCount(sinkUrl), slotLagBytes(sourceUrl)]);
+        const [source, sink, slotLag, jobs] = await Promise.all([historyCount(sourceUrl), historyCount(sinkUrl), slotLagBytes(sourceUrl, slot), withClient(sourceUrl, (client: pg.Client) => readSnapshotJobs(client, slot))]);
         committed = source;
-        bar.setTotal(Math.max(CHANGES, source));
-        bar.update(sink, {
-          committed: source,
-          lag: source - sink,
-          slotLag: Math.round(slot / 1024),
-          rate: Math.round(sink / ((Date.now() - started) / 1000)),
-        });
+        bar.setTotal(Math.max(CHANGES + SNAPSHOT_ROWS, source));
+        bar.update(sink, { detail: `committed in source ${source} | lag ${source - sink} | slot lag ${Math.round(slotLag / 1024)} kB | ${Math.round(sink / ((Date.now() - started) / 1000))}/s` });
+        const job = jobs.find((j) => j.table === 'public.audit_events');
+        if (snapshotBar && job) {
+          snapshotBar.setTotal(Math.max(job.rowsEstimated ?? SNAPSHOT_ROWS, job.rowsRead, 1));
+          snapshotBar.update(job.rowsRead, { detail: `public.audit_events ${job.status}, ${job.chunks} chunks` });
+        }
       })().catch(() => undefined);
     }, 500);
     const load = await runWorkload({ databaseUrl: sourceUrl, totalChanges: CHANGES, clients: 4, seed: Date.now() % 1000 });
     const caughtUp = await waitForSinkToCatchUp({ sourceUrls: [sourceUrl], sinkUrl, timeoutMs: 300_000 });
     clearInterval(ticker);
-    bar.update(caughtUp.applied, { committed: caughtUp.committed, lag: caughtUp.committed - caughtUp.applied });
-    bar.stop();
+    bar.update(caughtUp.applied, { detail: `committed in source ${caughtUp.committed} | lag ${caughtUp.committed - caughtUp.applied}` });
+    bars.stop();
     const seconds = (Date.now() - started) / 1000;
     console.log(
       `workload: ${load.changes} changes in ${load.transactions} transactions (${(load.changes / (load.elapsedMs / 1000)).toFixed(0)}/s written); ` +

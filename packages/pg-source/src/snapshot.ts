@@ -501,6 +501,13 @@ export class Snapshotter {
           status: row.status,
         });
       }
+      // Empty tables are done before the stream starts: a row written after this is a change
+      // in the stream only (checked later, a row written meanwhile would arrive twice: as its
+      // insert and as a read of the same row).
+      for (const job of this.#jobs.values()) {
+        const table = this.#tables.get(job.table);
+        if (job.status === 'pending' && table) await this.#startJob(job, table, client);
+      }
       this.#checkInitialDone();
     } finally {
       client.release();
@@ -651,22 +658,13 @@ export class Snapshotter {
     const signal = this.#abort.signal;
     const shape = await this.#shape(table);
     const client = await this.#pool.connect();
+    let released = false;
+    const release = (): void => {
+      if (!released) client.release();
+      released = true;
+    };
     try {
-      if (job.status === 'pending') {
-        job.rowsEstimated ??= await estimateRows(client, table);
-        // An empty table (after the slot exists) needs no chunk: every row it gets is a change in the stream.
-        const empty = (await client.query(`SELECT NOT EXISTS (SELECT 1 FROM ${qualified(table)}) AS empty`)).rows[0]?.empty === true;
-        await client.query(
-          `UPDATE _cdc.snapshot_jobs SET status = $3, rows_estimated = $4, updated_at = now() WHERE slot = $1 AND id = $2`,
-          [this.#options.slot, job.id, empty ? 'done' : 'running', job.rowsEstimated],
-        );
-        if (empty) {
-          this.#finished(job.id);
-          return false;
-        }
-        job.status = 'running';
-        this.#log.info({ job: job.id, table: job.table, kind: job.kind, rows_estimated: job.rowsEstimated }, `snapshot of ${job.table} started`);
-      }
+      if (job.status === 'pending' && !(await this.#startJob(job, table, client))) return false;
       const chunk = job.chunks + 1;
       const lower = job.lastKey ?? job.rangeFrom;
       const lowerInclusive = job.lastKey === null && job.rangeFrom !== null;
@@ -697,14 +695,35 @@ export class Snapshotter {
       job.chunks = chunk;
       job.rowsRead += rows.length;
       if (upper !== null) job.lastKey = upper;
-      client.release();
+      release();
       // Flow control: the next chunk is read once the stream has emitted this one.
       await Promise.race([emitted, new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }))]);
       return !last;
-    } catch (error) {
-      client.release();
-      throw error;
+    } finally {
+      release();
     }
+  }
+
+  /**
+   * pending → running, or → done at once for an empty table: the slot exists already, so
+   * every row it gets from now on is a change in the stream. False when done.
+   */
+  async #startJob(job: Job, table: SourceTable, client: pg.PoolClient): Promise<boolean> {
+    job.rowsEstimated ??= await estimateRows(client, table);
+    const empty = (await client.query(`SELECT NOT EXISTS (SELECT 1 FROM ${qualified(table)}) AS empty`)).rows[0]?.empty === true;
+    await client.query(`UPDATE _cdc.snapshot_jobs SET status = $3, rows_estimated = $4, updated_at = now() WHERE slot = $1 AND id = $2`, [
+      this.#options.slot,
+      job.id,
+      empty ? 'done' : 'running',
+      job.rowsEstimated,
+    ]);
+    if (empty) {
+      this.#finished(job.id);
+      return false;
+    }
+    job.status = 'running';
+    this.#log.info({ job: job.id, table: job.table, kind: job.kind, rows_estimated: job.rowsEstimated }, `snapshot of ${job.table} started`);
+    return true;
   }
 
   async #shape(table: SourceTable): Promise<TableShape> {
