@@ -170,10 +170,16 @@ describe('snapshots', () => {
       const [id, v, note] = JSON.parse(row) as [string, string, string | null];
       return [id, JSON.stringify({ id: Number(id), v: Number(v), note })];
     }));
+    // Checked every 2 s, not on every poll: a million records take a while to scan.
+    let checkedAt = 0;
+    let caughtUp = false;
     await records.until(() => {
+      if (Date.now() - checkedAt < 2_000) return caughtUp;
+      checkedAt = Date.now();
       const latest = latestByKey(records.records, `${topicPrefix}.public.snap_big`);
-      return [...expectedBig].every(([id, value]) => latest.get(id) === value);
-    }, 240_000, 'every snap_big key on Kafka at its source value');
+      caughtUp = [...expectedBig].every(([id, value]) => latest.get(id) === value);
+      return caughtUp;
+    }, 480_000, 'every snap_big key on Kafka at its source value');
     const latestBig = latestByKey(records.records, `${topicPrefix}.public.snap_big`);
     for (const [id, value] of latestBig) {
       if (value === null) expect(expectedBig.has(id)).toBe(false);
