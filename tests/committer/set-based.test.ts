@@ -41,6 +41,29 @@ async function preparedOnPool(pool: pg.Pool): Promise<number> {
 }
 
 describe('set-based sink statements', () => {
+  test('a snapshot read writes a row the sink lacks or holds older, and nothing over a row already equal to it (triggers see one write per change)', async ({ ctx }) => {
+    const { db, name, apply } = await setup(ctx, 'id integer PRIMARY KEY, name text, doc jsonb');
+    const audit = await addAuditTrigger(db, `public.${name}`);
+    const t = `public.${name}`;
+    const log = new SourceLog({ partitions: 1 });
+    const row = (id: number, value: string) => ({ id: String(id), name: value, doc: `{"v": "${value}"}` });
+    // Streamed first: rows 1 and 2 as they are now, row 3 at an older value.
+    await apply(log.transaction([1, 2].map((id) => ({ table: t, op: 'insert' as const, key: [String(id)], after: row(id, `n${id}`) }))));
+    await apply(log.transaction([{ table: t, op: 'insert', key: ['3'], after: row(3, 'old') }]));
+    // Then a chunk's reads: 1 equal, 2 equal, 3 newer, 4 absent from the sink.
+    const reads = log.transaction([1, 2, 3, 4].map((id) => ({ table: t, op: 'read' as const, key: [String(id)], after: row(id, `n${id}`) })));
+    expect(await apply(reads)).toMatchObject({ mode: 'batched', refusals: [] });
+    expect((await db.query(`SELECT id, name, doc::text AS doc FROM ${t} ORDER BY id`)).rows).toEqual([1, 2, 3, 4].map((id) => ({ id, name: `n${id}`, doc: `{"v": "n${id}"}` })));
+    const writes = (await db.query(`SELECT op, id FROM ${audit} ORDER BY n`)).rows;
+    expect(writes).toEqual([
+      { op: 'INSERT', id: '1' },
+      { op: 'INSERT', id: '2' },
+      { op: 'INSERT', id: '3' },
+      { op: 'UPDATE', id: '3' },
+      { op: 'INSERT', id: '4' },
+    ]);
+  });
+
   test('a batch that inserts, updates and deletes the same key applies the final state of every key, each write once', async ({ ctx }) => {
     const { db, name, apply } = await setup(ctx, 'id integer PRIMARY KEY, name text');
     const audit = await addAuditTrigger(db, `public.${name}`);

@@ -69,6 +69,11 @@ export interface UpsertOp extends OpBase {
    * row (an insert would write NULL in them). Empty when the event carries the whole row.
    */
   readonly unchanged: readonly string[];
+  /**
+   * A snapshot read: it writes nothing over a row that already holds exactly its values (a
+   * row streamed before its chunk was read), so the sink's triggers see one write per change.
+   */
+  readonly read?: true;
 }
 
 export interface DeleteOp extends OpBase {
@@ -197,6 +202,7 @@ export function planEvent(event: ChangeEvent, table: SinkTable, item: number): R
     seq: event.seq,
     unchanged: unchangedInSink,
     ...(copyFrom ? { copyFrom } : {}),
+    ...(event.op === 'read' ? { read: true as const } : {}),
   });
   return ops;
 }
@@ -246,7 +252,7 @@ export function buildStatements(ops: readonly RowOp[], limits: GroupLimits = DEF
 
 function shapeOf(op: RowOp): string {
   // An update-only op (unchanged columns left out) never shares a statement with a full upsert.
-  return op.kind === 'upsert' ? `${op.unchanged.length > 0 ? 'u' : 'i'}\u0001${op.columns.join('\u0000')}` : op.kind;
+  return op.kind === 'upsert' ? `${op.unchanged.length > 0 ? 'u' : op.read ? 'r' : 'i'}\u0001${op.columns.join('\u0000')}` : op.kind;
 }
 
 /** Why an event with unchanged columns cannot be applied to a row the sink does not have. */
@@ -369,18 +375,22 @@ function statementFor(group: readonly RowOp[]): Statement {
     const ops = group as UpsertOp[];
     const columns = head.columns;
     const values = versionedArrays(ops, columns);
-    const { text, name } = shaped(table, 'upsert', columns, () => {
+    const { text, name } = shaped(table, head.read ? 'upsert-read' : 'upsert', columns, () => {
       const arrays = unnestOf(table, columns, []);
       const pk = new Set(table.primaryKey);
-      const sets = columns
-        .filter((column) => !pk.has(column))
-        .concat([GUARD_LSN, GUARD_SEQ])
-        .map((column) => `${quoteIdent(column)} = EXCLUDED.${quoteIdent(column)}`);
+      const valueColumns = columns.filter((column) => !pk.has(column));
+      const sets = valueColumns.concat([GUARD_LSN, GUARD_SEQ]).map((column) => `${quoteIdent(column)} = EXCLUDED.${quoteIdent(column)}`);
+      // A read over a row that holds its values already (streamed before the chunk) writes
+      // nothing. Compared as text: every type has a text form, not every type an equality (json).
+      const differs =
+        head.read && valueColumns.length > 0
+          ? ` AND (${valueColumns.map((column) => `t.${quoteIdent(column)}::text`).join(', ')}) IS DISTINCT FROM (${valueColumns.map((column) => `EXCLUDED.${quoteIdent(column)}::text`).join(', ')})`
+          : '';
       return (
         `INSERT INTO ${table.qualified} AS t (${[...columns, GUARD_LSN, GUARD_SEQ].map(quoteIdent).join(', ')}) ` +
         `SELECT ${[...arrays.select, `v.${GUARD_LSN}`, `v.${GUARD_SEQ}`].join(', ')} FROM ${arrays.from} ` +
         `ON CONFLICT (${table.primaryKey.map(quoteIdent).join(', ')}) DO UPDATE SET ${sets.join(', ')} ` +
-        `WHERE ${guardNewer('EXCLUDED')}`
+        `WHERE ${guardNewer('EXCLUDED')}${differs}`
       );
     });
     return { text, name, values, items, table: table.display };
