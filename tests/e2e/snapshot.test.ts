@@ -57,7 +57,7 @@ async function sinkCount(url: string, table: string): Promise<number> {
 }
 
 /** A bounded workload on the three tables: single-statement transactions, some updates leave the TOAST column unchanged. */
-function startWorkload(url: string, rows: number): { stop: () => Promise<number> } {
+function startWorkload(url: string, rows: number): { stop: () => Promise<number>; finish: () => Promise<number> } {
   let running = true;
   let statements = 0;
   const done = (async () => {
@@ -99,6 +99,11 @@ function startWorkload(url: string, rows: number): { stop: () => Promise<number>
   return {
     stop: async () => {
       running = false;
+      await done;
+      return statements;
+    },
+    /** Runs to its own end (20,000 statements or 3 minutes). */
+    finish: async () => {
       await done;
       return statements;
     },
@@ -207,6 +212,31 @@ describe('snapshots', () => {
     expect(await deadLetters(bus, pipelineName)).toEqual([]);
   });
 
+  test('SNAPSHOT_MODE=initial_only: the reader publishes the existing rows, then stops by itself with exit 0; the sink holds them all', { timeout: 180_000 }, async ({ ctx }) => {
+    const dbs = await createSourceAndSink(ctx, 'snaponly');
+    for (const url of [dbs.sourceUrl, dbs.sinkUrl]) await withClient(url, (client) => client.query(TABLES_SQL));
+    await withClient(dbs.sourceUrl, (client) => client.query(`INSERT INTO snap_big SELECT g, g, 'row ' || g FROM generate_series(1, 3000) g`));
+    const pipeline = await PipelineProcesses.start({
+      pipeline: ctx.uniqueName('snaponly').toLowerCase(),
+      partitions: 2,
+      sources: [{ id: 'src1', databaseUrl: dbs.sourceUrl, tables: ['public.snap_big'] }],
+      sinkUrl: dbs.sinkUrl,
+      sinks: ['postgres'],
+      servers: ctx.servers,
+      reorderers: 1,
+      extraEnv: { SNAPSHOT_MODE: 'initial_only', SNAPSHOT_CHUNK_ROWS: '700' },
+    });
+    ctx.defer('stop pipeline', () => pipeline.stop());
+    const status = await pipeline.process('reader:src1').waitForExit(60_000);
+    expect(status).toMatchObject({ code: 0 });
+    const source = await dump(dbs.sourceUrl, 'snap_big');
+    const sink = await waitFor(async () => {
+      const rows = await dump(dbs.sinkUrl, 'snap_big');
+      return rows.length === source.length ? rows : undefined;
+    }, { what: 'the 3000 rows in the sink', timeoutMs: 60_000 });
+    expect(sink).toEqual(source);
+  });
+
   test('incremental backfill through the signal table while changes stream, the reader SIGKILLed once mid-backfill: exact, resumed from its last chunk', { timeout: 300_000 }, async ({ ctx }) => {
     const rows = Math.max(20_000, Math.floor(ROWS / 3));
     const dbs = await createSourceAndSink(ctx, 'backfill');
@@ -235,7 +265,11 @@ describe('snapshots', () => {
     await waitFor(async () => (await sinkCount(dbs.sinkUrl, 'snap_big')) >= rows / 2, { what: 'half of the backfill in the sink', timeoutMs: 180_000, intervalMs: 200 });
     await pipeline.kill('reader:src1');
     await pipeline.restart('reader:src1');
-    await workload.stop();
+    // Changes keep streaming until the backfill is done and the workload's 20,000 changes are written.
+    await waitFor(async () => (await withClient(dbs.sourceUrl, (client) => readSnapshotJobs(client, slot)))[0]?.status === 'done', { what: 'the backfill done', timeoutMs: 240_000, intervalMs: 500 });
+    const streamed = await workload.finish();
+    expect(streamed).toBeGreaterThan(5_000);
+    console.log(`[snapshot] backfill of ${rows} rows, reader killed once at half; ${streamed} changes streamed meanwhile`);
 
     const source = await dump(dbs.sourceUrl, 'snap_big');
     const sink = await waitFor(async () => {

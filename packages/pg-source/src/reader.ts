@@ -522,6 +522,8 @@ export class Reader {
       case 'commit': {
         this.#tracker.committed(Lsn.parse(item.commitEndLsn), item.lamport);
         this.#pendingWatermark = { lamport: item.lamport, lsn: item.commitEndLsn };
+        // After the watermark is pending: a close() for initial_only publishes it in its drain.
+        this.#snapshotter?.committed();
         this.#committedLsn = item.commitEndLsn;
         this.#transactions += 1;
         if (item.heartbeat) this.#heartbeatTransactions += 1;

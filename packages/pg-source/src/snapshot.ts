@@ -300,6 +300,8 @@ export class Snapshotter {
   readonly #live = new Map<string, SnapshotRead[]>();
   /** `job:chunk` → resolves when the reader has emitted that chunk's high watermark. */
   readonly #waiting = new Map<string, () => void>();
+  /** Jobs whose last chunk is in the transaction being read. */
+  readonly #endingAtCommit: number[] = [];
   #driver: Promise<void> | undefined;
   #initialDone: Promise<void>;
   #resolveInitialDone!: () => void;
@@ -436,13 +438,23 @@ export class Snapshotter {
     return { mark, reads: windowOf ? overlay(rows, windowOf, this.#log) : rows, places: keys.length };
   }
 
-  /** The reader published the high watermark's reads (they are in its transaction). */
+  /**
+   * The reader published the high watermark's reads (they are in its transaction). The
+   * last chunk of a job ends it only at that transaction's commit (`committed`): until
+   * then the reads are not covered by a watermark.
+   */
   emitted(mark: SnapshotMark): void {
     const id = `${mark.job}:${mark.chunk}`;
     this.#live.delete(id);
     this.#waiting.get(id)?.();
     this.#waiting.delete(id);
-    if (mark.last) this.#finished(mark.job);
+    if (mark.last) this.#endingAtCommit.push(mark.job);
+  }
+
+  /** The reader decoded a commit: jobs whose last chunk was in that transaction are done. */
+  committed(): void {
+    if (this.#endingAtCommit.length === 0) return;
+    for (const job of this.#endingAtCommit.splice(0)) this.#finished(job);
   }
 
   async close(): Promise<void> {
