@@ -17,10 +17,11 @@
  * Size: SNAPSHOT_TEST_ROWS (default 60,000 in CI; the issue's figure, 1,000,000, was run by hand).
  */
 import { Bus } from '@cdc/bus';
-import { readSnapshotJobs, requestBackfill } from '@cdc/pg-source';
+import { readSnapshotJobs } from '@cdc/pg-source';
 import pg from 'pg';
 import { pino } from 'pino';
 import { describe, expect, test, waitFor } from '../harness/index.ts';
+import { cdc } from '../cli/support.ts';
 import { addAuditTrigger, deadLetters } from '../committer/support.ts';
 import { parseJson, readTopics } from '../kafka/support.ts';
 import { createSourceAndSink, withClient } from './databases.ts';
@@ -261,7 +262,10 @@ describe('snapshots', () => {
 
     const workload = startWorkload(dbs.sourceUrl, rows);
     ctx.defer('stop workload', () => workload.stop());
-    await withClient(dbs.sourceUrl, (client) => requestBackfill(client, { slot, tables: ['public.snap_big'] }));
+    // Asked for with the CLI (it writes the signal row).
+    const asked = await cdc(['snapshot', 'start', 'public.snap_big', '--slot', slot, '--json'], { SOURCE_DATABASE_URL: dbs.sourceUrl });
+    expect(asked.code).toBe(0);
+    expect(JSON.parse(asked.stdout)).toMatchObject({ slot, tables: ['public.snap_big'] });
     await waitFor(async () => (await sinkCount(dbs.sinkUrl, 'snap_big')) >= rows / 2, { what: 'half of the backfill in the sink', timeoutMs: 180_000, intervalMs: 200 });
     await pipeline.kill('reader:src1');
     await pipeline.restart('reader:src1');
@@ -277,7 +281,8 @@ describe('snapshots', () => {
       return found.length === source.length && found.every((row, i) => row === source[i]) ? found : undefined;
     }, { what: 'snap_big: sink equal to source row by row', timeoutMs: 180_000, intervalMs: 500 });
     expect(sink).toEqual(source);
-    const jobs = await withClient(dbs.sourceUrl, (client) => readSnapshotJobs(client, slot));
+    const status = await cdc(['snapshot', 'status', '--slot', slot, '--json'], { SOURCE_DATABASE_URL: dbs.sourceUrl });
+    const jobs = JSON.parse(status.stdout) as Awaited<ReturnType<typeof readSnapshotJobs>>;
     expect(jobs).toHaveLength(1);
     expect(jobs[0]).toMatchObject({ table: 'public.snap_big', kind: 'incremental', status: 'done' });
     // Resumed, not started again: the chunks read add up to about one pass over the table.
