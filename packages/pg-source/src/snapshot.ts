@@ -63,7 +63,7 @@ export const SNAPSHOT_MODES: readonly SnapshotMode[] = ['initial', 'never', 'ini
 
 export const SNAPSHOT_DEFAULTS = {
   /** Rows per chunk: what one high watermark's transaction carries, and what the reader holds per table. */
-  chunkRows: 5_000,
+  chunkRows: 2_000,
   /** Tables read at the same time. */
   parallelism: 2,
   /** How often the signal table is looked at. */
