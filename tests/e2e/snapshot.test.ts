@@ -238,6 +238,44 @@ describe('snapshots', () => {
     expect(sink).toEqual(source);
   });
 
+  test('a table added to TABLES later is added to the reader\'s publication and its existing rows backfilled while it streams: exact', { timeout: 180_000 }, async ({ ctx }) => {
+    const dbs = await createSourceAndSink(ctx, 'snapadd');
+    for (const url of [dbs.sourceUrl, dbs.sinkUrl]) await withClient(url, (client) => client.query(TABLES_SQL));
+    await withClient(dbs.sourceUrl, (client) => client.query(FILL_SQL));
+    const pipelineName = ctx.uniqueName('snapadd').toLowerCase();
+    const slot = `cdc_${pipelineName}_src1`;
+    const pipeline = await PipelineProcesses.start({
+      pipeline: pipelineName,
+      partitions: 2,
+      sources: [{ id: 'src1', databaseUrl: dbs.sourceUrl, tables: ['public.snap_doc'] }],
+      sinkUrl: dbs.sinkUrl,
+      sinks: ['postgres'],
+      servers: ctx.servers,
+      reorderers: 1,
+      extraEnv: { SNAPSHOT_CHUNK_ROWS: '500' },
+    });
+    ctx.defer('stop pipeline', () => pipeline.stop());
+    const docs = await dump(dbs.sourceUrl, 'snap_doc');
+    await waitFor(async () => ((await dump(dbs.sinkUrl, 'snap_doc')).length === docs.length ? true : undefined), { what: 'snap_doc snapshotted', timeoutMs: 60_000 });
+    expect(await sinkCount(dbs.sinkUrl, 'snap_pair')).toBe(0);
+    // Changed while not captured: only the backfill can bring these.
+    await withClient(dbs.sourceUrl, (client) => client.query('UPDATE snap_pair SET v = v + 1000 WHERE a < 100'));
+
+    await pipeline.restart('reader:src1', { TABLES: 'public.snap_doc,public.snap_pair' });
+    // Streamed while the backfill runs.
+    await withClient(dbs.sourceUrl, (client) => client.query(`UPDATE snap_pair SET v = -v WHERE a % 7 = 0; DELETE FROM snap_pair WHERE a % 11 = 0; INSERT INTO snap_pair VALUES (5000, 'new', 1)`));
+    const source = await dump(dbs.sourceUrl, 'snap_pair');
+    const sink = await waitFor(async () => {
+      const rows = await dump(dbs.sinkUrl, 'snap_pair');
+      return rows.length === source.length && rows.every((row, i) => row === source[i]) ? rows : undefined;
+    }, { what: 'snap_pair: sink equal to source row by row', timeoutMs: 120_000, intervalMs: 500 });
+    expect(sink).toEqual(source);
+    const published = await withClient(dbs.sourceUrl, async (client) => (await client.query(`SELECT tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1`, [slot])).rows);
+    expect(published).toEqual([{ tablename: 'snap_doc' }, { tablename: 'snap_pair' }]);
+    const jobs = await withClient(dbs.sourceUrl, (client) => readSnapshotJobs(client, slot));
+    expect(jobs.find((job) => job.table === 'public.snap_pair')).toMatchObject({ kind: 'incremental', status: 'done' });
+  });
+
   test('incremental backfill through the signal table while changes stream, the reader SIGKILLed once mid-backfill: exact, resumed from its last chunk', { timeout: 300_000 }, async ({ ctx }) => {
     const rows = Math.max(20_000, Math.floor(ROWS / 3));
     const dbs = await createSourceAndSink(ctx, 'backfill');

@@ -24,6 +24,7 @@ export {
   SNAPSHOT_MODES,
   ensureSnapshotSchema,
   queueInitialSnapshot,
+  queueBackfill,
   requestBackfill,
   readSnapshotJobs,
   hasSnapshotSchema,

@@ -2,8 +2,10 @@
  * Prepares a source database for the reader, in this order:
  *   1. wal_level must be `logical` (else one clear error saying what to change);
  *   2. every configured table exists and has a key (catalog.ts);
- *   3. the publication: created `FOR TABLE <configured tables>` if missing, else it must
- *      publish exactly those tables, every column and row, and all four operations;
+ *   3. the publication: created `FOR TABLE <configured tables>` if missing (and marked as
+ *      ours by a comment), else it must publish exactly those tables, every column and row,
+ *      and all four operations — except that our own publication is extended by tables
+ *      added to TABLES since (their existing rows then come by a backfill);
  *   4. the slot: created with pgoutput if missing, else it must be a logical pgoutput slot
  *      of this database that has not lost WAL (`wal_status = 'lost'`, PITFALLS 8).
  * The publication is created before the slot on purpose: pgoutput looks the publication
@@ -17,7 +19,7 @@ import { redactUrl } from '@cdc/runtime';
 import type pg from 'pg';
 import { readTable, type SourceTable } from './catalog.ts';
 import { assertValueTextSettings, quoteIdent, sqlStateOf, withSource } from './connection.ts';
-import { queueInitialSnapshot, type SnapshotMode } from './snapshot.ts';
+import { queueBackfill, queueInitialSnapshot, type SnapshotMode } from './snapshot.ts';
 import { PublicationMismatchError, SlotLostError, SlotMismatchError, WalLevelError } from './errors.ts';
 
 export interface SetupOptions {
@@ -75,8 +77,17 @@ export async function setupSource(options: SetupOptions): Promise<PreparedSource
       const tables: SourceTable[] = [];
       for (const name of options.tables) tables.push(await readTable(client, name));
 
-      const publication = await ensurePublication(client, options.publicationName, tables);
-      if (publication.created) logger.info({ publication: options.publicationName, tables: tables.map((t) => t.table) }, 'created publication');
+      const ensured = await ensurePublication(client, options.publicationName, tables);
+      const publication = { name: ensured.name, created: ensured.created };
+      if (ensured.created) logger.info({ publication: options.publicationName, tables: tables.map((t) => t.table) }, 'created publication');
+      if (ensured.added.length > 0) {
+        logger.info({ publication: options.publicationName, tables: ensured.added }, `tables added to the publication: ${ensured.added.join(', ')}`);
+        // Their existing rows: a backfill (the reader takes the signal once it streams); with `never`, only if asked for.
+        if ((options.snapshot ?? 'never') !== 'never' && (await readSlot(client, options.slotName))) {
+          await queueBackfill(client, options.slotName, ensured.added);
+          logger.info({ slot: options.slotName, tables: ensured.added }, 'backfill of the added tables queued');
+        }
+      }
 
       if ((options.snapshot ?? 'never') !== 'never' && !(await readSlot(client, options.slotName))) {
         const queued = await queueInitialSnapshot(client, options.slotName, tables.map((t) => t.table));
@@ -99,21 +110,46 @@ export async function setupSource(options: SetupOptions): Promise<PreparedSource
   });
 }
 
-async function ensurePublication(client: pg.Client, name: string, tables: readonly SourceTable[]): Promise<{ name: string; created: boolean }> {
-  const existing = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [name]);
+/** The comment on a publication the reader created: only such a one is extended when TABLES grows. */
+export const MANAGED_PUBLICATION_COMMENT = 'created by the cdc reader: tables added to TABLES are added here';
+
+async function ensurePublication(
+  client: pg.Client,
+  name: string,
+  tables: readonly SourceTable[],
+): Promise<{ name: string; created: boolean; added: readonly string[] }> {
+  const qualified = (t: SourceTable): string => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`;
+  const existing = await client.query<{ comment: string | null }>(
+    `SELECT obj_description(oid, 'pg_publication') AS comment FROM pg_publication WHERE pubname = $1`,
+    [name],
+  );
   if (existing.rowCount === 0) {
-    const list = tables.map((t) => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`).join(', ');
     try {
-      await client.query(`CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${list}`);
-      return { name, created: true };
+      await client.query(`CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${tables.map(qualified).join(', ')}`);
+      await client.query(`COMMENT ON PUBLICATION ${quoteIdent(name)} IS '${MANAGED_PUBLICATION_COMMENT}'`);
+      return { name, created: true, added: [] };
     } catch (error) {
       // Another reader created it between our check and our CREATE: verify theirs.
       if (sqlStateOf(error) !== DUPLICATE_OBJECT) throw error;
     }
   }
   const differences = await publicationDifferences(client, name, tables);
-  if (differences.length > 0) throw new PublicationMismatchError(name, differences);
-  return { name, created: false };
+  if (differences.length === 0) return { name, created: false, added: [] };
+  // Our own publication that only lacks tables added to TABLES since: extend it (their rows
+  // come by a backfill, their changes from now on by the stream). Anyone else's is refused.
+  const missing = await missingTables(client, name, tables);
+  const onlyMissing = differences.length === 1 && differences[0]?.startsWith('it lacks ') === true && missing.length > 0;
+  if (onlyMissing && existing.rows[0]?.comment === MANAGED_PUBLICATION_COMMENT) {
+    await client.query(`ALTER PUBLICATION ${quoteIdent(name)} ADD TABLE ${missing.map(qualified).join(', ')}`);
+    return { name, created: false, added: missing.map((t) => t.table) };
+  }
+  throw new PublicationMismatchError(name, differences);
+}
+
+async function missingTables(client: pg.Client, name: string, tables: readonly SourceTable[]): Promise<SourceTable[]> {
+  const published = await client.query<{ t: string }>(`SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = $1`, [name]);
+  const have = new Set(published.rows.map((row) => row.t));
+  return tables.filter((t) => !have.has(t.table));
 }
 
 /** Everything about the existing publication that differs from what the reader needs. */

@@ -218,6 +218,19 @@ export async function queueInitialSnapshot(client: Pick<pg.Client, 'query'>, slo
 }
 
 /**
+ * Queues a backfill of `tables` for the slot's reader as jobs (not a signal), so a reader
+ * about to start knows them before its first change: tables just added to its publication.
+ */
+export async function queueBackfill(client: Pick<pg.Client, 'query'>, slot: string, tables: readonly string[]): Promise<number> {
+  await ensureSnapshotSchema(client);
+  const inserted = await client.query(
+    `INSERT INTO _cdc.snapshot_jobs (slot, kind, table_name) SELECT $1, 'incremental', t FROM unnest($2::text[]) AS t`,
+    [slot, tables],
+  );
+  return inserted.rowCount ?? 0;
+}
+
+/**
  * Asks the reader of `slot` to backfill `tables` (all of each, or keys from `rangeFrom`
  * through `rangeTo`, inclusive, as key values in text form): a signal row it takes within
  * a second. Returns the signal id.
