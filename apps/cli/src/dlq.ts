@@ -10,34 +10,49 @@
  * committer's checkpoints and epoch are not touched, so a running committer is neither
  * fenced nor moved: the version guard orders the replayed change against its writes.
  *
+ * Why not republish the event into the pipeline: the committer skips what is at or below
+ * its checkpoint (an old letter's order key is), the gate has claimed its id, and the
+ * stream's Nats-Msg-Id window may have passed — three places to bypass, and the record of
+ * the replay would not commit with the row. Here both commit or neither does.
+ *
+ * The one thing the guard cannot see is a row that is gone: the sink keeps no tombstones,
+ * so an old insert replayed after a newer delete of its key would bring the row back. So
+ * before applying an insert/update, the letter's partition in the deduped stream is read
+ * from its start: a newer delete of the key (or truncate of the table) makes the letter
+ * `superseded` (recorded, nothing written). The scan must find the letter's own event —
+ * else retention removed what came right after it, and the replay is refused unless
+ * `--force`.
+ *
  * Not replayed here: letters of other stages (the event never reached a sink; the stage
  * that refused it names why) and of Kafka sinks — listed with the reason.
  */
-import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { deadLetterId, pinValueText, streamName, type ChangeEvent, type DeadLetter } from '@cdc/core';
+import { deadLetterId, decodeOrderedMessage, pinValueText, stageSubject, streamName, type ChangeEvent } from '@cdc/core';
 import { SinkWriter, TableCatalog, parseTableMap } from '@cdc/sink-pg';
+import { redactUrl } from '@cdc/runtime';
 import pg from 'pg';
 import { pino } from 'pino';
+import { replayableEvent, supersedes, type ReplayResult, type StoredLetter } from './letters.ts';
 
-export interface StoredLetter {
-  /** Stream sequence in the dlq stream: what `show` and `replay` take. */
-  readonly seq: number;
-  readonly subject: string;
-  readonly time: string;
-  readonly letter: DeadLetter & { readonly sqlstate?: string };
-  readonly id: string | undefined;
-}
+export type { ReplayResult, StoredLetter } from './letters.ts';
+
+/** What the deduped stream says about the changes after a letter's event. */
+export type LaterChange = { readonly covered: false } | { readonly covered: true; readonly superseding?: ChangeEvent };
 
 export class DeadLetterStore {
   readonly #nc: NatsConnection;
   readonly #jsm: JetStreamManager;
+  readonly #js: JetStreamClient;
+  readonly #pipeline: string;
   readonly #stream: string;
 
-  private constructor(nc: NatsConnection, jsm: JetStreamManager, stream: string) {
+  private constructor(nc: NatsConnection, jsm: JetStreamManager, pipeline: string) {
     this.#nc = nc;
     this.#jsm = jsm;
-    this.#stream = stream;
+    this.#js = jetstream(nc, { timeout: 10_000 });
+    this.#pipeline = pipeline;
+    this.#stream = streamName(pipeline, 'dlq');
   }
 
   static async open(natsUrl: string, pipeline: string): Promise<DeadLetterStore> {
@@ -47,23 +62,30 @@ export class DeadLetterStore {
       name: `cdc-cli-${pipeline}`,
       ...(url.username ? { user: decodeURIComponent(url.username), pass: decodeURIComponent(url.password) } : {}),
       timeout: 5_000,
+    }).catch((error: unknown) => {
+      throw new Error(`cannot reach NATS at ${redactUrl(natsUrl)}: ${error instanceof Error ? error.message : String(error)}`);
     });
     try {
-      const jsm = await jetstreamManager(nc, { timeout: 5_000 });
-      return new DeadLetterStore(nc, jsm, streamName(pipeline, 'dlq'));
+      const jsm = await jetstreamManager(nc, { timeout: 10_000 });
+      return new DeadLetterStore(nc, jsm, pipeline);
     } catch (error) {
       await nc.close();
       throw error;
     }
   }
 
-  /** Letters in stream order, optionally of one stage, at most `limit` (bounded: one get per letter). */
+  /**
+   * Letters in stream order, optionally of one stage, at most `limit` (one get per letter).
+   * A pipeline that never dead-lettered has no dlq stream: no letters. Any other error
+   * (a timeout) is thrown, never read as "no letter" — `replay --all` must not skip one.
+   */
   async list(options: { stage?: string; limit: number }): Promise<StoredLetter[]> {
     let info;
     try {
       info = await this.#jsm.streams.info(this.#stream);
-    } catch {
-      return [];
+    } catch (error) {
+      if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound) return [];
+      throw error;
     }
     const out: StoredLetter[] = [];
     for (let seq = info.state.first_seq; seq <= info.state.last_seq && out.length < options.limit; seq++) {
@@ -75,8 +97,15 @@ export class DeadLetterStore {
     return out;
   }
 
+  /** The letter at `seq`; undefined when the stream holds none there (deleted, or not a letter). */
   async get(seq: number): Promise<StoredLetter | undefined> {
-    const message = await this.#jsm.streams.getMessage(this.#stream, { seq }).catch(() => null);
+    let message;
+    try {
+      message = await this.#jsm.streams.getMessage(this.#stream, { seq });
+    } catch (error) {
+      if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound) return undefined;
+      throw error;
+    }
     if (!message) return undefined;
     let letter: StoredLetter['letter'];
     try {
@@ -87,28 +116,60 @@ export class DeadLetterStore {
     return { seq, subject: message.subject, time: message.time.toISOString(), letter, id: deadLetterId(letter) };
   }
 
+  /**
+   * Reads the event's partition of the deduped stream from its first message to its last
+   * (an ordered consumer, nothing acknowledged) for a change that supersedes `event`.
+   * `covered` is false when the event itself was not found: retention removed it, and with
+   * it possibly a later delete.
+   */
+  async laterChange(event: ChangeEvent, partition: number): Promise<LaterChange> {
+    const stream = streamName(this.#pipeline, 'deduped');
+    const subject = stageSubject(this.#pipeline, 'deduped', partition);
+    const last = await this.#jsm.streams.getMessage(stream, { last_by_subj: subject }).catch((error: unknown) => {
+      if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound) return null;
+      throw error;
+    });
+    if (!last) return { covered: false };
+    const consumer = await this.#js.consumers.get(stream, { filter_subjects: subject, deliver_policy: DeliverPolicy.All });
+    const messages = await consumer.consume({ max_messages: 256 });
+    let seen = false;
+    let superseding: ChangeEvent | undefined;
+    try {
+      for await (const message of messages) {
+        for (const item of decodeOrderedMessage(message.data)) {
+          if (item.kind !== 'change') continue;
+          if (item.value.eventId === event.eventId) seen = true;
+          else if (supersedes(item.value, event)) superseding ??= item.value;
+        }
+        if (message.seq >= last.seq) break;
+      }
+    } finally {
+      await messages.close();
+    }
+    if (!seen) return { covered: false };
+    return superseding ? { covered: true, superseding } : { covered: true };
+  }
+
   async close(): Promise<void> {
     await this.#nc.close();
   }
 }
-
-export type ReplayResult =
-  | { readonly seq: number; readonly outcome: 'applied'; readonly rowsWritten: number }
-  | { readonly seq: number; readonly outcome: 'already-replayed'; readonly at: string }
-  | { readonly seq: number; readonly outcome: 'refused' | 'not-replayable'; readonly reason: string }
-  | { readonly seq: number; readonly outcome: 'would-apply' };
 
 /** Applies letters' events to a PostgreSQL sink, each in its own transaction with its replay record. */
 export class PgReplayer {
   readonly #pool: pg.Pool;
   readonly #writer: SinkWriter;
   readonly #sink: string;
+  readonly #url: string;
+  readonly #later: (event: ChangeEvent, partition: number) => Promise<LaterChange>;
 
-  constructor(options: { sinkUrl: string; pipeline: string; sink: string; tableMap?: string }) {
+  constructor(options: { sinkUrl: string; pipeline: string; sink: string; tableMap?: string; laterChange: (event: ChangeEvent, partition: number) => Promise<LaterChange> }) {
     const pinned = pinValueText(options.sinkUrl);
+    this.#url = options.sinkUrl;
     this.#pool = new pg.Pool({ connectionString: pinned.connectionString, options: pinned.options, max: 1, application_name: 'cdc-cli-replay' });
     this.#pool.on('error', () => undefined);
     this.#sink = options.sink;
+    this.#later = options.laterChange;
     this.#writer = new SinkWriter({
       pool: this.#pool,
       catalog: new TableCatalog(this.#pool, parseTableMap(options.tableMap ?? '')),
@@ -119,34 +180,42 @@ export class PgReplayer {
     });
   }
 
-  async replay(stored: StoredLetter, options: { dryRun?: boolean } = {}): Promise<ReplayResult> {
-    const { letter, seq } = stored;
-    if (letter.stage !== 'committer') return { seq, outcome: 'not-replayable', reason: `a ${letter.stage} letter never reached a sink; fix its cause at the ${letter.stage}` };
-    if (letter.sink !== this.#sink) return { seq, outcome: 'not-replayable', reason: `a letter of sink ${letter.sink ?? '?'}, not ${this.#sink}` };
-    if (letter.payloadTruncated) return { seq, outcome: 'not-replayable', reason: 'its payload was cut to fit the bus' };
-    if (stored.id === undefined) return { seq, outcome: 'not-replayable', reason: 'the letter has no event id' };
-    let event: ChangeEvent;
-    try {
-      event = JSON.parse(letter.payload) as ChangeEvent;
-      if (event.kind !== 'change' || typeof event.table !== 'string' || !Array.isArray(event.key)) throw new Error('not a change event');
-    } catch (error) {
-      return { seq, outcome: 'not-replayable', reason: `its payload is not a change event (${error instanceof Error ? error.message : String(error)})` };
-    }
-    const client = await this.#pool.connect();
+  async replay(stored: StoredLetter, options: { dryRun?: boolean; force?: boolean } = {}): Promise<ReplayResult> {
+    const { seq } = stored;
+    const replayable = replayableEvent(stored, this.#sink);
+    if ('reason' in replayable) return { seq, outcome: 'not-replayable', reason: replayable.reason };
+    const { event } = replayable;
+    const client = await this.#pool.connect().catch((error: unknown) => {
+      throw new Error(`cannot reach the sink at ${redactUrl(this.#url)}: ${error instanceof Error ? error.message : String(error)}`);
+    });
     try {
       await client.query('BEGIN');
       await client.query(
         `CREATE TABLE IF NOT EXISTS _cdc_dlq_replays (letter_id text PRIMARY KEY, pipeline text NOT NULL, stream_seq bigint NOT NULL, replayed_at timestamptz NOT NULL DEFAULT now())`,
       );
-      const recorded = await client.query<{ replayed_at: Date }>(
+      // Tables made by the first version of this command lack it: their rows were all applied.
+      await client.query(`ALTER TABLE _cdc_dlq_replays ADD COLUMN IF NOT EXISTS outcome text NOT NULL DEFAULT 'applied'`);
+      // Taken first: a concurrent replay of the same letter waits here for this one to end.
+      const recorded = await client.query(
         `INSERT INTO _cdc_dlq_replays (letter_id, pipeline, stream_seq) VALUES ($1, $2, $3) ON CONFLICT (letter_id) DO NOTHING RETURNING replayed_at`,
         [stored.id, this.#writer.pipeline, seq],
       );
       if ((recorded.rowCount ?? 0) === 0) {
         await client.query('ROLLBACK');
         // On this connection: the pool has one, held here until the finally below.
-        const at = await client.query<{ replayed_at: Date }>('SELECT replayed_at FROM _cdc_dlq_replays WHERE letter_id = $1', [stored.id]);
-        return { seq, outcome: 'already-replayed', at: at.rows[0]?.replayed_at.toISOString() ?? '?' };
+        const at = await client.query<{ replayed_at: Date; outcome: string }>('SELECT replayed_at, outcome FROM _cdc_dlq_replays WHERE letter_id = $1', [stored.id]);
+        const row = at.rows[0];
+        return { seq, outcome: 'already-replayed', at: row?.replayed_at.toISOString() ?? '?', previous: row?.outcome ?? '?' };
+      }
+      const superseded = await this.#superseded(event, stored.letter.partition, options.force === true);
+      if (superseded && !superseded.record) {
+        await client.query('ROLLBACK');
+        return { seq, outcome: 'refused', reason: superseded.reason };
+      }
+      if (superseded) {
+        await client.query(`UPDATE _cdc_dlq_replays SET outcome = 'superseded' WHERE letter_id = $1`, [stored.id]);
+        await client.query(options.dryRun ? 'ROLLBACK' : 'COMMIT');
+        return { seq, outcome: 'superseded', reason: superseded.reason };
       }
       const outcome = await this.#writer.applyChunk(client, [event]);
       const refusal = outcome.refusals[0];
@@ -166,6 +235,21 @@ export class PgReplayer {
     } finally {
       client.release();
     }
+  }
+
+  /** Why the event must not be applied: superseded (`record`: say so for good), or unverifiable (refused). */
+  async #superseded(event: ChangeEvent, partition: number | undefined, force: boolean): Promise<{ reason: string; record: boolean } | undefined> {
+    if (event.op === 'delete' || event.op === 'truncate') return undefined;
+    if (partition === undefined) return force ? undefined : { reason: 'the letter names no partition: cannot check for a later delete of its row (--force to apply anyway)', record: false };
+    const later = await this.#later(event, partition);
+    if (!later.covered) {
+      return force
+        ? undefined
+        : { reason: `the deduped stream no longer holds this event (retention): cannot check for a later delete of its row (--force to apply anyway)`, record: false };
+    }
+    if (!later.superseding) return undefined;
+    const by = later.superseding;
+    return { reason: `a later ${by.op} (lsn ${by.commitLsn}, event ${by.eventId}) removed the row: replaying would bring it back`, record: true };
   }
 
   async close(): Promise<void> {

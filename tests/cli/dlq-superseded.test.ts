@@ -1,0 +1,97 @@
+/**
+ * `cdc dlq replay` against real servers, the cases the version guard alone gets wrong or
+ * that need saying: an old insert whose row a later delete removed is `superseded` (the
+ * sink keeps no tombstone, so applying it would bring back a row the source deleted); an
+ * old insert whose row a later update rewrote is applied as a no-op (the guard); a
+ * dry run writes nothing and records nothing; `list --stage/--limit` filter; bad
+ * arguments fail with a clear message, an unreachable sink without its password; every second replay reports `already-replayed`.
+ */
+import type { ChangeEvent } from '@cdc/core';
+import { describe, expect, test, waitFor } from '../harness/index.ts';
+import { addAuditTrigger, createPublishingPipeline, createSinkDatabase, deadLetters, startCommitter } from '../committer/support.ts';
+import { cdc } from './support.ts';
+
+describe('cdc dlq replay', () => {
+  test('a letter a later delete superseded is not applied; one a later update overwrote writes nothing; the rest once', { timeout: 180_000 }, async ({ ctx }) => {
+    const sink = await createSinkDatabase(ctx);
+    const name = ctx.uniqueName('cli_sup');
+    const t = `public.${name}`;
+    await sink.db.query(`CREATE TABLE ${t} (id integer PRIMARY KEY, qty integer CONSTRAINT qty_small CHECK (qty < 100))`);
+    const audit = await addAuditTrigger(sink.db, t);
+    const { pipeline, bus, log, out } = await createPublishingPipeline(ctx, 2);
+    const typed = (events: ChangeEvent[]): ChangeEvent[] => events.map((event) => ({ ...event, columnTypes: { id: 23, qty: 23 } }));
+    const row = (id: string, qty: string): { id: string; qty: string } => ({ id, qty });
+    const events = typed([
+      ...log.transaction([{ table: t, op: 'insert', key: ['1'], after: row('1', '500') }]), // refused
+      ...log.transaction([{ table: t, op: 'delete', key: ['1'], before: { id: '1' } }]), // applied (no row)
+      ...log.transaction([{ table: t, op: 'insert', key: ['2'], after: row('2', '600') }]), // refused
+      ...log.transaction([{ table: t, op: 'update', key: ['2'], after: row('2', '7') }]), // applied: the row, newer
+      ...log.transaction([{ table: t, op: 'insert', key: ['3'], after: row('3', '700') }]), // refused
+    ]);
+    await out.events(events);
+    await out.watermark(log.watermark());
+    await out.flush();
+    await startCommitter(ctx, { pipeline, partitions: 2, sinkUrl: sink.url, sinkName: 'postgres' });
+    await waitFor(async () => ((await deadLetters(bus, pipeline)).length >= 3 ? true : undefined), { what: 'three dead letters', timeoutMs: 30_000 });
+    await waitFor(async () => ((await sink.db.query(`SELECT 1 FROM ${t} WHERE id = 2`)).rowCount === 1 ? true : undefined), { what: 'the update of row 2', timeoutMs: 30_000 });
+
+    const env = { PIPELINE: pipeline, NATS_URL: ctx.servers.nats, SINK_DATABASE_URL: sink.url };
+    const letters = JSON.parse((await cdc(['dlq', 'list', '--json'], env)).stdout) as { seq: number; eventId: string; reason: string }[];
+    expect(letters).toHaveLength(3);
+    const seqOf = (event: ChangeEvent | undefined): number => letters.find((l) => l.eventId === event?.eventId)?.seq ?? -1;
+    const [deleted, overwritten, plain] = [seqOf(events[0]), seqOf(events[2]), seqOf(events[4])];
+    expect(letters.every((l) => l.reason.includes('qty_small'))).toBe(true);
+
+    // Filters and argument checks.
+    expect(JSON.parse((await cdc(['dlq', 'list', '--json', '--limit', '1'], env)).stdout)).toHaveLength(1);
+    expect(JSON.parse((await cdc(['dlq', 'list', '--json', '--stage', 'dedup-gate'], env)).stdout)).toEqual([]);
+    const bad = await cdc(['dlq', 'list', '--limit', 'lots'], env);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stdout).toContain('not a positive integer');
+    const missing = await cdc(['dlq', 'replay', '999999'], env);
+    expect(missing.code).not.toBe(0);
+    expect(missing.stdout).toContain('no dead letter at sequence 999999');
+
+    await sink.db.query(`ALTER TABLE ${t} DROP CONSTRAINT qty_small`);
+    const rowsNow = async (): Promise<unknown[]> => (await sink.db.query(`SELECT id, qty FROM ${t} ORDER BY id`)).rows;
+    expect(await rowsNow()).toEqual([{ id: 2, qty: 7 }]);
+
+    // A dry run says what would happen, writes and records nothing.
+    const dry = JSON.parse((await cdc(['dlq', 'replay', '--all', '--dry-run', '--json'], env)).stdout) as { seq: number; outcome: string }[];
+    expect(Object.fromEntries(dry.map((r) => [r.seq, r.outcome]))).toEqual({ [deleted]: 'superseded', [overwritten]: 'would-apply', [plain]: 'would-apply' });
+    expect(await rowsNow()).toEqual([{ id: 2, qty: 7 }]);
+
+    const first = await cdc(['dlq', 'replay', '--all', '--json'], env);
+    expect(first.code).toBe(0);
+    const results = JSON.parse(first.stdout) as { seq: number; outcome: string; reason?: string; rowsWritten?: number }[];
+    const bySeq = new Map(results.map((r) => [r.seq, r]));
+    expect(bySeq.get(deleted)).toMatchObject({ outcome: 'superseded' });
+    expect(bySeq.get(deleted)?.reason).toContain('later delete');
+    expect(bySeq.get(overwritten)).toMatchObject({ outcome: 'applied', rowsWritten: 0 });
+    expect(bySeq.get(plain)).toMatchObject({ outcome: 'applied', rowsWritten: 1 });
+    // Row 1 stays deleted, row 2 keeps its newer value, row 3 arrives.
+    expect(await rowsNow()).toEqual([
+      { id: 2, qty: 7 },
+      { id: 3, qty: 700 },
+    ]);
+
+    const second = await cdc(['dlq', 'replay', String(deleted), String(overwritten), String(plain)], env);
+    expect(second.code).toBe(0);
+    expect(second.stdout.match(/already-replayed/g)).toHaveLength(3);
+    expect(second.stdout).toContain('(superseded)');
+    expect(await rowsNow()).toEqual([
+      { id: 2, qty: 7 },
+      { id: 3, qty: 700 },
+    ]);
+    // A sink that cannot be reached is named without its password.
+    const unreachable = await cdc(['dlq', 'replay', String(plain)], { ...env, SINK_DATABASE_URL: 'postgres://cdc:hunter2@127.0.0.1:1/none' });
+    expect(unreachable.code).not.toBe(0);
+    expect(unreachable.stdout).toContain('cannot reach the sink at postgres://cdc:***@127.0.0.1:1/none');
+    expect(unreachable.stdout).not.toContain('hunter2');
+    // Each row written once: row 2 by the committer's update, row 3 by the replay.
+    expect((await sink.db.query(`SELECT op, id FROM ${audit} ORDER BY id`)).rows).toEqual([
+      { op: 'INSERT', id: '2' },
+      { op: 'INSERT', id: '3' },
+    ]);
+  });
+});
