@@ -6,7 +6,7 @@
  * dry run writes nothing and records nothing; `list --stage/--limit` filter; bad
  * arguments fail with a clear message, an unreachable sink without its password; every second replay reports `already-replayed`.
  */
-import type { ChangeEvent } from '@cdc/core';
+import { asPartition, partitionOf, type ChangeEvent } from '@cdc/core';
 import { describe, expect, test, waitFor } from '../harness/index.ts';
 import { addAuditTrigger, createPublishingPipeline, createSinkDatabase, deadLetters, startCommitter } from '../committer/support.ts';
 import { cdc } from './support.ts';
@@ -93,5 +93,32 @@ describe('cdc dlq replay', () => {
       { op: 'INSERT', id: '2' },
       { op: 'INSERT', id: '3' },
     ]);
+  });
+
+  test('a letter whose table a later TRUNCATE emptied (sent to partition 0) is superseded', { timeout: 120_000 }, async ({ ctx }) => {
+    const sink = await createSinkDatabase(ctx);
+    const t = `public.${ctx.uniqueName('cli_trunc')}`;
+    await sink.db.query(`CREATE TABLE ${t} (id integer PRIMARY KEY, qty integer CONSTRAINT qty_small CHECK (qty < 100))`);
+    const { pipeline, bus, log, out } = await createPublishingPipeline(ctx, 2);
+    // A key of partition 1, so the truncate (partition 0, as the reader sends it) is elsewhere.
+    const id = ['1', '2', '3', '4', '5', '6', '7', '8'].find((k) => partitionOf(t, [k], 2) === 1);
+    if (id === undefined) throw new Error('no key of partition 1');
+    const typed = (events: ChangeEvent[]): ChangeEvent[] => events.map((event) => ({ ...event, columnTypes: { id: 23, qty: 23 } }));
+    const [refused] = typed(log.transaction([{ table: t, op: 'insert', key: [id], after: { id, qty: '500' } }]));
+    const [truncate] = typed(log.transaction([{ table: t, op: 'truncate', key: [], keyColumns: [] }]));
+    if (!refused || !truncate) throw new Error('no events');
+    await out.event(refused);
+    await out.event(truncate, asPartition(0, 2));
+    await out.watermark(log.watermark());
+    await out.flush();
+    await startCommitter(ctx, { pipeline, partitions: 2, sinkUrl: sink.url, sinkName: 'postgres' });
+    await waitFor(async () => ((await deadLetters(bus, pipeline)).length >= 1 ? true : undefined), { what: 'the dead letter', timeoutMs: 30_000 });
+    await sink.db.query(`ALTER TABLE ${t} DROP CONSTRAINT qty_small`);
+
+    const env = { PIPELINE: pipeline, NATS_URL: ctx.servers.nats, SINK_DATABASE_URL: sink.url };
+    const [result] = JSON.parse((await cdc(['dlq', 'replay', '--all', '--json'], env)).stdout) as { outcome: string; reason: string }[];
+    expect(result?.outcome).toBe('superseded');
+    expect(result?.reason).toContain(`later truncate (lsn ${truncate.commitLsn}`);
+    expect((await sink.db.query(`SELECT count(*)::int AS n FROM ${t}`)).rows).toEqual([{ n: 0 }]);
   });
 });

@@ -17,11 +17,11 @@
  *
  * The one thing the guard cannot see is a row that is gone: the sink keeps no tombstones,
  * so an old insert replayed after a newer delete of its key would bring the row back. So
- * before applying an insert/update, the letter's partition in the deduped stream is read
- * from its start: a newer delete of the key (or truncate of the table) makes the letter
- * `superseded` (recorded, nothing written). The scan must find the letter's own event —
- * else retention removed what came right after it, and the replay is refused unless
- * `--force`.
+ * before applying an insert/update, the deduped stream is read — the letter's partition,
+ * and partition 0 where TRUNCATEs go: a newer delete of the key (or truncate of the
+ * table) makes the letter `superseded` (recorded, nothing written). The scan must find the
+ * letter's own event — else retention removed what came right after it, and the replay is
+ * refused unless `--force`.
  *
  * Not replayed here: letters of other stages (the event never reached a sink; the stage
  * that refused it names why) and of Kafka sinks — listed with the reason.
@@ -33,7 +33,10 @@ import { SinkWriter, TableCatalog, parseTableMap } from '@cdc/sink-pg';
 import { redactUrl } from '@cdc/runtime';
 import pg from 'pg';
 import { pino } from 'pino';
-import { replayableEvent, supersedes, type ReplayResult, type StoredLetter } from './letters.ts';
+import { compareVersion, replayableEvent, supersedes, type ReplayResult, type StoredLetter } from './letters.ts';
+
+/** A scan of the deduped stream that receives nothing this long has lost its end. */
+const SCAN_IDLE_MS = 15_000;
 
 export type { ReplayResult, StoredLetter } from './letters.ts';
 
@@ -117,37 +120,73 @@ export class DeadLetterStore {
   }
 
   /**
-   * Reads the event's partition of the deduped stream from its first message to its last
-   * (an ordered consumer, nothing acknowledged) for a change that supersedes `event`.
-   * `covered` is false when the event itself was not found: retention removed it, and with
-   * it possibly a later delete.
+   * Reads the deduped stream for a change that supersedes `event` (letters.ts
+   * `supersedes`): its own partition — where every change of its key goes, deletes too —
+   * and, when that is not partition 0, partition 0, where the reader sends every TRUNCATE.
+   * Ordered consumers from each subject's first message to its last; nothing acknowledged.
+   *
+   * `covered` is false when retention may have removed the change that matters: the
+   * letter's own event is no longer in its partition (so whatever followed it may be gone
+   * too), or partition 0 starts past the letter's version while the stream was trimmed.
    */
   async laterChange(event: ChangeEvent, partition: number): Promise<LaterChange> {
+    const own = await this.#scan(partition, event);
+    if (!own.seen) return { covered: false };
+    if (own.superseding) return { covered: true, superseding: own.superseding };
+    if (partition === 0) return { covered: true };
+    const zero = await this.#scan(0, event);
+    if (zero.superseding) return { covered: true, superseding: zero.superseding };
+    // Partition 0 is in order-key order: a first change at or below the letter's version
+    // means every newer one is still there. Else only an untrimmed stream is proof.
+    if (zero.first && compareVersion(zero.first, event) <= 0) return { covered: true };
+    const info = await this.#jsm.streams.info(streamName(this.#pipeline, 'deduped'));
+    return info.state.first_seq <= 1 ? { covered: true } : { covered: false };
+  }
+
+  async #scan(partition: number, event: ChangeEvent): Promise<{ seen: boolean; first?: ChangeEvent; superseding?: ChangeEvent }> {
     const stream = streamName(this.#pipeline, 'deduped');
     const subject = stageSubject(this.#pipeline, 'deduped', partition);
-    const last = await this.#jsm.streams.getMessage(stream, { last_by_subj: subject }).catch((error: unknown) => {
-      if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound) return null;
+    let last;
+    try {
+      last = await this.#jsm.streams.getMessage(stream, { last_by_subj: subject });
+    } catch (error) {
+      if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound) return { seen: false };
       throw error;
-    });
-    if (!last) return { covered: false };
+    }
+    if (!last) return { seen: false };
     const consumer = await this.#js.consumers.get(stream, { filter_subjects: subject, deliver_policy: DeliverPolicy.All });
     const messages = await consumer.consume({ max_messages: 256 });
+    // Bounded: should retention remove the last message meanwhile, the scan ends here, unproven.
+    let idle: NodeJS.Timeout | undefined;
+    const arm = (): void => {
+      clearTimeout(idle);
+      idle = setTimeout(() => void messages.close().catch(() => undefined), SCAN_IDLE_MS);
+    };
     let seen = false;
+    let reachedEnd = false;
+    let first: ChangeEvent | undefined;
     let superseding: ChangeEvent | undefined;
     try {
+      arm();
       for await (const message of messages) {
+        arm();
         for (const item of decodeOrderedMessage(message.data)) {
           if (item.kind !== 'change') continue;
+          first ??= item.value;
           if (item.value.eventId === event.eventId) seen = true;
           else if (supersedes(item.value, event)) superseding ??= item.value;
         }
-        if (message.seq >= last.seq) break;
+        if (message.seq >= last.seq) {
+          reachedEnd = true;
+          break;
+        }
       }
     } finally {
-      await messages.close();
+      clearTimeout(idle);
+      await messages.close().catch(() => undefined);
     }
-    if (!seen) return { covered: false };
-    return superseding ? { covered: true, superseding } : { covered: true };
+    if (!reachedEnd) throw new Error(`reading ${subject} stopped before its last message (seq ${last.seq}): cannot check for a later delete`);
+    return { seen, ...(first ? { first } : {}), ...(superseding ? { superseding } : {}) };
   }
 
   async close(): Promise<void> {
@@ -245,7 +284,7 @@ export class PgReplayer {
     if (!later.covered) {
       return force
         ? undefined
-        : { reason: `the deduped stream no longer holds this event (retention): cannot check for a later delete of its row (--force to apply anyway)`, record: false };
+        : { reason: 'retention removed part of the deduped stream after this event: cannot rule out a later delete of its row or truncate of its table (--force to apply anyway)', record: false };
     }
     if (!later.superseding) return undefined;
     const by = later.superseding;
