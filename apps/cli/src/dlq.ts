@@ -194,6 +194,19 @@ export class DeadLetterStore {
   }
 }
 
+/**
+ * The replay records, made once per run outside the letters' transactions (DDL there would
+ * hold the table's exclusive lock for a whole replay). Tables made by the first version of
+ * this command lack `outcome`: every row they hold was applied.
+ */
+async function prepareReplayTable(client: pg.PoolClient): Promise<void> {
+  await client.query(
+    `CREATE TABLE IF NOT EXISTS _cdc_dlq_replays (letter_id text PRIMARY KEY, pipeline text NOT NULL, stream_seq bigint NOT NULL, replayed_at timestamptz NOT NULL DEFAULT now(), outcome text NOT NULL DEFAULT 'applied')`,
+  );
+  const has = await client.query(`SELECT 1 FROM pg_attribute WHERE attrelid = '_cdc_dlq_replays'::regclass AND attname = 'outcome' AND NOT attisdropped`);
+  if (has.rowCount === 0) await client.query(`ALTER TABLE _cdc_dlq_replays ADD COLUMN IF NOT EXISTS outcome text NOT NULL DEFAULT 'applied'`);
+}
+
 /** Applies letters' events to a PostgreSQL sink, each in its own transaction with its replay record. */
 export class PgReplayer {
   readonly #pool: pg.Pool;
@@ -201,6 +214,7 @@ export class PgReplayer {
   readonly #sink: string;
   readonly #url: string;
   readonly #later: (event: ChangeEvent, partition: number) => Promise<LaterChange>;
+  #prepared: Promise<void> | undefined;
 
   constructor(options: { sinkUrl: string; pipeline: string; sink: string; tableMap?: string; laterChange: (event: ChangeEvent, partition: number) => Promise<LaterChange> }) {
     const pinned = pinValueText(options.sinkUrl);
@@ -228,12 +242,9 @@ export class PgReplayer {
       throw new Error(`cannot reach the sink at ${redactUrl(this.#url)}: ${error instanceof Error ? error.message : String(error)}`);
     });
     try {
+      this.#prepared ??= prepareReplayTable(client);
+      await this.#prepared;
       await client.query('BEGIN');
-      await client.query(
-        `CREATE TABLE IF NOT EXISTS _cdc_dlq_replays (letter_id text PRIMARY KEY, pipeline text NOT NULL, stream_seq bigint NOT NULL, replayed_at timestamptz NOT NULL DEFAULT now())`,
-      );
-      // Tables made by the first version of this command lack it: their rows were all applied.
-      await client.query(`ALTER TABLE _cdc_dlq_replays ADD COLUMN IF NOT EXISTS outcome text NOT NULL DEFAULT 'applied'`);
       // Taken first: a concurrent replay of the same letter waits here for this one to end.
       const recorded = await client.query(
         `INSERT INTO _cdc_dlq_replays (letter_id, pipeline, stream_seq) VALUES ($1, $2, $3) ON CONFLICT (letter_id) DO NOTHING RETURNING replayed_at`,

@@ -4,7 +4,8 @@
  * sink keeps no tombstone, so applying it would bring back a row the source deleted); an
  * old insert whose row a later update rewrote is applied as a no-op (the guard); a
  * dry run writes nothing and records nothing; `list --stage/--limit` filter; bad
- * arguments fail with a clear message, an unreachable sink without its password; every second replay reports `already-replayed`.
+ * arguments fail with a clear message, an unreachable sink without its password; a later
+ * TRUNCATE (partition 0) supersedes too; two replays of one letter at once apply it once; every second replay reports `already-replayed`.
  */
 import { asPartition, partitionOf, type ChangeEvent } from '@cdc/core';
 import { describe, expect, test, waitFor } from '../harness/index.ts';
@@ -120,5 +121,26 @@ describe('cdc dlq replay', () => {
     expect(result?.outcome).toBe('superseded');
     expect(result?.reason).toContain(`later truncate (lsn ${truncate.commitLsn}`);
     expect((await sink.db.query(`SELECT count(*)::int AS n FROM ${t}`)).rows).toEqual([{ n: 0 }]);
+  });
+
+  test('two replays of one letter at the same time: one applies it, the other says already-replayed', { timeout: 120_000 }, async ({ ctx }) => {
+    const sink = await createSinkDatabase(ctx);
+    const t = `public.${ctx.uniqueName('cli_race')}`;
+    await sink.db.query(`CREATE TABLE ${t} (id integer PRIMARY KEY, qty integer CONSTRAINT qty_small CHECK (qty < 100))`);
+    const audit = await addAuditTrigger(sink.db, t);
+    const { pipeline, bus, log, out } = await createPublishingPipeline(ctx, 1);
+    await out.events(log.transaction([{ table: t, op: 'insert', key: ['1'], after: { id: '1', qty: '500' } }]).map((e) => ({ ...e, columnTypes: { id: 23, qty: 23 } })));
+    await out.watermark(log.watermark());
+    await out.flush();
+    await startCommitter(ctx, { pipeline, partitions: 1, sinkUrl: sink.url, sinkName: 'postgres' });
+    await waitFor(async () => ((await deadLetters(bus, pipeline)).length >= 1 ? true : undefined), { what: 'the dead letter', timeoutMs: 30_000 });
+    await sink.db.query(`ALTER TABLE ${t} DROP CONSTRAINT qty_small`);
+
+    const env = { PIPELINE: pipeline, NATS_URL: ctx.servers.nats, SINK_DATABASE_URL: sink.url };
+    const runs = await Promise.all([cdc(['dlq', 'replay', '--all', '--json'], env), cdc(['dlq', 'replay', '--all', '--json'], env)]);
+    const outcomes = runs.map((run) => (JSON.parse(run.stdout) as { outcome: string }[])[0]?.outcome).sort();
+    expect(outcomes).toEqual(['already-replayed', 'applied']);
+    expect((await sink.db.query(`SELECT op, id FROM ${audit}`)).rows).toEqual([{ op: 'INSERT', id: '1' }]);
+    expect((await sink.db.query(`SELECT qty FROM ${t}`)).rows).toEqual([{ qty: 500 }]);
   });
 });
