@@ -5,7 +5,8 @@
  * old insert whose row a later update rewrote is applied as a no-op (the guard); a
  * dry run writes nothing and records nothing; `list --stage/--limit` filter; bad
  * arguments fail with a clear message, an unreachable sink without its password; a later
- * TRUNCATE (partition 0) supersedes too; two replays of one letter at once apply it once; every second replay reports `already-replayed`.
+ * TRUNCATE (partition 0) supersedes too; two replays of one letter at once apply it once;
+ * every second replay reports `already-replayed`.
  */
 import { asPartition, partitionOf, type ChangeEvent } from '@cdc/core';
 import { describe, expect, test, waitFor } from '../harness/index.ts';

@@ -2,7 +2,8 @@
 /**
  * `cdc`: the pipeline's command line (commander). Human tables by default, `--json` for
  * scripts. Connection settings come from the same variables as the apps (NATS_URL,
- * SINK_DATABASE_URL, SOURCE_DATABASE_URL, PIPELINE) or flags; passwords never printed.
+ * SINK_DATABASE_URL, SOURCE_DATABASE_URL, PIPELINE) or flags, checked with the apps' field
+ * schemas (settings.ts); passwords never printed.
  *
  *   cdc dlq list [--stage S] [--limit N] [--json]
  *   cdc dlq show <seq>
@@ -16,6 +17,7 @@ import cliProgress from 'cli-progress';
 import { Command, Option } from 'commander';
 import pg from 'pg';
 import { DeadLetterStore, PgReplayer, type ReplayResult, type StoredLetter } from './dlq.ts';
+import { SETTINGS, checkSettings } from './settings.ts';
 import { letterSummary, listTable, positiveInteger, renderTable, replayTable, selectLetters } from './letters.ts';
 
 const program = new Command('cdc').description('inspect and operate a cdc pipeline').showHelpAfterError();
@@ -44,6 +46,7 @@ dlq
   .option('--limit <n>', 'at most this many', positiveInteger, 100)
   .addOption(jsonOption())
   .action(async (options: { pipeline: string; nats: string; stage?: string; limit: number; json?: boolean }) => {
+    checkSettings([SETTINGS.pipeline(options.pipeline), SETTINGS.nats(options.nats)]);
     const letters = await withStore(options, (store) => store.list({ limit: options.limit, ...(options.stage ? { stage: options.stage } : {}) }));
     if (options.json) {
       console.log(JSON.stringify(letters.map(letterSummary), null, 1));
@@ -63,6 +66,7 @@ dlq
   .addOption(pipelineOption())
   .addOption(natsOption())
   .action(async (seq: number, options: { pipeline: string; nats: string }) => {
+    checkSettings([SETTINGS.pipeline(options.pipeline), SETTINGS.nats(options.nats)]);
     const stored = await withStore(options, (store) => store.get(seq));
     if (!stored) throw new Error(`no dead letter at sequence ${seq} in pipeline ${options.pipeline}`);
     let payload: unknown = stored.letter.payload;
@@ -89,6 +93,7 @@ dlq
   .addOption(new Option('--table-map <map>', "the committer's TABLE_MAP").env('TABLE_MAP'))
   .addOption(jsonOption())
   .action(async (seqs: number[] | undefined, options: { all?: boolean; stage: string; dryRun?: boolean; force?: boolean; pipeline: string; nats: string; sinkUrl: string; sinkName: string; tableMap?: string; json?: boolean }) => {
+    checkSettings([SETTINGS.pipeline(options.pipeline), SETTINGS.nats(options.nats), SETTINGS.sinkUrl(options.sinkUrl), SETTINGS.sinkName(options.sinkName)]);
     const named = seqs ?? [];
     if (!options.all && named.length === 0) throw new Error('name the letters to replay (their seq from `cdc dlq list`) or pass --all');
     const results = await withStore(options, async (store) => {
@@ -154,6 +159,7 @@ snapshot
   .option('--watch', 'then show progress until done')
   .addOption(jsonOption())
   .action(async (tables: string[], options: { sourceUrl: string; slot?: string; pipeline?: string; source?: string; from?: string[]; to?: string[]; watch?: boolean; json?: boolean }) => {
+    checkSettings([SETTINGS.sourceUrl(options.sourceUrl)]);
     const slot = slotOf(options);
     const id = await withSource(options.sourceUrl, (client) => requestBackfill(client, { slot, tables, rangeFrom: options.from ?? null, rangeTo: options.to ?? null }));
     if (options.json) console.log(JSON.stringify({ signal: id, slot, tables }));
@@ -171,6 +177,7 @@ snapshot
   .option('--watch', 'progress bars until every job is done')
   .addOption(jsonOption())
   .action(async (options: { sourceUrl: string; slot?: string; pipeline?: string; source?: string; watch?: boolean; json?: boolean }) => {
+    checkSettings([SETTINGS.sourceUrl(options.sourceUrl)]);
     const slot = slotOf(options);
     if (options.watch) {
       await watch(options.sourceUrl, slot, undefined, options.json === true);
