@@ -6,9 +6,11 @@
  * dry run writes nothing and records nothing; `list --stage/--limit` filter; bad
  * arguments fail with a clear message, an unreachable sink without its password; a later
  * TRUNCATE (partition 0) supersedes too; two replays of one letter at once apply it once;
- * every second replay reports `already-replayed`.
+ * every second replay reports `already-replayed`; a delete applied while a replay runs is
+ * seen by it (the replay reads the stream's tail holding the owner row FOR SHARE).
  */
 import { asPartition, partitionOf, type ChangeEvent } from '@cdc/core';
+import pg from 'pg';
 import { describe, expect, test, waitFor } from '../harness/index.ts';
 import { addAuditTrigger, createPublishingPipeline, createSinkDatabase, deadLetters, startCommitter } from '../committer/support.ts';
 import { cdc } from './support.ts';
@@ -143,5 +145,45 @@ describe('cdc dlq replay', () => {
     expect(outcomes).toEqual(['already-replayed', 'applied']);
     expect((await sink.db.query(`SELECT op, id FROM ${audit}`)).rows).toEqual([{ op: 'INSERT', id: '1' }]);
     expect((await sink.db.query(`SELECT qty FROM ${t}`)).rows).toEqual([{ qty: 500 }]);
+  });
+
+  test('a delete the committer applies while a replay runs is seen by it: the replay waits for the batch and is superseded', { timeout: 120_000 }, async ({ ctx }) => {
+    const sink = await createSinkDatabase(ctx);
+    const t = `public.${ctx.uniqueName('cli_lock')}`;
+    await sink.db.query(`CREATE TABLE ${t} (id integer PRIMARY KEY, qty integer CONSTRAINT qty_small CHECK (qty < 100))`);
+    const { pipeline, bus, log, out } = await createPublishingPipeline(ctx, 1);
+    const typed = (events: ChangeEvent[]): ChangeEvent[] => events.map((e) => ({ ...e, columnTypes: { id: 23, qty: 23 } }));
+    await out.events(typed(log.transaction([{ table: t, op: 'insert', key: ['1'], after: { id: '1', qty: '500' } }])));
+    await out.watermark(log.watermark());
+    await out.flush();
+    await startCommitter(ctx, { pipeline, partitions: 1, sinkUrl: sink.url, sinkName: 'postgres' });
+    await waitFor(async () => ((await deadLetters(bus, pipeline)).length >= 1 ? true : undefined), { what: 'the dead letter', timeoutMs: 30_000 });
+    await sink.db.query(`ALTER TABLE ${t} DROP CONSTRAINT qty_small`);
+
+    // A committer batch in flight: it holds the owner row, as every batch does first.
+    const batch = new pg.Client({ connectionString: sink.url });
+    batch.on('error', () => undefined);
+    await batch.connect();
+    ctx.defer('end batch client', () => batch.end());
+    await batch.query('BEGIN');
+    await batch.query('SELECT epoch FROM public.cdc_owner WHERE pipeline = $1 FOR UPDATE', [pipeline]);
+
+    const env = { PIPELINE: pipeline, NATS_URL: ctx.servers.nats, SINK_DATABASE_URL: sink.url };
+    const replay = cdc(['dlq', 'replay', '--all', '--json'], env);
+    // The replay has read the stream and waits for the batch...
+    await waitFor(
+      async () => ((await sink.db.query(`SELECT 1 FROM pg_stat_activity WHERE application_name = 'cdc-cli-replay' AND wait_event_type = 'Lock'`)).rowCount === 1 ? true : undefined),
+      { what: 'the replay waiting for the batch', timeoutMs: 30_000 },
+    );
+    // ...which carries a delete of the row, published after that read.
+    await out.events(typed(log.transaction([{ table: t, op: 'delete', key: ['1'], before: { id: '1' } }])));
+    await out.watermark(log.watermark());
+    await out.flush();
+    await batch.query('COMMIT');
+
+    const [result] = JSON.parse((await replay).stdout) as { outcome: string; reason: string }[];
+    expect(result?.outcome).toBe('superseded');
+    expect(result?.reason).toContain('later delete');
+    expect((await sink.db.query(`SELECT count(*)::int AS n FROM ${t}`)).rows).toEqual([{ n: 0 }]);
   });
 });

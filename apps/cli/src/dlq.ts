@@ -21,7 +21,9 @@
  * and partition 0 where TRUNCATEs go: a newer delete of the key (or truncate of the
  * table) makes the letter `superseded` (recorded, nothing written). The scan must find the
  * letter's own event — else retention removed what came right after it, and the replay is
- * refused unless `--force`.
+ * refused unless `--force`. Its tail is read again holding the pipeline's `cdc_owner` row
+ * FOR SHARE (each committer batch takes it FOR UPDATE first), so a delete applied while
+ * the replay runs is either seen or applied after it (and then removes the row, guarded).
  *
  * Not replayed here: letters of other stages (the event never reached a sink; the stage
  * that refused it names why) and of Kafka sinks — listed with the reason.
@@ -33,15 +35,18 @@ import { SinkWriter, TableCatalog, parseTableMap } from '@cdc/sink-pg';
 import { redactUrl } from '@cdc/runtime';
 import pg from 'pg';
 import { pino } from 'pino';
-import { compareVersion, replayableEvent, supersedes, type ReplayResult, type StoredLetter } from './letters.ts';
+import { laterVerdict, replayableEvent, supersedes, type LaterScan, type PartitionScan, type ReplayResult, type StoredLetter } from './letters.ts';
 
 /** A scan of the deduped stream that receives nothing this long has lost its end. */
 const SCAN_IDLE_MS = 15_000;
 
-export type { ReplayResult, StoredLetter } from './letters.ts';
+export type { LaterScan, ReplayResult, StoredLetter } from './letters.ts';
 
-/** What the deduped stream says about the changes after a letter's event. */
-export type LaterChange = { readonly covered: false } | { readonly covered: true; readonly superseding?: ChangeEvent };
+/** The part of DeadLetterStore a replay needs (a test may pass its own). */
+export interface LaterScanner {
+  scanLater(event: ChangeEvent, partition: number, previous?: LaterScan): Promise<LaterScan>;
+}
+
 
 export class DeadLetterStore {
   readonly #nc: NatsConnection;
@@ -121,40 +126,38 @@ export class DeadLetterStore {
 
   /**
    * Reads the deduped stream for a change that supersedes `event` (letters.ts
-   * `supersedes`): its own partition — where every change of its key goes, deletes too —
-   * and, when that is not partition 0, partition 0, where the reader sends every TRUNCATE.
-   * Ordered consumers from each subject's first message to its last; nothing acknowledged.
-   *
-   * `covered` is false when retention may have removed the change that matters: the
-   * letter's own event is no longer in its partition (so whatever followed it may be gone
-   * too), or partition 0 starts past the letter's version while the stream was trimmed.
+   * `supersedes`, `laterVerdict`): its own partition — where every change of its key goes,
+   * deletes too — and, when that is not partition 0, partition 0, where the reader sends
+   * every TRUNCATE. Ordered consumers from each subject's first message (or from where
+   * `previous` ended: a resumed scan reads only the tail) to its last; nothing acknowledged.
    */
-  async laterChange(event: ChangeEvent, partition: number): Promise<LaterChange> {
-    const own = await this.#scan(partition, event);
-    if (!own.seen) return { covered: false };
-    if (own.superseding) return { covered: true, superseding: own.superseding };
-    if (partition === 0) return { covered: true };
-    const zero = await this.#scan(0, event);
-    if (zero.superseding) return { covered: true, superseding: zero.superseding };
-    // Partition 0 is in order-key order: a first change at or below the letter's version
-    // means every newer one is still there. Else only an untrimmed stream is proof.
-    if (zero.first && compareVersion(zero.first, event) <= 0) return { covered: true };
-    const info = await this.#jsm.streams.info(streamName(this.#pipeline, 'deduped'));
-    return info.state.first_seq <= 1 ? { covered: true } : { covered: false };
+  async scanLater(event: ChangeEvent, partition: number, previous?: LaterScan): Promise<LaterScan> {
+    const partitions = new Map<number, PartitionScan>();
+    for (const p of partition === 0 ? [0] : [partition, 0]) partitions.set(p, await this.#scan(p, event, previous?.partitions.get(p)));
+    const info = await this.#jsm.streams.info(streamName(this.#pipeline, 'deduped')).catch((error: unknown) => {
+      if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound) return undefined;
+      throw error;
+    });
+    return { partitions, trimmed: (info?.state.first_seq ?? 1) > 1 };
   }
 
-  async #scan(partition: number, event: ChangeEvent): Promise<{ seen: boolean; first?: ChangeEvent; superseding?: ChangeEvent }> {
+  async #scan(partition: number, event: ChangeEvent, previous: PartitionScan | undefined): Promise<PartitionScan> {
     const stream = streamName(this.#pipeline, 'deduped');
     const subject = stageSubject(this.#pipeline, 'deduped', partition);
+    const state: { -readonly [K in keyof PartitionScan]: PartitionScan[K] } = { ...(previous ?? { lastSeq: 0, seen: false }) };
     let last;
     try {
       last = await this.#jsm.streams.getMessage(stream, { last_by_subj: subject });
     } catch (error) {
-      if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound) return { seen: false };
+      if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound) return state;
       throw error;
     }
-    if (!last) return { seen: false };
-    const consumer = await this.#js.consumers.get(stream, { filter_subjects: subject, deliver_policy: DeliverPolicy.All });
+    if (!last || last.seq <= state.lastSeq) return state;
+    const from = state.lastSeq + 1;
+    const consumer = await this.#js.consumers.get(stream, {
+      filter_subjects: subject,
+      ...(from > 1 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from } : { deliver_policy: DeliverPolicy.All }),
+    });
     const messages = await consumer.consume({ max_messages: 256 });
     // Bounded: should retention remove the last message meanwhile, the scan ends here, unproven.
     let idle: NodeJS.Timeout | undefined;
@@ -162,20 +165,18 @@ export class DeadLetterStore {
       clearTimeout(idle);
       idle = setTimeout(() => void messages.close().catch(() => undefined), SCAN_IDLE_MS);
     };
-    let seen = false;
     let reachedEnd = false;
-    let first: ChangeEvent | undefined;
-    let superseding: ChangeEvent | undefined;
     try {
       arm();
       for await (const message of messages) {
         arm();
         for (const item of decodeOrderedMessage(message.data)) {
           if (item.kind !== 'change') continue;
-          first ??= item.value;
-          if (item.value.eventId === event.eventId) seen = true;
-          else if (supersedes(item.value, event)) superseding ??= item.value;
+          state.first ??= item.value;
+          if (item.value.eventId === event.eventId) state.seen = true;
+          else if (supersedes(item.value, event)) state.superseding ??= item.value;
         }
+        state.lastSeq = message.seq;
         if (message.seq >= last.seq) {
           reachedEnd = true;
           break;
@@ -186,7 +187,7 @@ export class DeadLetterStore {
       await messages.close().catch(() => undefined);
     }
     if (!reachedEnd) throw new Error(`reading ${subject} stopped before its last message (seq ${last.seq}): cannot check for a later delete`);
-    return { seen, ...(first ? { first } : {}), ...(superseding ? { superseding } : {}) };
+    return state;
   }
 
   async close(): Promise<void> {
@@ -213,16 +214,16 @@ export class PgReplayer {
   readonly #writer: SinkWriter;
   readonly #sink: string;
   readonly #url: string;
-  readonly #later: (event: ChangeEvent, partition: number) => Promise<LaterChange>;
+  readonly #scanner: LaterScanner;
   #prepared: Promise<void> | undefined;
 
-  constructor(options: { sinkUrl: string; pipeline: string; sink: string; tableMap?: string; laterChange: (event: ChangeEvent, partition: number) => Promise<LaterChange> }) {
+  constructor(options: { sinkUrl: string; pipeline: string; sink: string; tableMap?: string; scanner: LaterScanner }) {
     const pinned = pinValueText(options.sinkUrl);
     this.#url = options.sinkUrl;
     this.#pool = new pg.Pool({ connectionString: pinned.connectionString, options: pinned.options, max: 1, application_name: 'cdc-cli-replay' });
     this.#pool.on('error', () => undefined);
     this.#sink = options.sink;
-    this.#later = options.laterChange;
+    this.#scanner = options.scanner;
     this.#writer = new SinkWriter({
       pool: this.#pool,
       catalog: new TableCatalog(this.#pool, parseTableMap(options.tableMap ?? '')),
@@ -257,7 +258,7 @@ export class PgReplayer {
         const row = at.rows[0];
         return { seq, outcome: 'already-replayed', at: row?.replayed_at.toISOString() ?? '?', previous: row?.outcome ?? '?' };
       }
-      const superseded = await this.#superseded(event, stored.letter.partition, options.force === true);
+      const superseded = await this.#superseded(client, event, stored.letter.partition, options.force === true);
       if (superseded && !superseded.record) {
         await client.query('ROLLBACK');
         return { seq, outcome: 'refused', reason: superseded.reason };
@@ -287,18 +288,28 @@ export class PgReplayer {
     }
   }
 
-  /** Why the event must not be applied: superseded (`record`: say so for good), or unverifiable (refused). */
-  async #superseded(event: ChangeEvent, partition: number | undefined, force: boolean): Promise<{ reason: string; record: boolean } | undefined> {
+  /**
+   * Why the event must not be applied: superseded (`record`: say so for good), or
+   * unverifiable (refused). The long scan runs first without a lock; then this
+   * transaction takes the pipeline's `cdc_owner` row FOR SHARE — every committer batch
+   * takes it FOR UPDATE first — and reads the tail the stream grew meanwhile. So a delete
+   * the committer applies before this commit is in the scan, and one it applies after
+   * waits for this commit and removes the replayed row by the version guard.
+   */
+  async #superseded(client: pg.PoolClient, event: ChangeEvent, partition: number | undefined, force: boolean): Promise<{ reason: string; record: boolean } | undefined> {
     if (event.op === 'delete' || event.op === 'truncate') return undefined;
     if (partition === undefined) return force ? undefined : { reason: 'the letter names no partition: cannot check for a later delete of its row (--force to apply anyway)', record: false };
-    const later = await this.#later(event, partition);
-    if (!later.covered) {
+    const early = await this.#scanner.scanLater(event, partition);
+    const owner = await client.query<{ present: boolean }>(`SELECT to_regclass('public.cdc_owner') IS NOT NULL AS present`);
+    if (owner.rows[0]?.present) await client.query('SELECT 1 FROM public.cdc_owner WHERE pipeline = $1 FOR SHARE', [this.#writer.pipeline]);
+    const verdict = laterVerdict(await this.#scanner.scanLater(event, partition, early), event, partition);
+    if (!verdict.covered) {
       return force
         ? undefined
         : { reason: 'retention removed part of the deduped stream after this event: cannot rule out a later delete of its row or truncate of its table (--force to apply anyway)', record: false };
     }
-    if (!later.superseding) return undefined;
-    const by = later.superseding;
+    if (!verdict.superseding) return undefined;
+    const by = verdict.superseding;
     return { reason: `a later ${by.op} (lsn ${by.commitLsn}, event ${by.eventId}) removed the row: replaying would bring it back`, record: true };
   }
 

@@ -78,6 +78,43 @@ export function supersedes(later: ChangeEvent, letter: ChangeEvent): boolean {
   return compareVersion(later, letter) > 0;
 }
 
+/** What a scan of one partition of the deduped stream found, up to `lastSeq` (resumable from there). */
+export interface PartitionScan {
+  readonly lastSeq: number;
+  /** The letter's own event was read: everything after it is still in the stream. */
+  readonly seen: boolean;
+  /** The first change the partition still holds. */
+  readonly first?: ChangeEvent;
+  readonly superseding?: ChangeEvent;
+}
+
+export interface LaterScan {
+  readonly partitions: ReadonlyMap<number, PartitionScan>;
+  /** The stream has lost messages to retention (its first sequence is past 1). */
+  readonly trimmed: boolean;
+}
+
+export type LaterVerdict = { readonly covered: false } | { readonly covered: true; readonly superseding?: ChangeEvent };
+
+/**
+ * Whether a scan proves the letter's event superseded, or proves it is not (`covered`).
+ * Not covered when retention may have removed the change that matters: the letter's own
+ * event is gone from its partition (so whatever followed it may be gone too), or partition
+ * 0 (truncates) starts past the letter's version in a trimmed stream. A partition is in
+ * order-key order, so a first change at or below the letter's version means every newer
+ * one is still there.
+ */
+export function laterVerdict(scan: LaterScan, event: ChangeEvent, partition: number): LaterVerdict {
+  const own = scan.partitions.get(partition);
+  if (!own?.seen) return { covered: false };
+  if (own.superseding) return { covered: true, superseding: own.superseding };
+  if (partition === 0) return { covered: true };
+  const zero = scan.partitions.get(0);
+  if (zero?.superseding) return { covered: true, superseding: zero.superseding };
+  if (zero?.first && compareVersion(zero.first, event) <= 0) return { covered: true };
+  return scan.trimmed ? { covered: false } : { covered: true };
+}
+
 /** A fixed-width text table (first row: the header); cells never wrap. */
 export function renderTable(rows: readonly (readonly string[])[]): string {
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((row) => (row[i] ?? '').length))) ?? [];

@@ -110,7 +110,7 @@ dlq
         pipeline: options.pipeline,
         sink: options.sinkName,
         ...(options.tableMap ? { tableMap: options.tableMap } : {}),
-        laterChange: (event, partition) => store.laterChange(event, partition),
+        scanner: store,
       });
       try {
         const out: ReplayResult[] = [];

@@ -2,7 +2,7 @@ import { describe, expect, test } from 'vitest';
 import { InvalidArgumentError } from 'commander';
 import { deadLetterId, type ChangeEvent, type DeadLetter } from '@cdc/core';
 import { changeEvent } from '@cdc/testkit';
-import { compareVersion, letterSummary, listTable, positiveInteger, renderTable, replayDetail, replayableEvent, selectLetters, supersedes, type StoredLetter } from '../src/letters.ts';
+import { compareVersion, laterVerdict, letterSummary, listTable, positiveInteger, renderTable, replayDetail, replayableEvent, selectLetters, supersedes, type PartitionScan, type StoredLetter } from '../src/letters.ts';
 
 function stored(event: ChangeEvent, overrides: Partial<DeadLetter> = {}, seq = 1): StoredLetter {
   const letter: DeadLetter = {
@@ -121,5 +121,35 @@ describe('output', () => {
   test('selectLetters replays each sequence once, in stream order', () => {
     const [a, b, c] = [stored(insert, {}, 5), stored(insert, {}, 2), stored(insert, {}, 9)];
     expect(selectLetters([a, b], [c, a]).map((s) => s.seq)).toEqual([2, 5, 9]);
+  });
+});
+
+describe('laterVerdict', () => {
+  const del = changeEvent({ lamport: 9, commitLsn: '0/300', seq: 0, op: 'delete', key: ['7'], table: 'public.t', after: null });
+  const trunc = changeEvent({ lamport: 9, commitLsn: '0/300', seq: 0, op: 'truncate', key: [], table: 'public.t', after: null });
+  const older = changeEvent({ lamport: 0, commitLsn: '0/100', seq: 0, key: ['1'], table: 'public.t' });
+  const newer = changeEvent({ lamport: 9, commitLsn: '0/400', seq: 0, key: ['1'], table: 'public.t' });
+  const scan = (parts: Record<number, Partial<PartitionScan>>, trimmed = false) => ({
+    partitions: new Map(Object.entries(parts).map(([p, v]) => [Number(p), { lastSeq: 10, seen: false, ...v }])),
+    trimmed,
+  });
+
+  test("the letter's own event not found in its partition: not covered (retention may have taken what followed)", () => {
+    expect(laterVerdict(scan({ 1: { seen: false }, 0: { first: older } }), insert, 1)).toEqual({ covered: false });
+    expect(laterVerdict(scan({}), insert, 1)).toEqual({ covered: false });
+  });
+
+  test('a superseding change in its partition, or a truncate in partition 0, is the verdict', () => {
+    expect(laterVerdict(scan({ 1: { seen: true, superseding: del }, 0: {} }), insert, 1)).toEqual({ covered: true, superseding: del });
+    expect(laterVerdict(scan({ 1: { seen: true }, 0: { superseding: trunc } }, true), insert, 1)).toEqual({ covered: true, superseding: trunc });
+    expect(laterVerdict(scan({ 0: { seen: true, superseding: del } }), insert, 0)).toEqual({ covered: true, superseding: del });
+  });
+
+  test('partition 0 proves no truncate when it starts at or before the letter, or the stream was never trimmed', () => {
+    expect(laterVerdict(scan({ 1: { seen: true }, 0: { first: older } }, true), insert, 1)).toEqual({ covered: true });
+    expect(laterVerdict(scan({ 1: { seen: true }, 0: { first: newer } }, false), insert, 1)).toEqual({ covered: true });
+    expect(laterVerdict(scan({ 1: { seen: true }, 0: {} }, false), insert, 1)).toEqual({ covered: true });
+    expect(laterVerdict(scan({ 1: { seen: true }, 0: { first: newer } }, true), insert, 1)).toEqual({ covered: false });
+    expect(laterVerdict(scan({ 1: { seen: true }, 0: {} }, true), insert, 1)).toEqual({ covered: false });
   });
 });
