@@ -39,16 +39,24 @@ describe('cdc dlq replay', () => {
     await waitFor(async () => ((await deadLetters(bus, pipeline)).length >= 3 ? true : undefined), { what: 'three dead letters', timeoutMs: 30_000 });
     await waitFor(async () => ((await sink.db.query(`SELECT 1 FROM ${t} WHERE id = 2`)).rowCount === 1 ? true : undefined), { what: 'the update of row 2', timeoutMs: 30_000 });
 
+    // A letter of another stage, as the gate writes one for an item it cannot read.
+    await bus.deadLetter(pipeline, { stage: 'dedup-gate', reason: 'not JSON', code: 'INVALID_JSON', eventId: 'cli-gate-1', payload: '{', at: new Date().toISOString() });
     const env = { PIPELINE: pipeline, NATS_URL: ctx.servers.nats, SINK_DATABASE_URL: sink.url };
-    const letters = JSON.parse((await cdc(['dlq', 'list', '--json'], env)).stdout) as { seq: number; eventId: string; reason: string }[];
+    expect(JSON.parse((await cdc(['dlq', 'list', '--json'], env)).stdout)).toHaveLength(4);
+    const letters = JSON.parse((await cdc(['dlq', 'list', '--json', '--stage', 'committer'], env)).stdout) as { seq: number; eventId: string; reason: string }[];
     expect(letters).toHaveLength(3);
+    const gate = JSON.parse((await cdc(['dlq', 'list', '--json', '--stage', 'dedup-gate'], env)).stdout) as { seq: number; code: string }[];
+    expect(gate).toMatchObject([{ code: 'INVALID_JSON' }]);
     const seqOf = (event: ChangeEvent | undefined): number => letters.find((l) => l.eventId === event?.eventId)?.seq ?? -1;
     const [deleted, overwritten, plain] = [seqOf(events[0]), seqOf(events[2]), seqOf(events[4])];
     expect(letters.every((l) => l.reason.includes('qty_small'))).toBe(true);
 
     // Filters and argument checks.
     expect(JSON.parse((await cdc(['dlq', 'list', '--json', '--limit', '1'], env)).stdout)).toHaveLength(1);
-    expect(JSON.parse((await cdc(['dlq', 'list', '--json', '--stage', 'dedup-gate'], env)).stdout)).toEqual([]);
+    expect(JSON.parse((await cdc(['dlq', 'list', '--json', '--stage', 'reader'], env)).stdout)).toEqual([]);
+    const notMine = await cdc(['dlq', 'replay', String(gate[0]?.seq), '--json'], env);
+    expect(notMine.code).toBe(0);
+    expect(JSON.parse(notMine.stdout)).toMatchObject([{ outcome: 'not-replayable', reason: 'a dedup-gate letter never reached a sink; fix its cause at the dedup-gate' }]);
     const bad = await cdc(['dlq', 'list', '--limit', 'lots'], env);
     expect(bad.code).not.toBe(0);
     expect(bad.stdout).toContain('not a positive integer');

@@ -28,16 +28,16 @@
  * Not replayed here: letters of other stages (the event never reached a sink; the stage
  * that refused it names why) and of Kafka sinks — listed with the reason.
  */
-import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { deadLetterId, decodeOrderedMessage, pinValueText, stageSubject, streamName, type ChangeEvent } from '@cdc/core';
+import { deadLetterId, decodeOrderedMessage, dlqSubject, pinValueText, stageSubject, streamName, type ChangeEvent } from '@cdc/core';
 import { SinkWriter, TableCatalog, parseTableMap } from '@cdc/sink-pg';
 import { redactUrl } from '@cdc/runtime';
 import pg from 'pg';
 import { pino } from 'pino';
 import { laterVerdict, replayableEvent, supersedes, type LaterScan, type PartitionScan, type ReplayResult, type StoredLetter } from './letters.ts';
 
-/** A scan of the deduped stream that receives nothing this long has lost its end. */
+/** A read of a stream subject that receives nothing this long has lost its end. */
 const SCAN_IDLE_MS = 15_000;
 
 export type { LaterScan, ReplayResult, StoredLetter } from './letters.ts';
@@ -83,25 +83,28 @@ export class DeadLetterStore {
   }
 
   /**
-   * Letters in stream order, optionally of one stage, at most `limit` (one get per letter).
-   * A pipeline that never dead-lettered has no dlq stream: no letters. Any other error
-   * (a timeout) is thrown, never read as "no letter" — `replay --all` must not skip one.
+   * Letters in stream order, optionally of one stage (its subject: `cdc.<p>.dlq.<stage>`),
+   * at most `limit`: one ordered consumer, nothing acknowledged. A pipeline that never
+   * dead-lettered has no dlq stream: no letters. Any other error (a timeout) is thrown,
+   * never read as "no letter" — `replay --all` must not skip one.
    */
   async list(options: { stage?: string; limit: number }): Promise<StoredLetter[]> {
-    let info;
+    const subject = dlqSubject(this.#pipeline, options.stage ?? '*');
+    let lastSeq: number;
     try {
-      info = await this.#jsm.streams.info(this.#stream);
+      if (options.stage) lastSeq = (await this.#jsm.streams.getMessage(this.#stream, { last_by_subj: subject }))?.seq ?? 0;
+      else lastSeq = (await this.#jsm.streams.info(this.#stream)).state.last_seq;
     } catch (error) {
       if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound) return [];
       throw error;
     }
     const out: StoredLetter[] = [];
-    for (let seq = info.state.first_seq; seq <= info.state.last_seq && out.length < options.limit; seq++) {
-      const stored = await this.get(seq);
-      if (!stored) continue;
-      if (options.stage && stored.letter.stage !== options.stage) continue;
-      out.push(stored);
-    }
+    if (lastSeq === 0) return out;
+    await readSubject(this.#js, { stream: this.#stream, subject, fromSeq: 1, lastSeq }, (message) => {
+      const stored = toStoredLetter(message.seq, message.subject, new Date(Math.floor(message.info.timestampNanos / 1e6)), message.data);
+      if (stored) out.push(stored);
+      return out.length < options.limit;
+    });
     return out;
   }
 
@@ -115,13 +118,7 @@ export class DeadLetterStore {
       throw error;
     }
     if (!message) return undefined;
-    let letter: StoredLetter['letter'];
-    try {
-      letter = JSON.parse(new TextDecoder().decode(message.data)) as StoredLetter['letter'];
-    } catch {
-      return undefined;
-    }
-    return { seq, subject: message.subject, time: message.time.toISOString(), letter, id: deadLetterId(letter) };
+    return toStoredLetter(seq, message.subject, message.time, message.data);
   }
 
   /**
@@ -153,46 +150,73 @@ export class DeadLetterStore {
       throw error;
     }
     if (!last || last.seq <= state.lastSeq) return state;
-    const from = state.lastSeq + 1;
-    const consumer = await this.#js.consumers.get(stream, {
-      filter_subjects: subject,
-      ...(from > 1 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from } : { deliver_policy: DeliverPolicy.All }),
-    });
-    const messages = await consumer.consume({ max_messages: 256 });
-    // Bounded: should retention remove the last message meanwhile, the scan ends here, unproven.
-    let idle: NodeJS.Timeout | undefined;
-    const arm = (): void => {
-      clearTimeout(idle);
-      idle = setTimeout(() => void messages.close().catch(() => undefined), SCAN_IDLE_MS);
-    };
-    let reachedEnd = false;
-    try {
-      arm();
-      for await (const message of messages) {
-        arm();
-        for (const item of decodeOrderedMessage(message.data)) {
-          if (item.kind !== 'change') continue;
-          state.first ??= item.value;
-          if (item.value.eventId === event.eventId) state.seen = true;
-          else if (supersedes(item.value, event)) state.superseding ??= item.value;
-        }
-        state.lastSeq = message.seq;
-        if (message.seq >= last.seq) {
-          reachedEnd = true;
-          break;
-        }
+    await readSubject(this.#js, { stream, subject, fromSeq: state.lastSeq + 1, lastSeq: last.seq }, (message) => {
+      for (const item of decodeOrderedMessage(message.data)) {
+        if (item.kind !== 'change') continue;
+        state.first ??= item.value;
+        if (item.value.eventId === event.eventId) state.seen = true;
+        else if (supersedes(item.value, event)) state.superseding ??= item.value;
       }
-    } finally {
-      clearTimeout(idle);
-      await messages.close().catch(() => undefined);
-    }
-    if (!reachedEnd) throw new Error(`reading ${subject} stopped before its last message (seq ${last.seq}): cannot check for a later delete`);
+      state.lastSeq = message.seq;
+      return true;
+    });
     return state;
   }
 
   async close(): Promise<void> {
     await this.#nc.close();
   }
+}
+
+/** A letter as stored; undefined for a message that is not one (not JSON). */
+function toStoredLetter(seq: number, subject: string, time: Date, data: Uint8Array): StoredLetter | undefined {
+  let letter: StoredLetter['letter'];
+  try {
+    letter = JSON.parse(new TextDecoder().decode(data)) as StoredLetter['letter'];
+  } catch {
+    return undefined;
+  }
+  if (letter === null || typeof letter !== 'object') return undefined;
+  return { seq, subject, time: time.toISOString(), letter, id: deadLetterId(letter) };
+}
+
+/**
+ * Reads `subject` of `stream` in order from `fromSeq` through `lastSeq` with an ordered
+ * consumer (nothing acknowledged), handing each message to `visit` until it returns false.
+ * Bounded: a read that receives nothing for SCAN_IDLE_MS (retention removed the last
+ * message meanwhile) fails instead of hanging.
+ */
+async function readSubject(
+  js: JetStreamClient,
+  options: { stream: string; subject: string; fromSeq: number; lastSeq: number },
+  visit: (message: JsMsg) => boolean,
+): Promise<void> {
+  if (options.fromSeq > options.lastSeq) return;
+  const consumer = await js.consumers.get(options.stream, {
+    filter_subjects: options.subject,
+    ...(options.fromSeq > 1 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: options.fromSeq } : { deliver_policy: DeliverPolicy.All }),
+  });
+  const messages = await consumer.consume({ max_messages: 256 });
+  let idle: NodeJS.Timeout | undefined;
+  const arm = (): void => {
+    clearTimeout(idle);
+    idle = setTimeout(() => void messages.close().catch(() => undefined), SCAN_IDLE_MS);
+  };
+  let done = false;
+  try {
+    arm();
+    for await (const message of messages) {
+      arm();
+      if (!visit(message) || message.seq >= options.lastSeq) {
+        done = true;
+        break;
+      }
+    }
+  } finally {
+    clearTimeout(idle);
+    await messages.close().catch(() => undefined);
+  }
+  if (!done) throw new Error(`reading ${options.subject} stopped before its last message (seq ${options.lastSeq})`);
 }
 
 /**

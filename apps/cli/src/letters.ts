@@ -30,6 +30,12 @@ export function positiveInteger(text: string): number {
   return value;
 }
 
+/** A commander argument parser: a stage name, one subject token (`cdc.<p>.dlq.<stage>`). */
+export function stageName(text: string): string {
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(text)) throw new InvalidArgumentError('a stage name: letters, digits, _ and - (committer, reader, lamport-reorderer, dedup-gate)');
+  return text;
+}
+
 /**
  * The change event a letter carries, if a PostgreSQL committer named `sink` can replay it;
  * otherwise why not. Only committer letters reached a sink: a letter of another stage is

@@ -18,7 +18,7 @@ import { Command, Option } from 'commander';
 import pg from 'pg';
 import { DeadLetterStore, PgReplayer, type ReplayResult, type StoredLetter } from './dlq.ts';
 import { SETTINGS, checkSettings } from './settings.ts';
-import { letterSummary, listTable, positiveInteger, renderTable, replayTable, selectLetters } from './letters.ts';
+import { letterSummary, listTable, positiveInteger, stageName, renderTable, replayTable, selectLetters } from './letters.ts';
 
 const program = new Command('cdc').description('inspect and operate a cdc pipeline').showHelpAfterError();
 
@@ -42,7 +42,7 @@ dlq
   .description('list dead letters in stream order')
   .addOption(pipelineOption())
   .addOption(natsOption())
-  .option('--stage <stage>', 'only letters of this stage (reader, lamport-reorderer, dedup-gate, committer)')
+  .option('--stage <stage>', 'only letters of this stage (reader, lamport-reorderer, dedup-gate, committer)', stageName)
   .option('--limit <n>', 'at most this many', positiveInteger, 100)
   .addOption(jsonOption())
   .action(async (options: { pipeline: string; nats: string; stage?: string; limit: number; json?: boolean }) => {
@@ -83,7 +83,7 @@ dlq
   .description('apply PostgreSQL committer letters to their sink once their cause is fixed: each once (a second replay changes nothing)')
   .argument('[seq...]', 'stream sequences (from list)', (v: string, previous: number[] | undefined) => [...(previous ?? []), positiveInteger(v)])
   .option('--all', 'every replayable letter (of --stage, default committer)')
-  .option('--stage <stage>', 'with --all: only this stage', 'committer')
+  .option('--stage <stage>', 'with --all: only this stage', stageName, 'committer')
   .option('--dry-run', 'apply in a transaction that is rolled back: says what would happen')
   .option('--force', 'apply even when the deduped stream no longer holds the event (a later delete of its row cannot be ruled out)')
   .addOption(pipelineOption())

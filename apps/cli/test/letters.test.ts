@@ -2,7 +2,7 @@ import { describe, expect, test } from 'vitest';
 import { InvalidArgumentError } from 'commander';
 import { deadLetterId, type ChangeEvent, type DeadLetter } from '@cdc/core';
 import { changeEvent } from '@cdc/testkit';
-import { compareVersion, laterVerdict, letterSummary, listTable, positiveInteger, renderTable, replayDetail, replayableEvent, selectLetters, supersedes, type PartitionScan, type StoredLetter } from '../src/letters.ts';
+import { compareVersion, laterVerdict, letterSummary, listTable, positiveInteger, renderTable, replayDetail, replayableEvent, selectLetters, stageName, supersedes, type PartitionScan, type StoredLetter } from '../src/letters.ts';
 
 function stored(event: ChangeEvent, overrides: Partial<DeadLetter> = {}, seq = 1): StoredLetter {
   const letter: DeadLetter = {
@@ -31,6 +31,13 @@ describe('positiveInteger', () => {
       expect(() => positiveInteger(bad)).toThrow(InvalidArgumentError);
     }
     expect(() => positiveInteger('lots')).toThrow('not a positive integer: "lots"');
+  });
+});
+
+describe('stageName', () => {
+  test('one subject token: no dots or wildcards', () => {
+    expect(stageName('dedup-gate')).toBe('dedup-gate');
+    for (const bad of ['*', '>', 'a.b', '', 'x y']) expect(() => stageName(bad)).toThrow(InvalidArgumentError);
   });
 });
 
