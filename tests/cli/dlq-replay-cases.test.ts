@@ -87,6 +87,11 @@ describe('cdc dlq replay', () => {
       { id: 3, qty: 700 },
     ]);
 
+    // list --replays says which letters are done, and how.
+    const listed = JSON.parse((await cdc(['dlq', 'list', '--replays', '--json'], env)).stdout) as { seq: number; replay: { outcome: string } | null }[];
+    expect(Object.fromEntries(listed.map((l) => [l.seq, l.replay?.outcome ?? null]))).toEqual({ [deleted]: 'superseded', [overwritten]: 'applied', [plain]: 'applied', [gate[0]?.seq ?? -1]: null });
+    expect((await cdc(['dlq', 'list', '--replays', '--stage', 'committer'], env)).stdout).toMatch(/replayed[\s\S]*superseded 20/);
+
     const second = await cdc(['dlq', 'replay', String(deleted), String(overwritten), String(plain)], env);
     expect(second.code).toBe(0);
     expect(second.stdout.match(/already-replayed/g)).toHaveLength(3);
@@ -150,7 +155,7 @@ describe('cdc dlq replay', () => {
     const env = { PIPELINE: pipeline, NATS_URL: ctx.servers.nats, SINK_DATABASE_URL: sink.url };
     const runs = await Promise.all([cdc(['dlq', 'replay', '--all', '--json'], env), cdc(['dlq', 'replay', '--all', '--json'], env)]);
     const outcomes = runs.map((run) => (JSON.parse(run.stdout) as { outcome: string }[])[0]?.outcome).sort();
-    expect(outcomes).toEqual(['already-replayed', 'applied']);
+    expect(outcomes, runs.map((run) => run.stdout).join('\n')).toEqual(['already-replayed', 'applied']);
     expect((await sink.db.query(`SELECT op, id FROM ${audit}`)).rows).toEqual([{ op: 'INSERT', id: '1' }]);
     expect((await sink.db.query(`SELECT qty FROM ${t}`)).rows).toEqual([{ qty: 500 }]);
   });

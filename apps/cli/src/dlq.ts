@@ -35,7 +35,7 @@ import { SinkWriter, TableCatalog, parseTableMap } from '@cdc/sink-pg';
 import { redactUrl } from '@cdc/runtime';
 import pg from 'pg';
 import { pino } from 'pino';
-import { laterVerdict, replayableEvent, supersedes, type LaterScan, type PartitionScan, type ReplayResult, type StoredLetter } from './letters.ts';
+import { laterVerdict, replayableEvent, supersedes, type LaterScan, type PartitionScan, type ReplayRecord, type ReplayResult, type StoredLetter } from './letters.ts';
 
 /** A read of a stream subject that receives nothing this long has lost its end. */
 const SCAN_IDLE_MS = 15_000;
@@ -46,7 +46,6 @@ export type { LaterScan, ReplayResult, StoredLetter } from './letters.ts';
 export interface LaterScanner {
   scanLater(event: ChangeEvent, partition: number, previous?: LaterScan): Promise<LaterScan>;
 }
-
 
 export class DeadLetterStore {
   readonly #nc: NatsConnection;
@@ -219,17 +218,48 @@ async function readSubject(
   if (!done) throw new Error(`reading ${options.subject} stopped before its last message (seq ${options.lastSeq})`);
 }
 
+/** The replay records of these letter ids in a sink (none when nothing was ever replayed there). */
+export async function readReplays(sinkUrl: string, ids: readonly string[]): Promise<Map<string, ReplayRecord>> {
+  const client = new pg.Client({ connectionString: sinkUrl, application_name: 'cdc-cli' });
+  client.on('error', () => undefined);
+  await client.connect().catch((error: unknown) => {
+    throw new Error(`cannot reach the sink at ${redactUrl(sinkUrl)}: ${error instanceof Error ? error.message : String(error)}`);
+  });
+  try {
+    const exists = await client.query<{ present: boolean }>(`SELECT to_regclass('_cdc_dlq_replays') IS NOT NULL AS present`);
+    if (!exists.rows[0]?.present) return new Map();
+    const hasOutcome = await client.query(`SELECT 1 FROM pg_attribute WHERE attrelid = '_cdc_dlq_replays'::regclass AND attname = 'outcome' AND NOT attisdropped`);
+    const rows = await client.query<{ letter_id: string; replayed_at: Date; outcome: string }>(
+      `SELECT letter_id, replayed_at, ${hasOutcome.rowCount === 0 ? `'applied'` : 'outcome'} AS outcome FROM _cdc_dlq_replays WHERE letter_id = ANY($1::text[])`,
+      [ids],
+    );
+    return new Map(rows.rows.map((row) => [row.letter_id, { at: row.replayed_at.toISOString(), outcome: row.outcome }]));
+  } finally {
+    await client.end();
+  }
+}
+
 /**
  * The replay records, made once per run outside the letters' transactions (DDL there would
  * hold the table's exclusive lock for a whole replay). Tables made by the first version of
  * this command lack `outcome`: every row they hold was applied.
  */
 async function prepareReplayTable(client: pg.PoolClient): Promise<void> {
-  await client.query(
-    `CREATE TABLE IF NOT EXISTS _cdc_dlq_replays (letter_id text PRIMARY KEY, pipeline text NOT NULL, stream_seq bigint NOT NULL, replayed_at timestamptz NOT NULL DEFAULT now(), outcome text NOT NULL DEFAULT 'applied')`,
-  );
-  const has = await client.query(`SELECT 1 FROM pg_attribute WHERE attrelid = '_cdc_dlq_replays'::regclass AND attname = 'outcome' AND NOT attisdropped`);
-  if (has.rowCount === 0) await client.query(`ALTER TABLE _cdc_dlq_replays ADD COLUMN IF NOT EXISTS outcome text NOT NULL DEFAULT 'applied'`);
+  // Two replays starting at once would race in CREATE TABLE IF NOT EXISTS (a unique
+  // violation in pg_type): one at a time, under a transaction-scoped advisory lock.
+  await client.query('BEGIN');
+  try {
+    await client.query(`SELECT pg_advisory_xact_lock(hashtext('cdc:_cdc_dlq_replays'))`);
+    await client.query(
+      `CREATE TABLE IF NOT EXISTS _cdc_dlq_replays (letter_id text PRIMARY KEY, pipeline text NOT NULL, stream_seq bigint NOT NULL, replayed_at timestamptz NOT NULL DEFAULT now(), outcome text NOT NULL DEFAULT 'applied')`,
+    );
+    const has = await client.query(`SELECT 1 FROM pg_attribute WHERE attrelid = '_cdc_dlq_replays'::regclass AND attname = 'outcome' AND NOT attisdropped`);
+    if (has.rowCount === 0) await client.query(`ALTER TABLE _cdc_dlq_replays ADD COLUMN outcome text NOT NULL DEFAULT 'applied'`);
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
 }
 
 /** Applies letters' events to a PostgreSQL sink, each in its own transaction with its replay record. */

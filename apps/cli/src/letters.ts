@@ -16,6 +16,12 @@ export interface StoredLetter {
   readonly id: string | undefined;
 }
 
+/** A row of `_cdc_dlq_replays`: when and how a letter was replayed into a sink. */
+export interface ReplayRecord {
+  readonly at: string;
+  readonly outcome: string;
+}
+
 export type ReplayResult =
   | { readonly seq: number; readonly outcome: 'applied'; readonly rowsWritten: number }
   | { readonly seq: number; readonly outcome: 'already-replayed'; readonly at: string; readonly previous: string }
@@ -133,9 +139,10 @@ export function shorten(text: string, max: number): string {
 }
 
 /** One letter as `list --json` prints it (and the head of `show`). */
-export function letterSummary(stored: StoredLetter): Record<string, unknown> {
+export function letterSummary(stored: StoredLetter, replays?: ReadonlyMap<string, ReplayRecord>): Record<string, unknown> {
   const { letter } = stored;
   return {
+    ...(replays ? { replay: (stored.id !== undefined ? replays.get(stored.id) : undefined) ?? null } : {}),
     seq: stored.seq,
     time: stored.time,
     id: stored.id ?? null,
@@ -152,9 +159,15 @@ export function letterSummary(stored: StoredLetter): Record<string, unknown> {
   };
 }
 
-export function listTable(letters: readonly StoredLetter[]): string {
+/** With `replays`: a `replayed` column (the record's outcome and time, or blank). */
+export function listTable(letters: readonly StoredLetter[], replays?: ReadonlyMap<string, ReplayRecord>): string {
+  const replayed = (s: StoredLetter): string[] => {
+    if (!replays) return [];
+    const record = s.id !== undefined ? replays.get(s.id) : undefined;
+    return [record ? `${record.outcome} ${record.at.slice(0, 19)}` : ''];
+  };
   return renderTable([
-    ['seq', 'time', 'stage', 'sink', 'code', 'table', 'lsn', 'event', 'reason'],
+    ['seq', 'time', 'stage', 'sink', 'code', 'table', 'lsn', 'event', ...(replays ? ['replayed'] : []), 'reason'],
     ...letters.map((s) => [
       String(s.seq),
       s.time.slice(0, 19),
@@ -164,6 +177,7 @@ export function listTable(letters: readonly StoredLetter[]): string {
       s.letter.table ?? '',
       s.letter.lsn ?? '',
       s.letter.eventId ?? '',
+      ...replayed(s),
       shorten(s.letter.reason, 80),
     ]),
   ]);

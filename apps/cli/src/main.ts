@@ -5,7 +5,7 @@
  * SINK_DATABASE_URL, SOURCE_DATABASE_URL, PIPELINE) or flags, checked with the apps' field
  * schemas (settings.ts); passwords never printed.
  *
- *   cdc dlq list [--stage S] [--limit N] [--json]
+ *   cdc dlq list [--stage S] [--limit N] [--replays] [--json]
  *   cdc dlq show <seq>
  *   cdc dlq replay <seq...> | --all [--dry-run] [--force] (PostgreSQL committer letters)
  *   cdc snapshot start <table...> [--from K --to K]     (a backfill through the signal table)
@@ -16,7 +16,7 @@ import { redactUrl } from '@cdc/runtime';
 import cliProgress from 'cli-progress';
 import { Command, Option } from 'commander';
 import pg from 'pg';
-import { DeadLetterStore, PgReplayer, type ReplayResult, type StoredLetter } from './dlq.ts';
+import { DeadLetterStore, PgReplayer, readReplays, type ReplayResult, type StoredLetter } from './dlq.ts';
 import { SETTINGS, checkSettings } from './settings.ts';
 import { letterSummary, listTable, positiveInteger, stageName, renderTable, replayTable, selectLetters } from './letters.ts';
 
@@ -44,19 +44,23 @@ dlq
   .addOption(natsOption())
   .option('--stage <stage>', 'only letters of this stage (reader, lamport-reorderer, dedup-gate, committer)', stageName)
   .option('--limit <n>', 'at most this many', positiveInteger, 100)
+  .option('--replays', 'also say which letters were replayed into the sink (reads its _cdc_dlq_replays)')
+  .addOption(new Option('--sink-url <url>', 'the PostgreSQL sink, for --replays').env('SINK_DATABASE_URL'))
   .addOption(jsonOption())
-  .action(async (options: { pipeline: string; nats: string; stage?: string; limit: number; json?: boolean }) => {
-    checkSettings([SETTINGS.pipeline(options.pipeline), SETTINGS.nats(options.nats)]);
+  .action(async (options: { pipeline: string; nats: string; stage?: string; limit: number; replays?: boolean; sinkUrl?: string; json?: boolean }) => {
+    checkSettings([SETTINGS.pipeline(options.pipeline), SETTINGS.nats(options.nats), ...(options.replays ? [SETTINGS.sinkUrl(options.sinkUrl)] : [])]);
     const letters = await withStore(options, (store) => store.list({ limit: options.limit, ...(options.stage ? { stage: options.stage } : {}) }));
+    const ids = letters.flatMap((s) => (s.id === undefined ? [] : [s.id]));
+    const replays = options.replays && options.sinkUrl ? await readReplays(options.sinkUrl, ids) : undefined;
     if (options.json) {
-      console.log(JSON.stringify(letters.map(letterSummary), null, 1));
+      console.log(JSON.stringify(letters.map((s) => letterSummary(s, replays)), null, 1));
       return;
     }
     if (letters.length === 0) {
       console.log(`no dead letters in pipeline ${options.pipeline}`);
       return;
     }
-    console.log(listTable(letters));
+    console.log(listTable(letters, replays));
   });
 
 dlq

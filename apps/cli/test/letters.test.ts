@@ -114,6 +114,19 @@ describe('output', () => {
     for (const cell of ['12', '2026-12-03T08:00:01', 'committer', 'postgres', 'SINK_CONSTRAINT', 'public.t', '0/200', insert.eventId, 'line one line two']) expect(line).toContain(cell);
   });
 
+  test('with replay records, list says which letters were replayed and how', () => {
+    const [done, open] = [stored(insert, {}, 1), stored(changeEvent({ lamport: 2, commitLsn: '0/300', seq: 0 }), {}, 2)];
+    const replays = new Map([[done.id ?? '', { at: '2026-12-03T09:00:00.000Z', outcome: 'applied' }]]);
+    const lines = listTable([done, open], replays).split('\n');
+    expect(lines[0]).toContain('replayed');
+    expect(lines[1]).toContain('applied 2026-12-03T09:00:00');
+    expect(lines[2]).not.toContain('applied');
+    expect(letterSummary(done, replays)).toMatchObject({ replay: { outcome: 'applied' } });
+    expect(letterSummary(open, replays)).toMatchObject({ replay: null });
+    expect(letterSummary(open)).not.toHaveProperty('replay');
+    expect(listTable([done])).not.toContain('replayed');
+  });
+
   test('the JSON summary names the letter id, reason and position', () => {
     expect(letterSummary(stored(insert, {}, 3))).toMatchObject({ seq: 3, id: `dlq:committer:postgres:${insert.eventId}`, code: 'SINK_CONSTRAINT', lsn: '0/200', partition: 0, sink: 'postgres', column: null });
   });
