@@ -2,11 +2,12 @@
 /**
  * `cdc`: the pipeline's command line (commander). Human tables by default, `--json` for
  * scripts. Connection settings come from the same variables as the apps (NATS_URL,
- * SINK_DATABASE_URL, SOURCE_DATABASE_URL, PIPELINE) or flags; passwords never printed.
+ * SINK_DATABASE_URL, SOURCE_DATABASE_URL, PIPELINE) or flags, checked with the apps' field
+ * schemas (settings.ts); passwords never printed.
  *
- *   cdc dlq list [--stage S] [--limit N] [--json]
+ *   cdc dlq list [--stage S] [--limit N] [--replays] [--json]
  *   cdc dlq show <seq>
- *   cdc dlq replay <seq...> | --all [--dry-run]         (PostgreSQL committer letters)
+ *   cdc dlq replay <seq...> | --all [--dry-run] [--force] (PostgreSQL committer letters)
  *   cdc snapshot start <table...> [--from K --to K]     (a backfill through the signal table)
  *   cdc snapshot status [--watch]                       (progress bars while it runs)
  */
@@ -15,7 +16,9 @@ import { redactUrl } from '@cdc/runtime';
 import cliProgress from 'cli-progress';
 import { Command, Option } from 'commander';
 import pg from 'pg';
-import { DeadLetterStore, PgReplayer, type ReplayResult, type StoredLetter } from './dlq.ts';
+import { DeadLetterStore, PgReplayer, readReplays, type ReplayResult, type StoredLetter } from './dlq.ts';
+import { SETTINGS, checkSettings } from './settings.ts';
+import { letterSummary, listTable, positiveInteger, stageName, renderTable, replayTable, selectLetters } from './letters.ts';
 
 const program = new Command('cdc').description('inspect and operate a cdc pipeline').showHelpAfterError();
 
@@ -23,19 +26,8 @@ const pipelineOption = (): Option => new Option('--pipeline <name>', 'pipeline n
 const natsOption = (): Option => new Option('--nats <url>', 'NATS URL').env('NATS_URL').default('nats://127.0.0.1:4222');
 const jsonOption = (): Option => new Option('--json', 'machine-readable output');
 
-function table(rows: readonly (readonly string[])[]): string {
-  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((row) => (row[i] ?? '').length))) ?? [];
-  return rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n');
-}
-
-function shorten(text: string, max: number): string {
-  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
-}
-
 async function withStore<T>(options: { nats: string; pipeline: string }, work: (store: DeadLetterStore) => Promise<T>): Promise<T> {
-  const store = await DeadLetterStore.open(options.nats, options.pipeline).catch((error: unknown) => {
-    throw new Error(`cannot reach NATS at ${redactUrl(options.nats)}: ${error instanceof Error ? error.message : String(error)}`);
-  });
+  const store = await DeadLetterStore.open(options.nats, options.pipeline);
   try {
     return await work(store);
   } finally {
@@ -50,34 +42,35 @@ dlq
   .description('list dead letters in stream order')
   .addOption(pipelineOption())
   .addOption(natsOption())
-  .option('--stage <stage>', 'only letters of this stage (reader, lamport-reorderer, dedup-gate, committer)')
-  .option('--limit <n>', 'at most this many', (v) => Number(v), 100)
+  .option('--stage <stage>', 'only letters of this stage (reader, lamport-reorderer, dedup-gate, committer)', stageName)
+  .option('--limit <n>', 'at most this many', positiveInteger, 100)
+  .option('--replays', 'also say which letters were replayed into the sink (reads its _cdc_dlq_replays)')
+  .addOption(new Option('--sink-url <url>', 'the PostgreSQL sink, for --replays').env('SINK_DATABASE_URL'))
   .addOption(jsonOption())
-  .action(async (options: { pipeline: string; nats: string; stage?: string; limit: number; json?: boolean }) => {
+  .action(async (options: { pipeline: string; nats: string; stage?: string; limit: number; replays?: boolean; sinkUrl?: string; json?: boolean }) => {
+    checkSettings([SETTINGS.pipeline(options.pipeline), SETTINGS.nats(options.nats), ...(options.replays ? [SETTINGS.sinkUrl(options.sinkUrl)] : [])]);
     const letters = await withStore(options, (store) => store.list({ limit: options.limit, ...(options.stage ? { stage: options.stage } : {}) }));
+    const ids = letters.flatMap((s) => (s.id === undefined ? [] : [s.id]));
+    const replays = options.replays && options.sinkUrl ? await readReplays(options.sinkUrl, ids) : undefined;
     if (options.json) {
-      console.log(JSON.stringify(letters.map(summary), null, 1));
+      console.log(JSON.stringify(letters.map((s) => letterSummary(s, replays)), null, 1));
       return;
     }
     if (letters.length === 0) {
       console.log(`no dead letters in pipeline ${options.pipeline}`);
       return;
     }
-    console.log(
-      table([
-        ['seq', 'time', 'stage', 'sink', 'code', 'table', 'lsn', 'event', 'reason'],
-        ...letters.map((s) => [String(s.seq), s.time.slice(0, 19), s.letter.stage, s.letter.sink ?? '', s.letter.code, s.letter.table ?? '', s.letter.lsn ?? '', s.letter.eventId ?? '', shorten(s.letter.reason, 80)]),
-      ]),
-    );
+    console.log(listTable(letters, replays));
   });
 
 dlq
   .command('show')
   .description('one letter whole, its event decoded')
-  .argument('<seq>', 'stream sequence (from list)', (v) => Number(v))
+  .argument('<seq>', 'stream sequence (from list)', positiveInteger)
   .addOption(pipelineOption())
   .addOption(natsOption())
   .action(async (seq: number, options: { pipeline: string; nats: string }) => {
+    checkSettings([SETTINGS.pipeline(options.pipeline), SETTINGS.nats(options.nats)]);
     const stored = await withStore(options, (store) => store.get(seq));
     if (!stored) throw new Error(`no dead letter at sequence ${seq} in pipeline ${options.pipeline}`);
     let payload: unknown = stored.letter.payload;
@@ -86,50 +79,53 @@ dlq
     } catch {
       // kept as text: the payload was not JSON (the letter says why)
     }
-    console.log(JSON.stringify({ ...summary(stored), letter: { ...stored.letter, payload } }, null, 2));
+    console.log(JSON.stringify({ ...letterSummary(stored), letter: { ...stored.letter, payload } }, null, 2));
   });
 
 dlq
   .command('replay')
   .description('apply PostgreSQL committer letters to their sink once their cause is fixed: each once (a second replay changes nothing)')
-  .argument('[seq...]', 'stream sequences (from list)')
+  .argument('[seq...]', 'stream sequences (from list)', (v: string, previous: number[] | undefined) => [...(previous ?? []), positiveInteger(v)])
   .option('--all', 'every replayable letter (of --stage, default committer)')
-  .option('--stage <stage>', 'with --all: only this stage', 'committer')
+  .option('--stage <stage>', 'with --all: only this stage', stageName, 'committer')
   .option('--dry-run', 'apply in a transaction that is rolled back: says what would happen')
+  .option('--force', 'apply even when the deduped stream no longer holds the event (a later delete of its row cannot be ruled out)')
   .addOption(pipelineOption())
   .addOption(natsOption())
   .addOption(new Option('--sink-url <url>', 'the PostgreSQL sink').env('SINK_DATABASE_URL').makeOptionMandatory())
   .addOption(new Option('--sink-name <name>', "the committer's SINK_NAME").env('SINK_NAME').default('postgres'))
   .addOption(new Option('--table-map <map>', "the committer's TABLE_MAP").env('TABLE_MAP'))
   .addOption(jsonOption())
-  .action(async (seqs: string[], options: { all?: boolean; stage: string; dryRun?: boolean; pipeline: string; nats: string; sinkUrl: string; sinkName: string; tableMap?: string; json?: boolean }) => {
-    if (!options.all && seqs.length === 0) throw new Error('name the letters to replay (their seq from `cdc dlq list`) or pass --all');
+  .action(async (seqs: number[] | undefined, options: { all?: boolean; stage: string; dryRun?: boolean; force?: boolean; pipeline: string; nats: string; sinkUrl: string; sinkName: string; tableMap?: string; json?: boolean }) => {
+    checkSettings([SETTINGS.pipeline(options.pipeline), SETTINGS.nats(options.nats), SETTINGS.sinkUrl(options.sinkUrl), SETTINGS.sinkName(options.sinkName)]);
+    const named = seqs ?? [];
+    if (!options.all && named.length === 0) throw new Error('name the letters to replay (their seq from `cdc dlq list`) or pass --all');
     const results = await withStore(options, async (store) => {
-      const letters: StoredLetter[] = [];
-      if (options.all) letters.push(...(await store.list({ stage: options.stage, limit: 100_000 })));
-      for (const seq of seqs) {
-        const stored = await store.get(Number(seq));
+      const all = options.all ? await store.list({ stage: options.stage, limit: 100_000 }) : [];
+      const picked: StoredLetter[] = [];
+      for (const seq of named) {
+        const stored = await store.get(seq);
         if (!stored) throw new Error(`no dead letter at sequence ${seq} in pipeline ${options.pipeline}`);
-        letters.push(stored);
+        picked.push(stored);
       }
-      const replayer = new PgReplayer({ sinkUrl: options.sinkUrl, pipeline: options.pipeline, sink: options.sinkName, ...(options.tableMap ? { tableMap: options.tableMap } : {}) });
+      const letters = selectLetters(all, picked);
+      const replayer = new PgReplayer({
+        sinkUrl: options.sinkUrl,
+        pipeline: options.pipeline,
+        sink: options.sinkName,
+        ...(options.tableMap ? { tableMap: options.tableMap } : {}),
+        scanner: store,
+      });
       try {
         const out: ReplayResult[] = [];
-        for (const stored of letters) out.push(await replayer.replay(stored, { dryRun: options.dryRun === true }));
+        for (const stored of letters) out.push(await replayer.replay(stored, { dryRun: options.dryRun === true, force: options.force === true }));
         return out;
       } finally {
         await replayer.close();
       }
     });
     if (options.json) console.log(JSON.stringify(results, null, 1));
-    else {
-      console.log(
-        table([
-          ['seq', 'outcome', 'detail'],
-          ...results.map((r) => [String(r.seq), r.outcome, r.outcome === 'applied' ? `${r.rowsWritten} row(s) written` : r.outcome === 'already-replayed' ? `replayed at ${r.at}` : 'reason' in r ? r.reason : '']),
-        ]),
-      );
-    }
+    else console.log(replayTable(results));
     if (results.some((r) => r.outcome === 'refused')) process.exitCode = 1;
   });
 
@@ -167,6 +163,7 @@ snapshot
   .option('--watch', 'then show progress until done')
   .addOption(jsonOption())
   .action(async (tables: string[], options: { sourceUrl: string; slot?: string; pipeline?: string; source?: string; from?: string[]; to?: string[]; watch?: boolean; json?: boolean }) => {
+    checkSettings([SETTINGS.sourceUrl(options.sourceUrl)]);
     const slot = slotOf(options);
     const id = await withSource(options.sourceUrl, (client) => requestBackfill(client, { slot, tables, rangeFrom: options.from ?? null, rangeTo: options.to ?? null }));
     if (options.json) console.log(JSON.stringify({ signal: id, slot, tables }));
@@ -184,6 +181,7 @@ snapshot
   .option('--watch', 'progress bars until every job is done')
   .addOption(jsonOption())
   .action(async (options: { sourceUrl: string; slot?: string; pipeline?: string; source?: string; watch?: boolean; json?: boolean }) => {
+    checkSettings([SETTINGS.sourceUrl(options.sourceUrl)]);
     const slot = slotOf(options);
     if (options.watch) {
       await watch(options.sourceUrl, slot, undefined, options.json === true);
@@ -192,7 +190,7 @@ snapshot
     const jobs = await withSource(options.sourceUrl, (client) => readSnapshotJobs(client, slot));
     if (options.json) console.log(JSON.stringify(jobs, null, 1));
     else if (jobs.length === 0) console.log(`no snapshot jobs for slot ${slot}`);
-    else console.log(table([['job', 'kind', 'table', 'status', 'chunks', 'progress'], ...jobs.map((j) => [String(j.job), j.kind, j.table, j.status, String(j.chunks), describeProgress(j)])]));
+    else console.log(renderTable([['job', 'kind', 'table', 'status', 'chunks', 'progress'], ...jobs.map((j) => [String(j.job), j.kind, j.table, j.status, String(j.chunks), describeProgress(j)])]));
   });
 
 /** Progress bars (cli-progress) of the jobs, newest per table, until none runs; bounded by an hour. */
@@ -229,23 +227,6 @@ async function watch(url: string, slot: string, tables: readonly string[] | unde
   } finally {
     bars.stop();
   }
-}
-
-function summary(stored: StoredLetter): Record<string, unknown> {
-  const { letter } = stored;
-  return {
-    seq: stored.seq,
-    time: stored.time,
-    id: stored.id ?? null,
-    stage: letter.stage,
-    sink: letter.sink ?? null,
-    code: letter.code,
-    reason: letter.reason,
-    table: letter.table ?? null,
-    lsn: letter.lsn ?? null,
-    eventId: letter.eventId ?? null,
-    partition: letter.partition ?? null,
-  };
 }
 
 program.parseAsync(process.argv).catch((error: unknown) => {
