@@ -9,6 +9,7 @@
  * updates and deletes nobody can apply.
  */
 import type pg from 'pg';
+import { quoteIdent } from './connection.ts';
 import { ReplicaIdentityError, TableNotFoundError, TableWithoutKeyError } from './errors.ts';
 
 export type ReplicaIdentity = 'default' | 'full' | 'index' | 'nothing';
@@ -81,6 +82,11 @@ export async function readTable(client: pg.Client, configured: string): Promise<
     throw new ReplicaIdentityError(table, replicaIdentity === 'index' ? 'using index (not the primary key)' : replicaIdentity);
   }
   return { table, schema, name, oid: row.oid, keyColumns: pk, primaryKey: true, replicaIdentity, columns };
+}
+
+/** `"schema"."table"`, quoted for SQL. */
+export function qualified(table: Pick<SourceTable, 'schema' | 'name'>): string {
+  return `${quoteIdent(table.schema)}.${quoteIdent(table.name)}`;
 }
 
 function sameSet(a: readonly string[], b: readonly string[]): boolean {

@@ -27,7 +27,6 @@ export {
   queueBackfill,
   requestBackfill,
   readSnapshotJobs,
-  hasSnapshotSchema,
   describeProgress,
   overlay,
 } from './snapshot.ts';

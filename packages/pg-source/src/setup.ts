@@ -17,7 +17,7 @@ import { CdcError, Lsn } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
 import { redactUrl } from '@cdc/runtime';
 import type pg from 'pg';
-import { readTable, type SourceTable } from './catalog.ts';
+import { qualified, readTable, type SourceTable } from './catalog.ts';
 import { assertValueTextSettings, quoteIdent, sqlStateOf, withSource } from './connection.ts';
 import { queueBackfill, queueInitialSnapshot, type SnapshotMode } from './snapshot.ts';
 import { PublicationMismatchError, SlotLostError, SlotMismatchError, WalLevelError } from './errors.ts';
@@ -118,7 +118,6 @@ async function ensurePublication(
   name: string,
   tables: readonly SourceTable[],
 ): Promise<{ name: string; created: boolean; added: readonly string[] }> {
-  const qualified = (t: SourceTable): string => `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`;
   const existing = await client.query<{ comment: string | null }>(
     `SELECT obj_description(oid, 'pg_publication') AS comment FROM pg_publication WHERE pubname = $1`,
     [name],

@@ -54,8 +54,8 @@
 import { CdcError, errorMessage, keyText, systemClock, type ChangeEvent, type Clock, type Row, type SnapshotKind } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
 import pg from 'pg';
-import type { SourceTable } from './catalog.ts';
-import { clientConfig, quoteIdent, sqlStateOf, withSource } from './connection.ts';
+import { qualified, type SourceTable } from './catalog.ts';
+import { clientConfig, quoteIdent, sqlStateOf } from './connection.ts';
 import { SNAPSHOT_PREFIX } from './pgoutput.ts';
 
 export type SnapshotMode = 'initial' | 'never' | 'initial_only';
@@ -245,14 +245,6 @@ export async function requestBackfill(
     [request.slot, request.tables, request.rangeFrom ?? null, request.rangeTo ?? null],
   );
   return Number(result.rows[0]?.id);
-}
-
-/** True when the source has the `_cdc` snapshot tables (some reader queued a snapshot or a backfill there). */
-export async function hasSnapshotSchema(connectionString: string): Promise<boolean> {
-  return withSource(connectionString, 'cdc-reader-setup', async (client) => {
-    const result = await client.query(`SELECT to_regclass('_cdc.snapshot_jobs') IS NOT NULL AS ok`);
-    return result.rows[0]?.ok === true;
-  });
 }
 
 /** The jobs of a slot, newest first (for the CLI and tests). */
@@ -680,53 +672,56 @@ export class Snapshotter {
 
   /** One chunk: low watermark, read, high watermark; resolves once the reader emitted it. False when the job is done. */
   async #chunk(job: Job, table: SourceTable): Promise<boolean> {
-    const signal = this.#abort.signal;
     const shape = await this.#shape(table);
+    let written: { emitted: Promise<void>; last: boolean } | undefined;
     const client = await this.#pool.connect();
-    let released = false;
-    const release = (): void => {
-      if (!released) client.release();
-      released = true;
-    };
     try {
       if (job.status === 'pending' && !(await this.#startJob(job, table, client))) return false;
-      const chunk = job.chunks + 1;
-      const lower = job.lastKey ?? job.rangeFrom;
-      const lowerInclusive = job.lastKey === null && job.rangeFrom !== null;
-      const base = { v: 1 as const, job: job.id, chunk, table: job.table, kind: job.kind };
-      await client.query('SELECT pg_logical_emit_message(true, $1, $2)', [SNAPSHOT_PREFIX, JSON.stringify({ ...base, mark: 'low' })]);
-      const chunkRows = this.#options.chunkRows ?? SNAPSHOT_DEFAULTS.chunkRows;
-      const rows = await this.#readRange(table, job.kind, lower, lowerInclusive, job.rangeTo, chunkRows, client, shape);
-      const last = rows.length < chunkRows;
-      const upper = rows.at(-1)?.key ?? null;
-      const mark: SnapshotMark = { ...base, mark: 'high', lower, lowerInclusive, upper, last, keys: rows.map((row) => row.key) };
-      const id = `${job.id}:${chunk}`;
-      this.#live.set(id, rows);
-      const emitted = new Promise<void>((resolve) => this.#waiting.set(id, resolve));
-      try {
-        await client.query('BEGIN');
-        await client.query(
-          `UPDATE _cdc.snapshot_jobs SET last_key = COALESCE($3, last_key), chunks = $4, rows_read = rows_read + $5, status = $6, updated_at = now() WHERE slot = $1 AND id = $2`,
-          [this.#options.slot, job.id, upper, chunk, rows.length, last ? 'done' : 'running'],
-        );
-        await client.query('SELECT pg_logical_emit_message(true, $1, $2)', [SNAPSHOT_PREFIX, JSON.stringify(mark)]);
-        await client.query('COMMIT');
-      } catch (error) {
-        await client.query('ROLLBACK').catch(() => undefined);
-        this.#live.delete(id);
-        this.#waiting.delete(id);
-        throw error;
-      }
-      job.chunks = chunk;
-      job.rowsRead += rows.length;
-      if (upper !== null) job.lastKey = upper;
-      release();
-      // Flow control: the next chunk is read once the stream has emitted this one.
-      await Promise.race([emitted, new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }))]);
-      return !last;
+      written = await this.#writeChunk(job, table, shape, client);
     } finally {
-      release();
+      client.release();
     }
+    // Flow control: the next chunk is read once the stream has emitted this one. close()
+    // aborts, then releases every wait registered so far; one registered after that is
+    // never waited for.
+    if (this.#abort.signal.aborted) return false;
+    await written.emitted;
+    return !written.last;
+  }
+
+  /** Low watermark, the read, and the high watermark with the job's progress in one transaction. */
+  async #writeChunk(job: Job, table: SourceTable, shape: TableShape, client: pg.PoolClient): Promise<{ emitted: Promise<void>; last: boolean }> {
+    const chunk = job.chunks + 1;
+    const lower = job.lastKey ?? job.rangeFrom;
+    const lowerInclusive = job.lastKey === null && job.rangeFrom !== null;
+    const base = { v: 1 as const, job: job.id, chunk, table: job.table, kind: job.kind };
+    await client.query('SELECT pg_logical_emit_message(true, $1, $2)', [SNAPSHOT_PREFIX, JSON.stringify({ ...base, mark: 'low' })]);
+    const chunkRows = this.#options.chunkRows ?? SNAPSHOT_DEFAULTS.chunkRows;
+    const rows = await this.#readRange(table, job.kind, lower, lowerInclusive, job.rangeTo, chunkRows, client, shape);
+    const last = rows.length < chunkRows;
+    const upper = rows.at(-1)?.key ?? null;
+    const mark: SnapshotMark = { ...base, mark: 'high', lower, lowerInclusive, upper, last, keys: rows.map((row) => row.key) };
+    const id = `${job.id}:${chunk}`;
+    this.#live.set(id, rows);
+    const emitted = new Promise<void>((resolve) => this.#waiting.set(id, resolve));
+    try {
+      await client.query('BEGIN');
+      await client.query(
+        `UPDATE _cdc.snapshot_jobs SET last_key = COALESCE($3, last_key), chunks = $4, rows_read = rows_read + $5, status = $6, updated_at = now() WHERE slot = $1 AND id = $2`,
+        [this.#options.slot, job.id, upper, chunk, rows.length, last ? 'done' : 'running'],
+      );
+      await client.query('SELECT pg_logical_emit_message(true, $1, $2)', [SNAPSHOT_PREFIX, JSON.stringify(mark)]);
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      this.#live.delete(id);
+      this.#waiting.delete(id);
+      throw error;
+    }
+    job.chunks = chunk;
+    job.rowsRead += rows.length;
+    if (upper !== null) job.lastKey = upper;
+    return { emitted, last };
   }
 
   /**
@@ -870,10 +865,6 @@ export function overlay(rows: readonly SnapshotRead[], window: { readonly change
     out.push({ ...read, row });
   }
   return out;
-}
-
-function qualified(table: SourceTable): string {
-  return `${quoteIdent(table.schema)}.${quoteIdent(table.name)}`;
 }
 
 async function estimateRows(client: pg.PoolClient, table: SourceTable): Promise<number> {
