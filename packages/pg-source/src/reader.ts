@@ -88,7 +88,7 @@ export interface ReaderOptions {
   /**
    * Snapshots (snapshot.ts): `initial` reads every table's existing rows after the slot is
    * created, `initial_only` too and then the reader stops, `never` reads none (backfills
-   * asked for through the signal table still run when the `_cdc` schema exists). Default
+   * asked for through the signal table run in every mode). Default
    * `never` here; the reader app defaults to `initial`. Setup queues the initial jobs
    * (setupSource's `snapshot`).
    */
