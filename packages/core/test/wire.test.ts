@@ -202,6 +202,29 @@ describe('many events per message', () => {
     expect(decodeRawMessage(one.data).map((item) => (item.kind === 'change' ? item.value : item.kind))).toEqual([events[0]]);
   });
 
+  it('an indexed message decodes in one parse, and any line that is not one whole object falls back to line by line (poison alone)', () => {
+    const events = [event(0), event(1), event(2), event(3)];
+    const cutter = new BatchCutter();
+    for (const e of events) cutter.add(encodeChangeItem(e), { lamport: 17n, source: 'pg1', commitLsn: Lsn.parse(e.commitLsn), seq: e.seq }, e);
+    const lines = itemText(cutter.take()!.data).split('\n');
+    const message = (body: string[]): Uint8Array => bytes(body.join('\n'));
+    const decoded = (data: Uint8Array): unknown[] => decodeOrderedMessage(data).map((item) => (item.kind === 'change' ? item.value.eventId : `${item.kind}:${item.kind === 'poison' ? item.code : ''}`));
+    expect(decoded(message(lines))).toEqual(['e0', 'e1', 'e2', 'e3']);
+    // A line that is two objects, or half of one: the value count no longer matches the
+    // lines, so the message is decoded line by line and only that line is poison.
+    const item = (n: number): string => lines[n + 1]!;
+    expect(decoded(message([lines[0]!, `${item(0)},${item(0)}`, item(1), item(2), item(3)]))).toEqual(['poison:INVALID_JSON', 'e1', 'e2', 'e3']);
+    const at = item(2).indexOf(',"key"');
+    expect(decoded(message([lines[0]!, item(0), item(1), item(2).slice(0, at), item(3)]))).toEqual(['e0', 'e1', 'poison:INVALID_JSON', 'e3']);
+    // Two lines that are one object (the count then matches only if another line is two):
+    // each line alone is not JSON.
+    expect(decoded(message([lines[0]!, item(0), item(1), item(2).slice(0, at), item(2).slice(at + 1)]))).toEqual(['e0', 'e1', 'poison:INVALID_JSON', 'poison:INVALID_JSON']);
+    // A line that is an array, a number, or empty-then-trailing: the same.
+    expect(decoded(message([lines[0]!, item(0), '[1]', item(2), item(3)]))).toEqual(['e0', 'poison:INVALID_MESSAGE', 'e2', 'e3']);
+    expect(decoded(message([lines[0]!, item(0), '7', item(2), item(3)]))).toEqual(['e0', 'poison:INVALID_MESSAGE', 'e2', 'e3']);
+    expect(decoded(bytes(`${lines.join('\n')}\n`))).toEqual(['e0', 'e1', 'e2', 'e3']);
+  });
+
   it('an index that does not match its items is ignored: the items are parsed instead', () => {
     const index = bytes({ kind: 'index', txns: [['pg1', '17', '0/16', 't', 1, 't0', 'db']], tables: [['public.t', ['id'], {}]], refs: [['e0', 0, 0, 0]] }); // one ref, two items
     const data = joinItems([index, encodeItem(event(0)), encodeItem(event(1))]);
