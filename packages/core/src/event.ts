@@ -150,21 +150,19 @@ export function computeReadEventId(parts: { source: string; table: string; key: 
 }
 
 /** FNV-1a 32-bit: fast, stable across processes and versions (unlike any runtime hash). */
-function fnv1a32(text: string): number {
-  let hash = 0x811c9dc5;
-  // Over the UTF-8 bytes. ASCII (most keys) is its own UTF-8: hashed from the string, no
-  // Buffer per event; anything else goes through the encoder.
+const FNV_OFFSET = 0x811c9dc5;
+
+/** FNV-1a of `text`'s characters, continued from `hash` (int32): its UTF-8 bytes when `text` is ASCII. */
+function fnvChars(hash: number, text: string): number {
   for (let i = 0; i < text.length; i++) {
-    const code = text.charCodeAt(i);
-    if (code >= 0x80) return fnv1a32Utf8(text);
-    hash ^= code;
-    hash = Math.imul(hash, 0x01000193) >>> 0;
+    // Math.imul on int32 is the same product mod 2^32 as on its unsigned form.
+    hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
   }
-  return hash >>> 0;
+  return hash;
 }
 
 function fnv1a32Utf8(text: string): number {
-  let hash = 0x811c9dc5;
+  let hash = FNV_OFFSET;
   for (const byte of Buffer.from(text, 'utf8')) {
     hash ^= byte;
     hash = Math.imul(hash, 0x01000193) >>> 0;
@@ -172,8 +170,57 @@ function fnv1a32Utf8(text: string): number {
   return hash >>> 0;
 }
 
+/** The hash state after `<table>\u0000` of the tables seen (a reader has few; bounded); null: not ASCII. */
+const tablePrefixes = new Map<string, number | null>();
+const MAX_TABLE_PREFIXES = 4_096;
+
+function tablePrefix(table: string): number | null {
+  let prefix = tablePrefixes.get(table);
+  if (prefix === undefined) {
+    prefix = /^[\x00-\x7f]*$/.test(table) ? fnvChars(fnvChars(FNV_OFFSET, table), '\u0000') : null;
+    if (tablePrefixes.size >= MAX_TABLE_PREFIXES) tablePrefixes.clear();
+    tablePrefixes.set(table, prefix);
+  }
+  return prefix;
+}
+
+/** A key value JSON.stringify writes as its own characters between quotes: printable ASCII without `"` or `\`. */
+function plainAscii(value: string): boolean {
+  for (let i = 0; i < value.length; i++) {
+    const code = value.charCodeAt(i);
+    if (code < 0x20 || code >= 0x7f || code === 0x22 || code === 0x5c) return false;
+  }
+  return true;
+}
+
+/**
+ * The partition of a key: FNV-1a of the UTF-8 of `<table>\u0000<keyText(key)>`, modulo
+ * `partitions`. Hashed piece by piece, without building that text (issue 12: the text and
+ * its JSON were ~7 % of the reader's profile); a key with a value JSON would escape, or a
+ * table or value beyond ASCII, takes the text path — the same bytes, so the same partition.
+ */
 export function partitionOf(table: string, key: readonly (string | null)[], partitions: number): Partition {
-  return (fnv1a32(`${table}\u0000${keyText(key)}`) % partitions) as Partition;
+  const prefix = tablePrefix(table);
+  let plain = prefix !== null;
+  for (let i = 0; plain && i < key.length; i++) {
+    const value = key[i];
+    if (typeof value === 'string' && !plainAscii(value)) plain = false;
+  }
+  let hash: number;
+  if (plain) {
+    hash = Math.imul((prefix as number) ^ 0x5b, 0x01000193); // [
+    for (let i = 0; i < key.length; i++) {
+      if (i > 0) hash = Math.imul(hash ^ 0x2c, 0x01000193); // ,
+      const value = key[i];
+      // JSON.stringify writes null (and undefined in an array) as null.
+      if (typeof value !== 'string') hash = fnvChars(hash, 'null');
+      else hash = Math.imul(fnvChars(Math.imul(hash ^ 0x22, 0x01000193), value) ^ 0x22, 0x01000193); // "value"
+    }
+    hash = Math.imul(hash ^ 0x5d, 0x01000193); // ]
+  } else {
+    hash = fnv1a32Utf8(`${table}\u0000${keyText(key)}`);
+  }
+  return ((hash >>> 0) % partitions) as Partition;
 }
 
 export function asPartition(value: number, partitions: number): Partition {
