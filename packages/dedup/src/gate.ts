@@ -218,7 +218,8 @@ export class DedupTransform implements RelayTransform {
         lastKey: key ? formatOrderKey(key) : undefined,
       });
     };
-    for (const [index, step] of steps.entries()) {
+    for (let index = 0; index < steps.length; index++) {
+      const step = steps[index] as Step;
       const message = step.message;
       const next = steps[index + 1];
       const lastOfMessage = next?.message !== message;

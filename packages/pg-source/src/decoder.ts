@@ -83,6 +83,8 @@ interface Transaction {
   readonly commitLsn: string;
   readonly commitTs: string;
   readonly lamport: bigint;
+  /** `lamport` as its events carry it: formatted once per transaction, not per event. */
+  readonly lamportText: string;
   readonly traceId: string;
   seq: number;
   changes: number;
@@ -188,6 +190,7 @@ export class PgoutputDecoder {
       commitLsn,
       commitTs: isoMicros(commitMicros),
       lamport,
+      lamportText: lamport.toString(),
       traceId: createHash('sha256').update(`${this.#source}:${commitLsn}`).digest('hex').slice(0, 32),
       seq: 0,
       changes: 0,
@@ -306,7 +309,7 @@ export class PgoutputDecoder {
       seq,
       xid: tx.xid,
       commitTs: tx.commitTs,
-      lamport: tx.lamport.toString(),
+      lamport: tx.lamportText,
       eventId,
       traceId: tx.traceId,
       ...(this.#snapshotPending?.(relation.table) ? { snapshotPending: true as const } : {}),
@@ -359,7 +362,7 @@ export class PgoutputDecoder {
       seq,
       xid: tx.xid,
       commitTs: tx.commitTs,
-      lamport: tx.lamport.toString(),
+      lamport: tx.lamportText,
       eventId: computeReadEventId({ source: this.#source, table: read.table.table, key: read.key, commitLsn: tx.commitLsn }),
       traceId: tx.traceId,
       snapshot: read.snapshot,

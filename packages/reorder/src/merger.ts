@@ -130,6 +130,31 @@ export interface ReleasedEvent<P> {
   readonly lastKey: string;
 }
 
+/**
+ * A released event; its `lastKey` text is made when asked for (issue 12: formatting every
+ * released key cost the reorderer ~3 % of its profile, and only a message's last is read).
+ */
+class ReleasedChange<P> implements ReleasedEvent<P> {
+  readonly kind = 'change' as const;
+  readonly event: MergerEvent;
+  readonly key: OrderKey;
+  readonly payload: P;
+  readonly inputSeq: number;
+  readonly resumeSeq: number;
+
+  constructor(event: MergerEvent, key: OrderKey, payload: P, inputSeq: number, resumeSeq: number) {
+    this.event = event;
+    this.key = key;
+    this.payload = payload;
+    this.inputSeq = inputSeq;
+    this.resumeSeq = resumeSeq;
+  }
+
+  get lastKey(): string {
+    return formatOrderKey(this.key);
+  }
+}
+
 export interface ReleasedWatermark {
   readonly kind: 'watermark';
   readonly watermark: PartitionHeartbeat;
@@ -387,15 +412,7 @@ export class LamportMerger<P = undefined> {
     const suffixMin = new Array<number>(count).fill(Infinity);
     for (let i = count - 2; i >= 0; i--) suffixMin[i] = Math.min(suffixMin[i + 1] as number, (released[i + 1] as Entry<P>).seq);
 
-    const items: Released<P>[] = released.map((entry, i) => ({
-      kind: 'change',
-      event: entry.event,
-      key: entry.key,
-      payload: entry.payload,
-      inputSeq: entry.seq,
-      resumeSeq: Math.min(suffixMin[i] as number, rest, anchorsBefore),
-      lastKey: formatOrderKey(entry.key),
-    }));
+    const items: Released<P>[] = released.map((entry, i) => new ReleasedChange(entry.event, entry.key, entry.payload, entry.seq, Math.min(suffixMin[i] as number, rest, anchorsBefore)));
     const last = released.at(-1);
     if (last) this.#lastReleasedKey = last.key;
     this.#counters.released += count;

@@ -102,7 +102,7 @@ export class ReorderTransform implements RelayTransform {
         consumed = true;
         const result =
           item.kind === 'change'
-            ? merger.accept({ kind: 'change', ...item.ref }, message.seq, { bytes: item.bytes, origin: item.origin }, item.key)
+            ? merger.accept(item.ref, message.seq, { bytes: item.bytes, origin: item.origin }, item.key)
             : merger.accept(item.value, message.seq, { bytes: item.bytes, origin: undefined });
         if (result === 'late') {
           // Cannot be placed: a watermark above it is already published. A correct reader never does this.
