@@ -121,22 +121,86 @@ export interface Statement {
  * the old key and an upsert of the new one (PITFALLS 6).
  */
 export function planEvent(event: ChangeEvent, table: SinkTable, item: number): RowOp[] | SinkRefusedError {
-  const context = { table: table.display, lsn: event.commitLsn, eventId: event.eventId };
   if (event.op === 'truncate') return [{ kind: 'truncate', table, item }];
-
-  const keyFrom = (row: Readonly<Record<string, string | null>> | null): (string | null)[] | string => {
-    const values: (string | null)[] = [];
-    for (const column of table.primaryKey) {
-      const index = event.keyColumns.indexOf(column);
-      const value = row && column in row ? row[column] : index >= 0 ? event.key[index] : undefined;
-      if (value === undefined) return column;
-      values.push(value);
+  if (event.op !== 'delete' && event.after !== null && event.unchanged.length === 0) {
+    const layout = layouts.get(table);
+    if (layout !== undefined) {
+      const ops = planWithLayout(event, event.after, table, item, layout);
+      if (ops !== undefined) return ops;
     }
-    return values;
-  };
+  }
+  return planSlow(event, table, item);
+}
 
+/**
+ * How the rows of one table were last laid out (hand-written cache: most events of a table
+ * carry the same columns in the same order): the event's column names in their order, and
+ * the sink columns they write in table order (generated ones dropped). A row whose names
+ * are exactly these is planned without sorting or a per-column object (planWithLayout);
+ * any other row takes planSlow, which also renews the layout.
+ */
+interface RowLayout {
+  readonly names: readonly string[];
+  readonly columns: readonly string[];
+  /** Where each primary-key column is in `columns`. */
+  readonly keyAt: readonly number[];
+}
+
+const layouts = new WeakMap<SinkTable, RowLayout>();
+
+function planWithLayout(
+  event: ChangeEvent,
+  row: Readonly<Record<string, string | null>>,
+  table: SinkTable,
+  item: number,
+  layout: RowLayout,
+): RowOp[] | undefined {
+  const { names, columns, keyAt } = layout;
+  let i = 0;
+  for (const name in row) {
+    if (names[i] !== name) return undefined;
+    i++;
+  }
+  if (i !== names.length) return undefined;
+  const values = new Array<string | null>(columns.length);
+  for (let c = 0; c < columns.length; c++) values[c] = row[columns[c] as string] ?? null;
+  const newKey = new Array<string | null>(keyAt.length);
+  for (let k = 0; k < keyAt.length; k++) newKey[k] = values[keyAt[k] as number] ?? null;
+  const newKeyText = keyText(newKey);
+  const ops: RowOp[] = [];
+  if (event.op === 'update' && event.before !== null) {
+    const oldKey = keyFrom(event, table, event.before);
+    if (typeof oldKey !== 'string') {
+      const oldKeyText = keyText(oldKey);
+      if (oldKeyText !== newKeyText) ops.push({ kind: 'delete', table, item, keyValues: oldKey, keyText: oldKeyText, lsn: event.commitLsn, seq: event.seq });
+    }
+  }
+  const upsert: UpsertOp =
+    event.op === 'read'
+      ? { kind: 'upsert', table, item, columns, values, keyText: newKeyText, lsn: event.commitLsn, seq: event.seq, unchanged: NONE, read: true }
+      : { kind: 'upsert', table, item, columns, values, keyText: newKeyText, lsn: event.commitLsn, seq: event.seq, unchanged: NONE };
+  ops.push(upsert);
+  return ops;
+}
+
+const NONE: readonly string[] = Object.freeze([]);
+
+/** The values of the sink's primary key in `row`, else in the event's key; or the first key column found in neither. */
+function keyFrom(event: ChangeEvent, table: SinkTable, row: Readonly<Record<string, string | null>> | null): (string | null)[] | string {
+  const values: (string | null)[] = [];
+  for (const column of table.primaryKey) {
+    const index = event.keyColumns.indexOf(column);
+    const value = row && column in row ? row[column] : index >= 0 ? event.key[index] : undefined;
+    if (value === undefined) return column;
+    values.push(value);
+  }
+  return values;
+}
+
+function planSlow(event: ChangeEvent, table: SinkTable, item: number): RowOp[] | SinkRefusedError {
+  const context = { table: table.display, lsn: event.commitLsn, eventId: event.eventId };
   if (event.op === 'delete') {
-    const key = keyFrom(event.before);
+    const key = keyFrom(event, table, event.before);
     if (typeof key === 'string') {
       return new SinkRefusedError('key_missing', `delete on ${table.display} lacks the value of key column ${key}`, { ...context, column: key });
     }
@@ -160,20 +224,27 @@ export function planEvent(event: ChangeEvent, table: SinkTable, item: number): R
     written.push({ column, position: sinkColumn.position, value });
   }
   // The key must be written: take it from the event's key if the row lacks it.
-  const newKey = keyFrom(row);
+  const newKey = keyFrom(event, table, row);
   if (typeof newKey === 'string') {
     return new SinkRefusedError('key_missing', `${event.op} on ${table.display} lacks the value of key column ${newKey}`, { ...context, column: newKey });
   }
+  let keyInRow = true;
   table.primaryKey.forEach((column, index) => {
     if (!written.some((entry) => entry.column === column)) {
+      keyInRow = false;
       written.push({ column, position: table.columns.get(column)?.position ?? 0, value: newKey[index] ?? null });
     }
   });
   written.sort((a, b) => a.position - b.position);
+  const columns = written.map((entry) => entry.column);
+  // A whole row with its key and no guard column in it: later rows named the same way take planWithLayout.
+  if (unchanged.size === 0 && keyInRow && !(GUARD_LSN in row) && !(GUARD_SEQ in row)) {
+    layouts.set(table, { names: Object.keys(row), columns, keyAt: table.primaryKey.map((column) => columns.indexOf(column)) });
+  }
 
   let copyFrom: UpsertOp['copyFrom'];
   if (event.op === 'insert' && event.before !== null && unchanged.size > 0) {
-    const oldKey = keyFrom(event.before);
+    const oldKey = keyFrom(event, table, event.before);
     if (typeof oldKey === 'string') {
       return new SinkRefusedError('key_missing', `moved row on ${table.display} lacks the old value of key column ${oldKey}`, { ...context, column: oldKey });
     }
@@ -186,7 +257,7 @@ export function planEvent(event: ChangeEvent, table: SinkTable, item: number): R
 
   const ops: RowOp[] = [];
   if (event.op === 'update' && event.before !== null) {
-    const oldKey = keyFrom(event.before);
+    const oldKey = keyFrom(event, table, event.before);
     if (typeof oldKey !== 'string' && keyText(oldKey) !== keyText(newKey)) {
       ops.push({ kind: 'delete', table, item, keyValues: oldKey, keyText: keyText(oldKey), lsn: event.commitLsn, seq: event.seq });
     }
@@ -195,7 +266,7 @@ export function planEvent(event: ChangeEvent, table: SinkTable, item: number): R
     kind: 'upsert',
     table,
     item,
-    columns: written.map((entry) => entry.column),
+    columns,
     values: written.map((entry) => entry.value),
     keyText: keyText(newKey),
     lsn: event.commitLsn,
@@ -235,7 +306,7 @@ export function buildStatements(ops: readonly RowOp[], limits: GroupLimits = DEF
       op.kind !== 'truncate' &&
       head.kind === op.kind &&
       head.table === op.table &&
-      (op.kind !== 'upsert' || shapeOf(head) === shapeOf(op)) &&
+      (op.kind !== 'upsert' || (head.kind === 'upsert' && sameShape(head, op))) &&
       !(op.kind === 'upsert' && op.copyFrom) &&
       !(head.kind === 'upsert' && head.copyFrom) &&
       !keys.has(op.keyText) &&
@@ -250,9 +321,17 @@ export function buildStatements(ops: readonly RowOp[], limits: GroupLimits = DEF
   return statements;
 }
 
-function shapeOf(op: RowOp): string {
-  // An update-only op (unchanged columns left out) never shares a statement with a full upsert.
-  return op.kind === 'upsert' ? `${op.unchanged.length > 0 ? 'u' : op.read ? 'r' : 'i'}\u0001${op.columns.join('\u0000')}` : op.kind;
+/**
+ * Whether two upserts can share one statement: the same columns (usually the same array,
+ * from one RowLayout) and the same variant. An update-only op (unchanged columns left out)
+ * never shares a statement with a full upsert, nor a read with a change.
+ */
+function sameShape(a: UpsertOp, b: UpsertOp): boolean {
+  if (a.unchanged.length > 0 !== b.unchanged.length > 0 || (a.read === true) !== (b.read === true)) return false;
+  if (a.columns === b.columns) return true;
+  if (a.columns.length !== b.columns.length) return false;
+  for (let i = 0; i < a.columns.length; i++) if (a.columns[i] !== b.columns[i]) return false;
+  return true;
 }
 
 /** Why an event with unchanged columns cannot be applied to a row the sink does not have. */
@@ -480,18 +559,34 @@ const TEXT_OID = 25;
 export function textArray(values: readonly (string | null)[]): Buffer {
   let size = 20;
   let nulls = 0;
+  // Per value its byte length, negated when it is short ASCII (written byte by byte below:
+  // a Buffer#write call per value costs ~150 ns, more than the copy of a short value).
   const lengths = new Int32Array(values.length);
   for (let i = 0; i < values.length; i++) {
     const value = values[i];
     if (value === null || value === undefined) {
-      lengths[i] = -1;
+      lengths[i] = NULL_LENGTH;
       nulls = 1;
       size += 4;
-    } else {
-      const length = Buffer.byteLength(value);
-      lengths[i] = length;
-      size += 4 + length;
+      continue;
     }
+    let length = -1;
+    if (value.length <= SHORT_VALUE) {
+      length = value.length;
+      for (let c = 0; c < value.length; c++) {
+        if (value.charCodeAt(c) > 0x7f) {
+          length = -1;
+          break;
+        }
+      }
+    }
+    if (length >= 0) {
+      lengths[i] = -length - 2;
+    } else {
+      length = Buffer.byteLength(value);
+      lengths[i] = length;
+    }
+    size += 4 + length;
   }
   const buffer = Buffer.allocUnsafe(size);
   buffer.writeInt32BE(1, 0);
@@ -501,13 +596,29 @@ export function textArray(values: readonly (string | null)[]): Buffer {
   buffer.writeInt32BE(1, 16);
   let offset = 20;
   for (let i = 0; i < values.length; i++) {
-    const length = lengths[i] ?? -1;
-    buffer.writeInt32BE(length, offset);
-    offset += 4;
-    if (length > 0) offset += buffer.write(values[i] ?? '', offset, length, 'utf8');
+    const coded = lengths[i] ?? NULL_LENGTH;
+    if (coded === NULL_LENGTH) {
+      buffer.writeInt32BE(-1, offset);
+      offset += 4;
+    } else if (coded < 0) {
+      const value = values[i] ?? '';
+      const length = -coded - 2;
+      buffer.writeInt32BE(length, offset);
+      offset += 4;
+      for (let c = 0; c < length; c++) buffer[offset + c] = value.charCodeAt(c);
+      offset += length;
+    } else {
+      buffer.writeInt32BE(coded, offset);
+      offset += 4;
+      if (coded > 0) offset += buffer.write(values[i] ?? '', offset, coded, 'utf8');
+    }
   }
   return buffer;
 }
+
+/** textArray's marks: a NULL; a short ASCII value of length n is -n - 2. */
+const NULL_LENGTH = -1;
+const SHORT_VALUE = 64;
 
 /**
  * `t.pk0 = ANY($i)` beside the join on the key: a prepared statement's generic plan may
