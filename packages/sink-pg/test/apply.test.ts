@@ -212,18 +212,18 @@ describe('planEvent on a table whose row layout it has seen (the cached fast pat
   // A fresh copy of the table each time: no layout cached for it, so planEvent takes the full path.
   const reference = (event: Parameters<typeof planEvent>[0], table: SinkTable): ReturnType<typeof planEvent> => planEvent(event, { ...table }, 0);
   const cases: Parameters<typeof planEvent>[0][] = [
-    changeEvent({ commitLsn: '0/10', seq: 0, key: ['1'], after: { id: '1', name: 'a', body: 'x', total: '1.5' } }),
-    changeEvent({ commitLsn: '0/10', seq: 1, key: ['2'], after: { id: '2', name: null, body: '', total: '2' } }),
-    changeEvent({ commitLsn: '0/10', seq: 2, op: 'update', key: ['3'], before: { id: '9' }, after: { id: '3', name: 'moved', body: 'b', total: '3' } }),
-    changeEvent({ commitLsn: '0/10', seq: 3, op: 'update', key: ['4'], before: { id: '4' }, after: { id: '4', name: 'same key', body: 'b', total: '4' } }),
-    changeEvent({ commitLsn: '0/10', seq: 4, op: 'read', key: ['5'], after: { id: '5', name: 'r', body: 'b', total: '5' } }),
-    changeEvent({ commitLsn: '0/10', seq: 5, key: ['6'], after: { name: 'other order', id: '6', body: 'b', total: '6' } }),
-    changeEvent({ commitLsn: '0/10', seq: 6, key: ['7'], after: { id: '7', name: 'fewer columns' } }),
-    changeEvent({ commitLsn: '0/10', seq: 7, key: ['8'], after: { id: '8', name: 'n', body: 'b', total: '8', colour: 'red' } }),
-    changeEvent({ commitLsn: '0/10', seq: 8, key: ['9'], after: { name: 'key only in the event', body: 'b', total: '9' } }),
-    changeEvent({ commitLsn: '0/10', seq: 9, key: ['10'], after: { id: '10', name: 'n', body: 'b', total: '10', _cdc_lsn: '0/1' } }),
-    changeEvent({ commitLsn: '0/10', seq: 10, op: 'update', key: ['11'], after: { id: '11', name: 'toast', body: null, total: '11' }, unchanged: ['body'] }),
-    changeEvent({ commitLsn: '0/10', seq: 11, op: 'delete', key: ['12'], before: { id: '12' }, after: null }),
+    changeEvent({ lamport: 1, commitLsn: '0/10', seq: 0, key: ['1'], after: { id: '1', name: 'a', body: 'x', total: '1.5' } }),
+    changeEvent({ lamport: 1, commitLsn: '0/10', seq: 1, key: ['2'], after: { id: '2', name: null, body: '', total: '2' } }),
+    changeEvent({ lamport: 1, commitLsn: '0/10', seq: 2, op: 'update', key: ['3'], before: { id: '9' }, after: { id: '3', name: 'moved', body: 'b', total: '3' } }),
+    changeEvent({ lamport: 1, commitLsn: '0/10', seq: 3, op: 'update', key: ['4'], before: { id: '4' }, after: { id: '4', name: 'same key', body: 'b', total: '4' } }),
+    changeEvent({ lamport: 1, commitLsn: '0/10', seq: 4, op: 'read', key: ['5'], after: { id: '5', name: 'r', body: 'b', total: '5' } }),
+    changeEvent({ lamport: 1, commitLsn: '0/10', seq: 5, key: ['6'], after: { name: 'other order', id: '6', body: 'b', total: '6' } }),
+    changeEvent({ lamport: 1, commitLsn: '0/10', seq: 6, key: ['7'], after: { id: '7', name: 'fewer columns' } }),
+    changeEvent({ lamport: 1, commitLsn: '0/10', seq: 7, key: ['8'], after: { id: '8', name: 'n', body: 'b', total: '8', colour: 'red' } }),
+    changeEvent({ lamport: 1, commitLsn: '0/10', seq: 8, key: ['9'], after: { name: 'key only in the event', body: 'b', total: '9' } }),
+    changeEvent({ lamport: 1, commitLsn: '0/10', seq: 9, key: ['10'], after: { id: '10', name: 'n', body: 'b', total: '10', _cdc_lsn: '0/1' } }),
+    changeEvent({ lamport: 1, commitLsn: '0/10', seq: 10, op: 'update', key: ['11'], after: { id: '11', name: 'toast', body: null, total: '11' }, unchanged: ['body'] }),
+    changeEvent({ lamport: 1, commitLsn: '0/10', seq: 11, op: 'delete', key: ['12'], before: { id: '12' }, after: null }),
   ];
 
   for (const table of [items, withGenerated]) {
