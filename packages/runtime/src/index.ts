@@ -16,5 +16,5 @@ export { HealthServer } from './health.ts';
 export type { ReadinessCheck } from './health.ts';
 export { runApp, untilAborted } from './lifecycle.ts';
 export type { AppContext, RunOptions } from './lifecycle.ts';
-export { consumerMachine, ConsumerLoop, IllegalTransitionError } from './consumer-machine.ts';
+export { consumerMachine, ConsumerLoop, IllegalTransitionError, nextConsumerState } from './consumer-machine.ts';
 export type { ConsumerEvent, ConsumerState, ConsumerHandler, ConsumerLoopOptions } from './consumer-machine.ts';
