@@ -36,6 +36,8 @@ export const readerConfigSchema = z
       .refine((sinks) => sinks.length > 0, 'at least one sink name, for example postgres or postgres,kafka')
       .refine((sinks) => sinks.every((sink) => /^[A-Za-z0-9_-]{1,64}$/.test(sink)), 'comma list of sink names (letters, digits, _ and -)'),
     HEARTBEAT_INTERVAL_MS: env.positiveInt(READER_DEFAULTS.heartbeatIntervalMs),
+    // How often the newest committed transaction becomes a watermark: the reorderer releases up to it.
+    WATERMARK_INTERVAL_MS: env.positiveInt(READER_DEFAULTS.watermarkIntervalMs),
     MAX_IN_FLIGHT: env.positiveInt(READER_DEFAULTS.maxInFlight),
     // Events per raw message and its encoded size: a message is also cut whenever the
     // replication socket has nothing more buffered, and before every watermark.

@@ -53,6 +53,7 @@ await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
     slotName: config.SLOT_NAME,
     publicationName: config.PUBLICATION_NAME,
     heartbeatIntervalMs: config.HEARTBEAT_INTERVAL_MS,
+    watermarkIntervalMs: config.WATERMARK_INTERVAL_MS,
     maxInFlight: config.MAX_IN_FLIGHT,
     batchMaxEvents: config.BATCH_MAX_EVENTS,
     batchMaxBytes: config.BATCH_MAX_BYTES,

@@ -6,8 +6,8 @@
  *    a BatchCutter and a message is sent when it is full (count or bytes), when the
  *    caller says the replication socket has nothing more buffered (`cut`), and before
  *    every watermark or progress mark (`flush`) — never held back by a timer. A `cut`
- *    of a partition whose previous message still waits for its PubAck is sent when that
- *    ack arrives (ack-clocked, as Nagle's algorithm is): an idle pipeline sends every
+ *    while any message still waits for its PubAck is sent when the last of those acks
+ *    arrives (ack-clocked, as Nagle's algorithm is): an idle pipeline sends every
  *    transaction at once, a busy one — acks slower than transactions arrive — sends
  *    fuller messages instead of a few events each (issue 12: a paced source cut per
  *    transaction cost every hop per message, ~2 events each). Its
@@ -89,9 +89,7 @@ export class RawPublisher {
   /** Per partition: the message being filled. */
   readonly #cutters = new Map<number, BatchCutter>();
   readonly #tableBytes = new WeakMap<object, number>();
-  /** Per partition: messages sent and not acknowledged yet. */
-  readonly #partitionInFlight = new Map<number, number>();
-  /** Partitions whose idle cut waits for their PubAck. */
+  /** Partitions whose idle cut waits for the PubAcks of every message in flight. */
   readonly #cutOnAck = new Set<number>();
   /** The transaction in hand: its stamp and commit LSN, parsed once. */
   #txn: { commitLsn: string; lamportText: string; lamport: bigint; lsn: Lsn } | undefined;
@@ -174,11 +172,15 @@ export class RawPublisher {
    * ack arrives (what arrives meanwhile joins it).
    */
   async cut(): Promise<void> {
-    for (const [partition, cutter] of this.#cutters) {
-      if (cutter.count === 0) continue;
-      if ((this.#partitionInFlight.get(partition) ?? 0) > 0) this.#cutOnAck.add(partition);
-      else await this.#send(partition, cutter);
+    // Ack-clocked over the whole source, not per partition: while any message waits for its
+    // PubAck, every partition's events wait with it and all leave together when the last ack
+    // arrives — one socket write and fuller messages instead of a write per partition's ack
+    // (issue 12: the latency workload's reader spent ~20 % of its CPU in socket writes).
+    if (this.#inFlight > 0) {
+      for (const [partition, cutter] of this.#cutters) if (cutter.count > 0) this.#cutOnAck.add(partition);
+      return;
     }
+    for (const [partition, cutter] of this.#cutters) if (cutter.count > 0) await this.#send(partition, cutter);
   }
 
   /** Every partition's message in hand goes now (before a mark, at the end). */
@@ -194,7 +196,6 @@ export class RawPublisher {
       this.#release();
       return;
     }
-    this.#partitionInFlight.set(partition, (this.#partitionInFlight.get(partition) ?? 0) + 1);
     const ack = this.#publisher.publish(stageSubject(this.#options.pipeline, 'raw', partition), batch.data, {
       msgId: batchMsgId(`r:${partition}`, batch),
       headers: batchHeaders(batch),
@@ -202,7 +203,7 @@ export class RawPublisher {
     void ack.then(
       () => {
         this.#release();
-        this.#acked(partition);
+        this.#acked();
       },
       (error: unknown) => {
         this.#release();
@@ -211,13 +212,17 @@ export class RawPublisher {
     );
   }
 
-  /** A partition's PubAck: a cut that waited for it goes now. */
-  #acked(partition: number): void {
-    const left = (this.#partitionInFlight.get(partition) ?? 1) - 1;
-    this.#partitionInFlight.set(partition, left);
-    if (left > 0 || !this.#cutOnAck.delete(partition) || this.#failure || this.#closed) return;
-    const cutter = this.#cutters.get(partition);
-    if (cutter && cutter.count > 0) void this.#send(partition, cutter).catch((error: unknown) => this.#fail(error instanceof Error ? error : new Error(String(error))));
+  /** A PubAck: when it was the last one awaited, the cuts that waited for it go now, together. */
+  #acked(): void {
+    if (this.#inFlight > 0 || this.#cutOnAck.size === 0 || this.#failure || this.#closed) return;
+    const waiting = [...this.#cutOnAck];
+    this.#cutOnAck.clear();
+    void (async () => {
+      for (const partition of waiting) {
+        const cutter = this.#cutters.get(partition);
+        if (cutter && cutter.count > 0) await this.#send(partition, cutter);
+      }
+    })().catch((error: unknown) => this.#fail(error instanceof Error ? error : new Error(String(error))));
   }
 
   /** Every event queued so far is sent and acknowledged, then the watermark is stored in every partition. */
