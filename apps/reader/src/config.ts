@@ -39,8 +39,7 @@ export const readerConfigSchema = z
     // How often the newest committed transaction becomes a watermark: the reorderer releases up to it.
     WATERMARK_INTERVAL_MS: env.positiveInt(READER_DEFAULTS.watermarkIntervalMs),
     MAX_IN_FLIGHT: env.positiveInt(READER_DEFAULTS.maxInFlight),
-    // Events per raw message and its encoded size: a message is also cut whenever the
-    // replication socket has nothing more buffered, and before every watermark.
+    // Events per raw message and its encoded size: a message is also cut before every watermark.
     BATCH_MAX_EVENTS: env.positiveInt(WIRE_DEFAULTS.batchMaxEvents),
     BATCH_MAX_BYTES: env.positiveInt(WIRE_DEFAULTS.batchMaxBytes),
     // initial: existing rows are read once the slot is created; initial_only: that, then the

@@ -153,7 +153,6 @@ export class Reader {
   #decoder: PgoutputDecoder;
   #publisher: RawPublisher | undefined;
   #chain: Promise<void> = Promise.resolve();
-  #cutScheduled: NodeJS.Immediate | undefined;
   #heartbeat: WalHeartbeat | undefined;
   #timers: Cancel[] = [];
   #supervisor: Promise<void> | undefined;
@@ -428,8 +427,6 @@ export class Reader {
     this.#abort.abort(reason);
     for (const timer of this.#timers) timer.cancel();
     this.#timers = [];
-    if (this.#cutScheduled) clearImmediate(this.#cutScheduled);
-    this.#cutScheduled = undefined;
     await this.#heartbeat?.close();
     await this.#chain;
     if (!failed && this.#publisher) {
@@ -457,29 +454,12 @@ export class Reader {
       if (generation !== this.#generation || this.#draining) return;
       try {
         await work();
-        if (this.#chain === next && (this.#publisher?.pending ?? 0) > 0) this.#scheduleCut(generation);
       } catch (error) {
         this.#sessionFailed(generation, error);
       }
     });
     this.#chain = next;
     return next;
-  }
-
-  /**
-   * The partitions' messages in hand go out once the replication socket has nothing more
-   * buffered: the client library hands over every message of a socket read in microtasks,
-   * so a check-phase callback (setImmediate) runs after the last of them — never held back
-   * by a timer. The cut runs on the chain, after whatever was queued meanwhile.
-   */
-  #scheduleCut(generation: number): void {
-    if (this.#cutScheduled) return;
-    this.#cutScheduled = setImmediate(() => {
-      this.#cutScheduled = undefined;
-      void this.#enqueue(generation, async () => {
-        await this.#publisher?.cut();
-      });
-    });
   }
 
   #onData(generation: number, lsn: string, message: SourceMessage): Promise<void> {
