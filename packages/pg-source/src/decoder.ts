@@ -30,7 +30,7 @@
  * (PITFALLS 5). A change the decoder cannot key or place is a PoisonEventError for the
  * dead-letter subject; the transaction goes on.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { LamportClock } from '@cdc/core';
 import {
   Lsn,
@@ -191,7 +191,8 @@ export class PgoutputDecoder {
       commitTs: isoMicros(commitMicros),
       lamport,
       lamportText: lamport.toString(),
-      traceId: createHash('sha256').update(`${this.#source}:${commitLsn}`).digest('hex').slice(0, 32),
+      // One-shot crypto.hash: the same digest as a Hash object, without building one per transaction.
+      traceId: hash('sha256', `${this.#source}:${commitLsn}`, 'hex').slice(0, 32),
       seq: 0,
       changes: 0,
       heartbeat: false,

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { LamportClock, partitionOf, type ChangeEvent } from '@cdc/core';
 import type { Pgoutput } from 'pg-logical-replication';
 import { describe, expect, it } from 'vitest';
@@ -92,6 +93,8 @@ describe('PgoutputDecoder', () => {
     });
     expect(event?.eventId).toMatch(/^[0-9a-f]{32}$/);
     expect(event?.traceId).toMatch(/^[0-9a-f]{32}$/);
+    // Pinned: a replay (any version) must give the transaction the same trace id.
+    expect(event?.traceId).toBe(createHash('sha256').update('pg1:0/1000200').digest('hex').slice(0, 32));
     const last = out.at(-1);
     expect(last).toEqual({ type: 'commit', xid: 700, commitLsn: '0/1000200', commitEndLsn: '0/1000230', lamport: T0, changes: 1, heartbeat: false });
   });
