@@ -605,30 +605,28 @@ function utf8(value: unknown): Uint8Array {
 
 /** The index's context on a parsed item (its values win over the item's own). */
 function withContext(record: Record<string, unknown>, ref: EventRef): void {
-  record.source = ref.source;
-  record.lamport = ref.lamport;
-  record.commitLsn = ref.commitLsn;
-  record.commitTs = ref.commitTs;
-  record.seq = ref.seq;
-  record.eventId = ref.eventId;
-  if (ref.xid !== undefined) record.xid = ref.xid;
-  if (ref.traceId !== undefined) record.traceId = ref.traceId;
-  if (ref.database !== undefined) record.database = ref.database;
-  if (ref.table !== undefined) record.table = ref.table;
-  if (ref.keyColumns !== undefined) record.keyColumns = ref.keyColumns;
-  if (ref.columnTypes !== undefined) record.columnTypes = ref.columnTypes;
+  putContext(record, ref, ref, ref.seq, ref.eventId);
 }
 
-/** Row `at` of a parsed index on its parsed item, as withContext does with a ref. */
+/** Row `at` of a parsed index on its parsed item, as withContext does with a ref (no ref built). */
 function withIndexRow(record: Record<string, unknown>, index: IndexContext, at: number): void {
-  const txn = index.txns[index.txnOf[at] as number] as TxnContext;
-  const table = index.tables[index.tableOf[at] as number] as TableContext;
+  putContext(record, index.txns[index.txnOf[at] as number] as TxnContext, index.tables[index.tableOf[at] as number] as TableContext, index.seqs[at] as number, index.eventIds[at] as string);
+}
+
+/** A transaction's and a table's context (a ref is both) and the item's own seq and id, on its parsed item. */
+function putContext(
+  record: Record<string, unknown>,
+  txn: Pick<EventRef, 'source' | 'lamport' | 'commitLsn' | 'commitTs' | 'xid' | 'traceId' | 'database'>,
+  table: Pick<EventRef, 'table' | 'keyColumns' | 'columnTypes'>,
+  seq: number,
+  eventId: string,
+): void {
   record.source = txn.source;
   record.lamport = txn.lamport;
   record.commitLsn = txn.commitLsn;
   record.commitTs = txn.commitTs;
-  record.seq = index.seqs[at];
-  record.eventId = index.eventIds[at];
+  record.seq = seq;
+  record.eventId = eventId;
   if (txn.xid !== undefined) record.xid = txn.xid;
   if (txn.traceId !== undefined) record.traceId = txn.traceId;
   if (txn.database !== undefined) record.database = txn.database;
