@@ -8,12 +8,13 @@ export const COMMITTER_DEFAULTS = {
   /** BATCH_LINGER_MS: how long a batch waits to fill. */
   batchLingerMs: 50,
   /**
-   * Events read ahead per partition, as a multiple of batchMaxEvents. 1, not 4: the same
-   * throughput and CPU in the bench (txn-100, wide-rows, one-big-txn, both sinks) and 30–60 MB
-   * less RSS (decoded events are the committer's largest live set; issue 12). A partition
-   * holding the merge back is still read past it (merge.ts wantsMore): no deadlock.
+   * Events read ahead per partition, as a multiple of batchMaxEvents. 2, not 4: decoded
+   * events are the committer's largest live set; the bench (2026-12-04, bench/README.md)
+   * measured the same throughput and CPU within its noise for 1, 2 and 4, and peak RSS in
+   * wide-rows into Kafka 213 (4) → 189 (2) → 163 MB (1); 1 hinted at +2 µs/change in one
+   * series. A partition holding the merge back is still read past it (merge.ts wantsMore).
    */
-  bufferedBatchesPerPartition: 1,
+  bufferedBatchesPerPartition: 2,
   /**
    * PARTITION_BUFFER_MAX_BYTES, per partition. Decoded events take 2–3× their JSON size
    * in the heap: 4 partitions of 8 MiB stay well inside a 128 MB V8 heap (the apps'
