@@ -4,7 +4,7 @@ export const READER_DEFAULTS = {
   heartbeatIntervalMs: 1_000,
   /** Events waiting for their PubAck; when full, reading pauses (MAX_IN_FLIGHT). */
   maxInFlight: 256,
-  /** How often a newly committed transaction is turned into a watermark. */
+  /** How often a newly committed transaction is turned into a watermark (WATERMARK_INTERVAL_MS); partial raw messages go out with it. */
   watermarkIntervalMs: 50,
   /** How often etcd checkpoints are read for slot feedback. */
   ackIntervalMs: 500,
