@@ -132,6 +132,11 @@ export class TransactionalProducer {
       timeout: this.#options.transactionTimeoutMs,
       // Topics are created by the committer (with a clear error when that fails).
       autocreateTopics: false,
+      // Short in-client retries (coordinator moves, CONCURRENT_TRANSACTIONS right after a
+      // commit); a broker that stays away longer fails the transaction, and the sink's
+      // recovery re-creates the producer and re-reads the checkpoint (PITFALLS 18).
+      retries: 2,
+      retryDelay: 250,
       serializers: stringSerializers,
       ...(compression === 'none' ? {} : { compression }),
     });
