@@ -3,7 +3,7 @@
  * the reading) and an in-process Kafka committer.
  */
 import type { Bus } from '@cdc/bus';
-import { KafkaSink, type KafkaCommitter, type KafkaCommitterOptions } from '@cdc/sink-kafka';
+import { KafkaSink, type KafkaCommitter, type KafkaCommitterOptions, type KafkaSecurity } from '@cdc/sink-kafka';
 import type { Logger } from '@cdc/runtime';
 import type { TestContext } from '../harness/index.ts';
 import { logger } from '../committer/support.ts';
@@ -19,7 +19,7 @@ export type { KafkaRecord, TopicReader } from './topics.ts';
 export async function readTopics(
   ctx: TestContext,
   topics: readonly string[],
-  options: { readUncommitted?: boolean; brokers?: readonly string[]; topicTimeoutMs?: number } = {},
+  options: { readUncommitted?: boolean; brokers?: readonly string[]; topicTimeoutMs?: number; security?: KafkaSecurity } = {},
 ): Promise<TopicReader> {
   const reader = await consumeTopics(options.brokers ?? ctx.servers.kafkaBrokers, topics, options);
   ctx.defer('kafka topic reader', () => reader.close());

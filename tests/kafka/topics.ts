@@ -4,7 +4,7 @@
  * The reading is @cdc/sink-kafka's CommittedReader (see there why not the client's own
  * consumer: its read_committed filter lets aborted records through).
  */
-import { CommittedReader } from '@cdc/sink-kafka';
+import { CommittedReader, connectionOptions, type KafkaSecurity } from '@cdc/sink-kafka';
 
 export interface KafkaRecord {
   readonly topic: string;
@@ -30,7 +30,7 @@ export interface TopicReader {
 export async function consumeTopics(
   brokers: readonly string[],
   topics: readonly string[],
-  options: { readUncommitted?: boolean; topicTimeoutMs?: number } = {},
+  options: { readUncommitted?: boolean; topicTimeoutMs?: number; security?: KafkaSecurity } = {},
 ): Promise<TopicReader> {
   const deadline = Date.now() + (options.topicTimeoutMs ?? 120_000);
   let reader: CommittedReader | undefined;
@@ -41,6 +41,7 @@ export async function consumeTopics(
         clientId: 'cdc-test-reader',
         topics,
         maxWaitMs: 200,
+        ...connectionOptions(options.security),
         ...(options.readUncommitted ? { readUncommitted: true } : {}),
       });
       break;
