@@ -15,7 +15,7 @@
  */
 export { KafkaSink, KAFKA_DEFAULTS } from './sink.ts';
 export type { KafkaSinkOptions, KafkaSinkStats, KafkaCommitter, KafkaCommitterOptions } from './sink.ts';
-export { chunksByBytes, closeNow, COMPRESSIONS } from './producer.ts';
+export { chunksByBytes, closeNow, COMPRESSIONS, TransactionalProducer } from './producer.ts';
 export type { Compression, KafkaConnection, OutgoingRecord, TransactionalProducerOptions } from './producer.ts';
 export { CommittedReader, committedRecords } from './committed-reader.ts';
 export type { CommittedRecord, CommittedReaderOptions, FetchedBatch, FetchedPartition } from './committed-reader.ts';
