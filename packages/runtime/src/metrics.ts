@@ -51,7 +51,7 @@ export class Metrics {
   counter(name: string, help: string, labelNames: readonly string[], read: () => Iterable<Sample>): void {
     checkName(name, labelNames);
     const last = new Map<string, number>();
-    const children = new Map<string, Counter.Internal<string>>();
+    const children = new Map<string, Counter.Internal>();
     new Counter({
       name,
       help,
