@@ -32,6 +32,7 @@ const BASE_LABELS = ['app', 'pipeline'] as const;
 export class Metrics {
   readonly registry: Registry;
   readonly #readers: (() => void)[] = [];
+  readonly #connections = new Map<string, () => boolean>();
 
   private constructor(options: MetricsOptions) {
     this.registry = new Registry();
@@ -98,11 +99,13 @@ export class Metrics {
     return new Histogram({ name, help, labelNames: [...labelNames], buckets: [...buckets], registers: [this.registry] });
   }
 
-  /** `cdc_connection_up{target}`: 1 while the named connection is up, read at scrape time. */
+  /** `cdc_connection_up{target}`: 1 while the named connection is up, read at scrape time; call again to add targets. */
   connections(targets: Readonly<Record<string, () => boolean>>): void {
-    const entries = Object.entries(targets);
+    const first = this.#connections.size === 0;
+    for (const [target, up] of Object.entries(targets)) this.#connections.set(target, up);
+    if (!first) return;
     this.gauge('cdc_connection_up', 'Whether the connection to a server is up (1) or not (0)', ['target'], () =>
-      entries.map(([target, up]) => [{ target }, safe(up) ? 1 : 0] as const),
+      [...this.#connections].map(([target, up]) => [{ target }, safe(up) ? 1 : 0] as const),
     );
   }
 
