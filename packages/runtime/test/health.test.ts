@@ -1,9 +1,9 @@
 import { Writable } from 'node:stream';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { describe, expect, test } from 'vitest';
 import { HealthServer, Metrics } from '../src/index.ts';
 
-function memoryLogger(): { logger: pino.Logger; lines: () => Record<string, unknown>[] } {
+function memoryLogger(): { logger: Logger; lines: () => Record<string, unknown>[] } {
   const chunks: string[] = [];
   const stream = new Writable({
     write(chunk: Buffer, _encoding, done) {
