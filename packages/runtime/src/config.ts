@@ -33,6 +33,7 @@ export function redactConfig(config: Readonly<Record<string, unknown>>): Record<
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(config)) {
     if (typeof value === 'string' && /_URLS?$/.test(key)) out[key] = value.split(',').map((url) => redactUrl(url.trim())).join(',');
+    else if (value !== undefined && /(PASSWORD|TOKEN|SECRET)$/.test(key)) out[key] = '[redacted]';
     else if (value instanceof Map) out[key] = Object.fromEntries(value);
     else out[key] = value;
   }
