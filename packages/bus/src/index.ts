@@ -7,6 +7,8 @@
  *   await publisher.publish('cdc.orders.raw.0', event, { msgId: event.eventId });
  */
 export { Bus, DEFAULT_STREAM_SETTINGS } from './bus.ts';
+export { natsTarget, natsConnectError } from './connect.ts';
+export type { NatsTarget } from './connect.ts';
 export type { StreamSettings } from './bus.ts';
 export { AckedPublisher } from './publisher.ts';
 export type { PublishOptions } from './publisher.ts';
