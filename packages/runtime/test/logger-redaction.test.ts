@@ -1,6 +1,6 @@
-import { UnreachableError, clearRegisteredSecrets } from '@cdc/core';
+import { UnreachableError, clearRegisteredSecrets, redactText } from '@cdc/core';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createLogger, loadConfig, redactConfig, z, env } from '../src/index.ts';
+import { createLogger, loadConfig, redactConfig, registerEnvSecrets, z, env } from '../src/index.ts';
 
 const SECRET = 'Zebra-Pass-7731';
 
@@ -32,6 +32,11 @@ describe('the logger writes no secret', () => {
     const config = loadConfig(schema, { NATS_URL: 'nats://127.0.0.1:1', NATS_PASSWORD: SECRET });
     createLogger({ app: 'test', destination }).error({ err: new Error(`auth failed: pass "${config.NATS_PASSWORD}"`) }, `using ${SECRET}`);
     expect(lines.join('')).not.toContain(SECRET);
+  });
+
+  it('registers credential variables and URL passwords, not ordinary variables such as PWD', () => {
+    registerEnvSecrets({ PWD: '/work/tree', HOME: '/root', GITHUB_TOKEN: SECRET, ETCD_URL: `http://root:${SECRET}x@e:1` });
+    expect(redactText(`at file:///work/tree/main.js /root ${SECRET} ${SECRET}x`)).toBe('at file:///work/tree/main.js /root *** ***');
   });
 
   it('redactConfig leaves out credentials and URL passwords', () => {
