@@ -49,6 +49,7 @@ export {
   TableWithoutKeyError,
   ReplicaIdentityError,
   PublicationMismatchError,
+  SourcePrivilegeError,
   SlotMismatchError,
   SlotLostError,
   SlotBusyError,
