@@ -158,8 +158,8 @@ export class SnapshotError extends CdcError {
   }
 }
 
+const CREATE_SCHEMA_SQL = 'CREATE SCHEMA IF NOT EXISTS _cdc';
 const SCHEMA_SQL = `
-CREATE SCHEMA IF NOT EXISTS _cdc;
 CREATE TABLE IF NOT EXISTS _cdc.snapshot_jobs (
   slot text NOT NULL,
   id bigint GENERATED ALWAYS AS IDENTITY,
@@ -194,13 +194,18 @@ CREATE TABLE IF NOT EXISTS _cdc.snapshot_signals (
  * privilege is needed: an administrator may have made them for a least-privilege role).
  */
 export async function ensureSnapshotSchema(client: Pick<pg.Client, 'query'>): Promise<void> {
-  const existing = await client.query<{ jobs: string | null; signals: string | null }>(
-    `SELECT to_regclass('_cdc.snapshot_jobs')::text AS jobs, to_regclass('_cdc.snapshot_signals')::text AS signals`,
+  const existing = await client.query<{ schema: boolean; jobs: string | null; signals: string | null }>(
+    `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = '_cdc') AS schema,
+            to_regclass('_cdc.snapshot_jobs')::text AS jobs, to_regclass('_cdc.snapshot_signals')::text AS signals`,
   );
-  if (existing.rows[0]?.jobs && existing.rows[0].signals) return;
+  const found = existing.rows[0];
+  if (found?.jobs && found.signals) return;
   await client.query('BEGIN');
   try {
     await client.query(`SELECT pg_advisory_xact_lock(hashtext('cdc._cdc schema'))`);
+    // CREATE SCHEMA IF NOT EXISTS checks CREATE on the database even when the schema
+    // exists: skipped when it does (an administrator's `CREATE SCHEMA _cdc AUTHORIZATION <reader>`).
+    if (!found?.schema) await client.query(CREATE_SCHEMA_SQL);
     await client.query(SCHEMA_SQL);
     await client.query('COMMIT');
   } catch (error) {
