@@ -6,10 +6,10 @@
  * 16390-16399, etcd 12390-12399), stopped by the test context's teardown.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { Etcd3, Range } from 'etcd3';
 import { ManagedProcess, type TestContext } from '../harness/index.ts';
 
@@ -92,10 +92,18 @@ export interface SecureNats {
  */
 export async function startSecureNats(
   ctx: TestContext,
-  options: { certs: Certificates; users: readonly { user: string; password: string; permissions?: string }[]; verifyClients?: boolean; extra?: string },
+  options: {
+    certs: Certificates;
+    users: readonly { user: string; password: string; permissions?: string }[];
+    verifyClients?: boolean;
+    extra?: string;
+    /** A configuration file copied beside the server's and included before `authorization` (permission variables). */
+    include?: string;
+  },
 ): Promise<SecureNats> {
   const port = await portIn(14222, 14229);
   const dir = tempDir(ctx, 'nats');
+  if (options.include) copyFileSync(options.include, join(dir, basename(options.include)));
   const users = options.users
     .map((u) => `    { user: ${JSON.stringify(u.user)}, password: ${JSON.stringify(u.password)}${u.permissions ? `, permissions: ${u.permissions}` : ''} }`)
     .join('\n');
@@ -110,6 +118,7 @@ tls {
   verify: ${options.verifyClients ? 'true' : 'false'}
   timeout: 5
 }
+${options.include ? `include "${basename(options.include)}"` : ''}
 authorization {
   users: [
 ${users}
