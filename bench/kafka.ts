@@ -9,7 +9,8 @@
  * run and the latency are measured to just before the commit (off by the commit's own
  * duration, a few ms), not to the moment a consumer could read it.
  */
-import { Kafka, logLevel } from 'kafkajs';
+import { Admin } from '@platformatic/kafka';
+import { closeNow } from '@cdc/sink-kafka';
 import { consumeTopics, type TopicReader } from '../tests/kafka/topics.ts';
 import { compareHistories, kafkaHistory, sourceHistory, type KafkaVerification } from '../tests/kafka/verify.ts';
 
@@ -21,27 +22,25 @@ export interface KafkaLatency {
 }
 
 export class KafkaSinkProbe {
-  readonly #kafka: Kafka;
+  readonly #brokers: readonly string[];
   readonly #reader: TopicReader;
 
   readonly #topics: readonly string[];
 
-  private constructor(kafka: Kafka, reader: TopicReader, topics: readonly string[]) {
-    this.#kafka = kafka;
+  private constructor(brokers: readonly string[], reader: TopicReader, topics: readonly string[]) {
+    this.#brokers = brokers;
     this.#reader = reader;
     this.#topics = topics;
   }
 
   static async start(brokers: readonly string[], topics: readonly string[]): Promise<KafkaSinkProbe> {
-    const kafka = new Kafka({ clientId: 'cdc-bench', brokers: [...brokers], logLevel: logLevel.NOTHING });
-    const admin = kafka.admin();
-    await admin.connect();
+    const admin = new Admin({ clientId: 'cdc-bench', bootstrapBrokers: [...brokers] });
     try {
-      await admin.createTopics({ waitForLeaders: true, topics: topics.map((topic) => ({ topic, numPartitions: 1, replicationFactor: 1 })) });
+      await admin.createTopics({ topics: [...topics], partitions: 1, replicas: 1 });
     } finally {
-      await admin.disconnect();
+      await closeNow(admin);
     }
-    return new KafkaSinkProbe(kafka, await consumeTopics(kafka, topics), topics);
+    return new KafkaSinkProbe(brokers, await consumeTopics(brokers, topics), topics);
   }
 
   /** Change records (not tombstones) read so far. */
@@ -81,12 +80,11 @@ export class KafkaSinkProbe {
   /** Stops reading and deletes the run's topics (the broker is shared). */
   async close(): Promise<void> {
     await this.#reader.close();
-    const admin = this.#kafka.admin();
-    await admin.connect();
+    const admin = new Admin({ clientId: 'cdc-bench', bootstrapBrokers: [...this.#brokers] });
     try {
-      await admin.deleteTopics({ topics: [...this.#topics], timeout: 10_000 }).catch(() => undefined);
+      await admin.deleteTopics({ topics: [...this.#topics] }).catch(() => undefined);
     } finally {
-      await admin.disconnect();
+      await closeNow(admin);
     }
   }
 }

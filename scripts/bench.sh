@@ -4,6 +4,8 @@
 # BENCH_QUICK=1 for a smoke run; every BENCH_* knob is listed in bench/README.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/node.sh
+source scripts/node.sh
 bash scripts/bootstrap.sh
 # The apps run from their bundles, as in a container (BENCH_FROM_SOURCE=1: from source under tsx).
 pnpm -s build >/dev/null

@@ -23,7 +23,7 @@ await build({
   bundle: true,
   platform: 'node',
   format: 'esm',
-  target: 'node20',
+  target: 'node22',
   sourcemap: true,
   external: [...thirdParty, ...[...thirdParty].map((name) => `${name}/*`)],
   banner: { js: "import { createRequire as __cdcCreateRequire } from 'node:module'; const require = __cdcCreateRequire(import.meta.url);" },

@@ -5,6 +5,8 @@
 # with a verification line. Servers this script started are stopped on exit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/node.sh
+source scripts/node.sh
 bash scripts/bootstrap.sh
 started_servers=0
 if [ -z "${POSTGRES_URL:-}" ] || [ -z "${NATS_URL:-}" ] || [ -z "${REDIS_URL:-}" ] || [ -z "${ETCD_URL:-}" ]; then

@@ -14,6 +14,8 @@
 #     the last line sums them up as `total: N passed, N failed, N skipped`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/node.sh
+source scripts/node.sh
 
 started_servers=0
 reports="$(mktemp -d "${TMPDIR:-/tmp}/cdc-test.XXXXXX")"

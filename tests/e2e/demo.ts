@@ -16,7 +16,6 @@
 import { readSnapshotJobs } from '@cdc/pg-source';
 import { applyBenchSchema, runBenchWorkload, runWorkload, verifySourceAgainstSink, WATCHED_TABLES, SINK_SCHEMA_SQL, SOURCE_SCHEMA_SQL } from '@cdc/testkit';
 import cliProgress from 'cli-progress';
-import { Kafka, logLevel } from 'kafkajs';
 import type pg from 'pg';
 import { consumeTopics } from '../kafka/topics.ts';
 import { compareHistories, kafkaHistory, sourceHistory } from '../kafka/verify.ts';
@@ -140,8 +139,7 @@ async function main(): Promise<number> {
 
 /** Reads the demo's topics read_committed and compares them with the source's history. */
 async function verifyKafka(brokers: readonly string[], topicPrefix: string, sourceUrl: string, committed: number): Promise<boolean> {
-  const kafka = new Kafka({ clientId: 'cdc-demo-verify', brokers: [...brokers], logLevel: logLevel.NOTHING });
-  const reader = await consumeTopics(kafka, WATCHED_TABLES.map((table) => `${topicPrefix}.${table}`));
+  const reader = await consumeTopics(brokers, WATCHED_TABLES.map((table) => `${topicPrefix}.${table}`));
   try {
     const changes = (): number => reader.records.filter((record) => record.value !== null).length;
     await reader.until(() => changes() >= committed, 120_000, `${committed} change records in Kafka`).catch(() => undefined);

@@ -16,16 +16,8 @@ import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManage
 import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
 import { Etcd3 } from 'etcd3';
 import { Redis, type RedisOptions } from 'ioredis';
-import {
-  Kafka,
-  Partitioners,
-  logLevel,
-  type Admin,
-  type Consumer,
-  type ConsumerConfig,
-  type Producer,
-  type ProducerConfig,
-} from 'kafkajs';
+import { Admin, Producer, stringSerializers, type ProducerOptions } from '@platformatic/kafka';
+import { closeNow } from '@cdc/sink-kafka';
 import { Client as PgClient, type ClientConfig as PgClientConfig } from 'pg';
 import { inject, test as base } from 'vitest';
 import { uniqueName } from './names.ts';
@@ -122,44 +114,27 @@ export class TestContext implements AsyncDisposable {
 
   // --- Kafka --------------------------------------------------------------------------
 
-  /** A kafkajs client (no connection of its own); use the helpers below for connections. */
-  kafka(clientId = uniqueName('client')): Kafka {
-    return this.kafkaFor(this.servers.kafkaBrokers, clientId);
-  }
-
-  /** A kafkajs client for other brokers (a scratch broker of the test's own). */
-  kafkaFor(brokers: readonly string[], clientId = uniqueName('client')): Kafka {
-    return new Kafka({
-      clientId,
-      brokers: [...brokers],
-      // kafkajs logs every retried response (coordinator loading, concurrent transactions)
-      // at ERROR; failures that matter reject the call anyway. CDC_TEST_KAFKA_LOG=warn|info|debug.
-      logLevel: kafkaLogLevel(),
-      connectionTimeout: 5_000,
-      requestTimeout: 30_000,
-      retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 5_000 },
-    });
-  }
-
-  async kafkaAdmin(kafka: Kafka = this.kafka()): Promise<Admin> {
-    const admin = kafka.admin();
-    await admin.connect();
-    this.defer('kafka admin disconnect', () => admin.disconnect());
+  /** A Kafka admin client (connects on first use) for the local brokers or `brokers`, closed after the test. */
+  kafkaAdmin(brokers: readonly string[] = this.servers.kafkaBrokers): Admin {
+    const admin = new Admin({ clientId: uniqueName('admin'), bootstrapBrokers: [...brokers], connectTimeout: 5_000, retries: 5, retryDelay: 200 });
+    this.defer('kafka admin close', () => closeNow(admin));
     return admin;
   }
 
-  async kafkaProducer(config: ProducerConfig = {}, kafka: Kafka = this.kafka()): Promise<Producer> {
-    const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner, ...config });
-    await producer.connect();
-    this.defer('kafka producer disconnect', () => producer.disconnect());
+  /** A producer of string keys and values, closed after the test. */
+  kafkaProducer(
+    options: Omit<ProducerOptions<string, string, string, string>, 'clientId' | 'bootstrapBrokers' | 'serializers'> = {},
+    brokers: readonly string[] = this.servers.kafkaBrokers,
+  ): Producer<string, string, string, string> {
+    const producer = new Producer<string, string, string, string>({
+      clientId: uniqueName('producer'),
+      bootstrapBrokers: [...brokers],
+      serializers: stringSerializers,
+      connectTimeout: 5_000,
+      ...options,
+    });
+    this.defer('kafka producer close', () => closeNow(producer));
     return producer;
-  }
-
-  async kafkaConsumer(config: ConsumerConfig, kafka: Kafka = this.kafka()): Promise<Consumer> {
-    const consumer = kafka.consumer(config);
-    await consumer.connect();
-    this.defer('kafka consumer disconnect', () => consumer.disconnect());
-    return consumer;
   }
 
   // --- processes ----------------------------------------------------------------------
@@ -203,20 +178,6 @@ export class TestContext implements AsyncDisposable {
   }
 }
 
-function kafkaLogLevel(): logLevel {
-  switch (process.env.CDC_TEST_KAFKA_LOG?.toLowerCase()) {
-    case 'error':
-      return logLevel.ERROR;
-    case 'warn':
-      return logLevel.WARN;
-    case 'info':
-      return logLevel.INFO;
-    case 'debug':
-      return logLevel.DEBUG;
-    default:
-      return logLevel.NOTHING;
-  }
-}
 
 /** A context on the servers the global setup resolved (only inside a vitest worker). */
 export function createTestContext(servers: ServerUrls = inject('servers')): TestContext {

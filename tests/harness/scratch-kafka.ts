@@ -6,6 +6,10 @@
  *
  *   const broker = await ScratchKafka.start(ctx);   // broker.brokers → ['127.0.0.1:<port>']
  *   await broker.stop();  await broker.start();     // a restart keeps the data directory
+ *
+ * With `saslSsl` it also listens on a SASL_SSL port (`broker.secureBrokers`): TLS with the
+ * given PEM key and certificate, SCRAM-SHA-512 users created at format time (KIP-900).
+ * The PLAINTEXT listener stays for the broker's own use and the test's admin.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -26,22 +30,33 @@ export function scratchKafkaAvailable(): boolean {
 }
 
 
+export interface SaslSslListener {
+  /** PEM private key (unencrypted PKCS#8) followed by the certificate chain. */
+  readonly keyAndCertificatePem: string;
+  readonly users: readonly { readonly name: string; readonly password: string }[];
+}
+
 export class ScratchKafka {
   readonly port: number;
+  readonly securePort: number | undefined;
   readonly #controllerPort: number;
   readonly #dir: string;
+  readonly #saslSsl: SaslSslListener | undefined;
   #process: ManagedProcess | undefined;
   #starts = 0;
 
-  private constructor(port: number, controllerPort: number, dir: string) {
+  private constructor(port: number, controllerPort: number, dir: string, saslSsl?: { port: number; listener: SaslSslListener }) {
     this.port = port;
     this.#controllerPort = controllerPort;
     this.#dir = dir;
+    this.securePort = saslSsl?.port;
+    this.#saslSsl = saslSsl?.listener;
   }
 
-  static async start(ctx: TestContext): Promise<ScratchKafka> {
+  static async start(ctx: TestContext, options: { saslSsl?: SaslSslListener } = {}): Promise<ScratchKafka> {
     const dir = mkdtempSync(join(tmpdir(), 'cdc-scratch-kafka-'));
-    const broker = new ScratchKafka(await freePort(), await freePort(), dir);
+    const secure = options.saslSsl ? { port: await freePort(), listener: options.saslSsl } : undefined;
+    const broker = new ScratchKafka(await freePort(), await freePort(), dir, secure);
     ctx.defer('scratch kafka', async () => {
       await broker.stop();
       rmSync(dir, { recursive: true, force: true });
@@ -54,6 +69,12 @@ export class ScratchKafka {
 
   get brokers(): string[] {
     return [`127.0.0.1:${this.port}`];
+  }
+
+  /** The SASL_SSL listener's address (only with `saslSsl`). */
+  get secureBrokers(): string[] {
+    if (this.securePort === undefined) throw new Error('this scratch broker has no SASL_SSL listener');
+    return [`127.0.0.1:${this.securePort}`];
   }
 
   /** Starts (or restarts) the broker on the same data directory; resolves when it serves. */
@@ -84,17 +105,29 @@ export class ScratchKafka {
   }
 
   #writeConfig(): void {
+    const secure = this.#saslSsl;
+    if (secure) writeFileSync(join(this.#dir, 'server.pem'), secure.keyAndCertificatePem, { mode: 0o600 });
+    const secureListener = secure ? `,SASL_SSL://127.0.0.1:${this.securePort}` : '';
     writeFileSync(
       join(this.#dir, 'server.properties'),
       [
         'process.roles=broker,controller',
         'node.id=1',
         `controller.quorum.voters=1@127.0.0.1:${this.#controllerPort}`,
-        `listeners=PLAINTEXT://127.0.0.1:${this.port},CONTROLLER://127.0.0.1:${this.#controllerPort}`,
-        `advertised.listeners=PLAINTEXT://127.0.0.1:${this.port}`,
+        `listeners=PLAINTEXT://127.0.0.1:${this.port},CONTROLLER://127.0.0.1:${this.#controllerPort}${secureListener}`,
+        `advertised.listeners=PLAINTEXT://127.0.0.1:${this.port}${secureListener}`,
         'controller.listener.names=CONTROLLER',
         'inter.broker.listener.name=PLAINTEXT',
-        'listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT',
+        `listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT${secure ? ',SASL_SSL:SASL_SSL' : ''}`,
+        ...(secure
+          ? [
+              'sasl.enabled.mechanisms=SCRAM-SHA-512',
+              'listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;',
+              'ssl.keystore.type=PEM',
+              `ssl.keystore.location=${join(this.#dir, 'server.pem')}`,
+              'ssl.client.auth=none',
+            ]
+          : []),
         `log.dirs=${join(this.#dir, 'data')}`,
         'num.partitions=1',
         'offsets.topic.replication.factor=1',
@@ -137,6 +170,7 @@ export class ScratchKafka {
         join(this.#dir, 'server.properties'),
         '--cluster-id',
         clusterId,
+        ...(this.#saslSsl?.users.flatMap((user) => ['--add-scram', `SCRAM-SHA-512=[name=${user.name},password=${user.password}]`]) ?? []),
       ],
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root' },
     });

@@ -51,7 +51,7 @@ describe('Kafka sink: broker restart', () => {
       const load = await workload;
 
       const committedChanges = await historyCount(dbs.sourceUrl);
-      const reader = await readTopics(ctx, WATCHED_TABLES.map((table) => `${topicPrefix}.${table}`), { kafka: ctx.kafkaFor(broker.brokers) });
+      const reader = await readTopics(ctx, WATCHED_TABLES.map((table) => `${topicPrefix}.${table}`), { brokers: broker.brokers });
       const changeRecords = (): number => reader.records.filter((record) => record.value !== null).length;
       await reader.until(() => changeRecords() >= committedChanges, 240_000, `${committedChanges} change records`);
       await new Promise((resolve) => setTimeout(resolve, 3_000));

@@ -3,9 +3,8 @@
  * the reading) and an in-process Kafka committer.
  */
 import type { Bus } from '@cdc/bus';
-import { KafkaSink, type KafkaCommitter, type KafkaCommitterOptions } from '@cdc/sink-kafka';
+import { KafkaSink, type KafkaCommitter, type KafkaCommitterOptions, type KafkaSecurity } from '@cdc/sink-kafka';
 import type { Logger } from '@cdc/runtime';
-import type { Kafka } from 'kafkajs';
 import type { TestContext } from '../harness/index.ts';
 import { logger } from '../committer/support.ts';
 import { consumeTopics, type TopicReader } from './topics.ts';
@@ -16,13 +15,13 @@ export { consumeTopics };
 export const KAFKA_FAILPOINT_ENTRY = 'tests/kafka/committer-with-failpoint.ts';
 export type { KafkaRecord, TopicReader } from './topics.ts';
 
-/** Starts consuming `topics` (regexes allowed) from the beginning; closed with the context. */
+/** Starts consuming `topics` from the beginning (of the local broker unless `brokers`); closed with the context. */
 export async function readTopics(
   ctx: TestContext,
-  topics: readonly (string | RegExp)[],
-  options: { readUncommitted?: boolean; kafka?: Kafka; topicTimeoutMs?: number } = {},
+  topics: readonly string[],
+  options: { readUncommitted?: boolean; brokers?: readonly string[]; topicTimeoutMs?: number; security?: KafkaSecurity } = {},
 ): Promise<TopicReader> {
-  const reader = await consumeTopics(options.kafka ?? ctx.kafka(), topics, options);
+  const reader = await consumeTopics(options.brokers ?? ctx.servers.kafkaBrokers, topics, options);
   ctx.defer('kafka topic reader', () => reader.close());
   return reader;
 }

@@ -1,10 +1,10 @@
 /**
  * Reading Kafka topics the way a downstream consumer does (read_committed unless asked
  * otherwise), collecting every record. No vitest import: the demo and the bench use it.
+ * The reading is @cdc/sink-kafka's CommittedReader (see there why not the client's own
+ * consumer: its read_committed filter lets aborted records through).
  */
-import { randomUUID } from 'node:crypto';
-import type { Kafka } from 'kafkajs';
-import { waitFor } from '../harness/wait.ts';
+import { CommittedReader, connectionOptions, type KafkaSecurity } from '@cdc/sink-kafka';
 
 export interface KafkaRecord {
   readonly topic: string;
@@ -24,79 +24,74 @@ export interface TopicReader {
 }
 
 /**
- * Consumes `topics` from the beginning; the caller closes it. Topics named
- * exactly are waited for (bounded): the committer creates them when their first record
- * is due, and subscribing to a topic that does not exist yet fails.
+ * Consumes `topics` from the beginning in the background; the caller closes it. Topics
+ * are waited for (bounded): the committer creates them when their first record is due.
  */
 export async function consumeTopics(
-  kafka: Kafka,
-  topics: readonly (string | RegExp)[],
-  options: { readUncommitted?: boolean; topicTimeoutMs?: number } = {},
+  brokers: readonly string[],
+  topics: readonly string[],
+  options: { readUncommitted?: boolean; topicTimeoutMs?: number; security?: KafkaSecurity } = {},
 ): Promise<TopicReader> {
-  const named = topics.filter((topic): topic is string => typeof topic === 'string');
-  if (named.length > 0) {
-    const admin = kafka.admin();
-    await admin.connect();
+  const deadline = Date.now() + (options.topicTimeoutMs ?? 120_000);
+  let reader: CommittedReader | undefined;
+  for (;;) {
     try {
-      await waitFor(async () => {
-        const existing = new Set(await admin.listTopics());
-        return named.every((topic) => existing.has(topic));
-      }, { what: `topics ${named.join(', ')}`, timeoutMs: options.topicTimeoutMs ?? 120_000 });
-    } finally {
-      await admin.disconnect();
+      reader = await CommittedReader.create({
+        brokers,
+        clientId: 'cdc-test-reader',
+        topics,
+        maxWaitMs: 200,
+        ...connectionOptions(options.security),
+        ...(options.readUncommitted ? { readUncommitted: true } : {}),
+      });
+      break;
+    } catch (error) {
+      if (Date.now() > deadline) throw new Error(`topics ${topics.join(', ')} not readable: ${error instanceof Error ? error.message : String(error)}`);
+      await new Promise((resolve) => setTimeout(resolve, 250));
     }
   }
-  const groupId = `cdc-reader-${randomUUID()}`;
-  const consumer = kafka.consumer({
-    groupId,
-    readUncommitted: options.readUncommitted ?? false,
-    maxWaitTimeInMs: 200,
-    sessionTimeout: 10_000,
-    heartbeatInterval: 1_000,
-    // New topics matching a regex are picked up by a metadata refresh.
-    metadataMaxAge: 1_000,
-  });
-  await consumer.connect();
-  let closed = false;
-  const close = async (): Promise<void> => {
-    if (closed) return;
-    closed = true;
-    await consumer.disconnect().catch(() => undefined);
-    const admin = kafka.admin();
-    await admin
-      .connect()
-      .then(() => admin.deleteGroups([groupId]))
-      .catch(() => undefined)
-      .finally(() => admin.disconnect().catch(() => undefined));
-  };
-  const crashes: unknown[] = [];
-  consumer.on(consumer.events.CRASH, (event) => crashes.push(event.payload.error));
-  await consumer.subscribe({ topics: [...topics], fromBeginning: true });
   const records: KafkaRecord[] = [];
-  await consumer.run({
-    autoCommit: false,
-    eachMessage: async ({ topic, partition, message }) => {
-      records.push({
-        topic,
-        partition,
-        offset: message.offset,
-        key: message.key?.toString() ?? null,
-        value: message.value?.toString() ?? null,
-        timestamp: Number(message.timestamp),
-      });
-    },
-  });
+  const failures: unknown[] = [];
+  let closed = false;
+  const active = reader;
+  const loop = (async () => {
+    while (!closed) {
+      try {
+        for (const record of await active.poll()) {
+          records.push({
+            topic: record.topic,
+            partition: record.partition,
+            offset: String(record.offset),
+            key: record.key?.toString() ?? null,
+            value: record.value?.toString() ?? null,
+            timestamp: record.timestamp,
+          });
+        }
+      } catch (error) {
+        if (closed) return;
+        failures.push(error);
+        // A broker restart: keep polling (bounded by the caller's `until`).
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+    }
+  })();
   return {
     records,
-    close,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await loop;
+      await active.close();
+    },
     async until(done, timeoutMs, what) {
-      const deadline = Date.now() + timeoutMs;
+      const until = Date.now() + timeoutMs;
       while (!done(records)) {
-        if (crashes.length > 0) throw new Error(`kafka reader crashed: ${String(crashes[0])}`);
-        if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (${records.length} records read)`);
+        if (Date.now() > until) {
+          const last = failures.at(-1);
+          throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (${records.length} records read${last ? `; last read error: ${String(last)}` : ''})`);
+        }
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
     },
   };
 }
-

@@ -13,7 +13,7 @@ import { CheckpointStore } from '@cdc/checkpoint';
 import { HealthServer, etcdSecurity, loadConfig, natsSecurity, redactConfig, runApp } from '@cdc/runtime';
 import { KafkaSink, parseTopicRoutes, type KafkaSinkOptions } from '@cdc/sink-kafka';
 import { PgSink } from '@cdc/sink-pg';
-import { committerConfigSchema } from './config.ts';
+import { committerConfigSchema, kafkaSecurity } from './config.ts';
 
 /** What a test-only entry point may add to the wiring (tests/kafka/committer-with-failpoint.ts); the app passes nothing. */
 export interface CommitterHooks {
@@ -40,6 +40,7 @@ export async function runCommitter(hooks: CommitterHooks = {}): Promise<void> {
             pipeline: config.PIPELINE,
             partitions: config.PARTITIONS,
             brokers: config.KAFKA_BROKERS ?? [],
+            security: kafkaSecurity(config),
             bus,
             checkpointStore,
             logger,

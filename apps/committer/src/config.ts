@@ -8,7 +8,8 @@
  */
 import { COMMITTER_DEFAULTS } from '@cdc/committer';
 import { env, etcdSecurityFields, natsSecurityFields, z } from '@cdc/runtime';
-import { KAFKA_DEFAULTS } from '@cdc/sink-kafka';
+import zlib from 'node:zlib';
+import { KAFKA_DEFAULTS, type KafkaSecurity } from '@cdc/sink-kafka';
 import { parseTableMap } from '@cdc/sink-pg';
 
 const tableMap = z
@@ -79,7 +80,23 @@ export const committerConfigSchema = z
     KAFKA_TRANSACTION_METADATA: booleanFlag(false),
     KAFKA_TRANSACTIONAL_ID: z.string().regex(/^[A-Za-z0-9._-]{1,200}$/, 'letters, digits, ., _ and - only').optional(),
     KAFKA_CHECKPOINT_TOPIC: z.string().regex(/^[A-Za-z0-9._-]{1,249}$/, 'a Kafka topic name').default(KAFKA_DEFAULTS.checkpointTopic),
-    KAFKA_COMPRESSION: z.enum(['none', 'gzip'], { message: "'none' or 'gzip'" }).default(KAFKA_DEFAULTS.compression),
+    KAFKA_COMPRESSION: z
+      .enum(['none', 'gzip', 'snappy', 'lz4', 'zstd'], { message: "'none', 'gzip', 'snappy', 'lz4' or 'zstd'" })
+      .default(KAFKA_DEFAULTS.compression)
+      .refine((codec) => codec !== 'zstd' || typeof (zlib as { zstdCompressSync?: unknown }).zstdCompressSync === 'function', {
+        message: `zstd needs Node.js 22.15 or newer (this is ${process.version})`,
+      }),
+    /** SASL: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (user + password) or OAUTHBEARER (token). Unset: no SASL. */
+    KAFKA_SASL_MECHANISM: z.enum(['PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512', 'OAUTHBEARER'], { message: "'PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512' or 'OAUTHBEARER'" }).optional(),
+    KAFKA_SASL_USERNAME: z.string().min(1).optional(),
+    KAFKA_SASL_PASSWORD: z.string().optional(),
+    KAFKA_SASL_TOKEN: z.string().optional(),
+    /** TLS to the brokers; implied by any KAFKA_TLS_*_FILE. */
+    KAFKA_TLS: booleanFlag(false),
+    KAFKA_TLS_CA_FILE: z.string().min(1).optional(),
+    KAFKA_TLS_CERT_FILE: z.string().min(1).optional(),
+    KAFKA_TLS_KEY_FILE: z.string().min(1).optional(),
+    KAFKA_TLS_SERVER_NAME: z.string().min(1).optional(),
     KAFKA_MAX_REQUEST_BYTES: env.positiveInt(KAFKA_DEFAULTS.maxRequestBytes),
     KAFKA_MAX_MESSAGE_BYTES: z.coerce.number().int().positive().optional(),
     KAFKA_TRANSACTION_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(900_000).default(KAFKA_DEFAULTS.transactionTimeoutMs),
@@ -93,7 +110,40 @@ export const committerConfigSchema = z
     if (config.SINK === 'kafka' && (config.KAFKA_BROKERS === undefined || config.KAFKA_BROKERS.length === 0)) {
       context.addIssue({ code: z.ZodIssueCode.custom, path: ['KAFKA_BROKERS'], message: 'required with SINK=kafka, for example 127.0.0.1:9092' });
     }
+    const mechanism = config.KAFKA_SASL_MECHANISM;
+    if (mechanism === 'OAUTHBEARER' && !config.KAFKA_SASL_TOKEN) {
+      context.addIssue({ code: z.ZodIssueCode.custom, path: ['KAFKA_SASL_TOKEN'], message: 'required with KAFKA_SASL_MECHANISM=OAUTHBEARER' });
+    }
+    if (mechanism !== undefined && mechanism !== 'OAUTHBEARER' && (!config.KAFKA_SASL_USERNAME || config.KAFKA_SASL_PASSWORD === undefined)) {
+      context.addIssue({ code: z.ZodIssueCode.custom, path: ['KAFKA_SASL_USERNAME'], message: `KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required with KAFKA_SASL_MECHANISM=${mechanism}` });
+    }
+    if ((config.KAFKA_TLS_CERT_FILE === undefined) !== (config.KAFKA_TLS_KEY_FILE === undefined)) {
+      context.addIssue({ code: z.ZodIssueCode.custom, path: ['KAFKA_TLS_CERT_FILE'], message: 'goes with KAFKA_TLS_KEY_FILE: set both for mutual TLS, or neither' });
+    }
   })
   .transform((config) => ({ ...config, SINK_NAME: config.SINK_NAME ?? config.SINK, KAFKA_TOPIC_PREFIX: config.KAFKA_TOPIC_PREFIX ?? config.PIPELINE }));
 
 export type CommitterConfig = z.output<typeof committerConfigSchema>;
+
+/** The Kafka sink's TLS and SASL settings from the committer's configuration. */
+export function kafkaSecurity(config: {
+  KAFKA_SASL_MECHANISM?: 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512' | 'OAUTHBEARER' | undefined;
+  KAFKA_SASL_USERNAME?: string | undefined;
+  KAFKA_SASL_PASSWORD?: string | undefined;
+  KAFKA_SASL_TOKEN?: string | undefined;
+  KAFKA_TLS: boolean;
+  KAFKA_TLS_CA_FILE?: string | undefined;
+  KAFKA_TLS_CERT_FILE?: string | undefined;
+  KAFKA_TLS_KEY_FILE?: string | undefined;
+  KAFKA_TLS_SERVER_NAME?: string | undefined;
+}): KafkaSecurity {
+  const tls = config.KAFKA_TLS || config.KAFKA_TLS_CA_FILE !== undefined || config.KAFKA_TLS_CERT_FILE !== undefined;
+  return {
+    ...(tls
+      ? { tls: { caFile: config.KAFKA_TLS_CA_FILE, certFile: config.KAFKA_TLS_CERT_FILE, keyFile: config.KAFKA_TLS_KEY_FILE, serverName: config.KAFKA_TLS_SERVER_NAME } }
+      : {}),
+    ...(config.KAFKA_SASL_MECHANISM
+      ? { sasl: { mechanism: config.KAFKA_SASL_MECHANISM, username: config.KAFKA_SASL_USERNAME, password: config.KAFKA_SASL_PASSWORD, token: config.KAFKA_SASL_TOKEN } }
+      : {}),
+  };
+}

@@ -10,12 +10,13 @@
  * the beginning until it meets that nonce. Everything committed before the barrier was
  * read, nothing uncommitted was, and no offset arithmetic over control records is needed.
  */
-import { randomUUID } from 'node:crypto';
-import { formatOrderKey, parseOrderKey, pollUntil, systemClock } from '@cdc/core';
+import type { Admin } from '@platformatic/kafka';
+import { formatOrderKey, parseOrderKey, pollUntil } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
 import type { LaneCheckpoint, LaneStart } from '@cdc/committer';
-import type { Admin, Kafka, Message } from 'kafkajs';
-import { TopicCreationError } from './errors.ts';
+import { CommittedReader } from './committed-reader.ts';
+import { TopicCreationError, kafkaErrorTypes } from './errors.ts';
+import type { KafkaConnection } from './producer.ts';
 import type { TransactionProgress } from './records.ts';
 
 interface StoredLane {
@@ -82,12 +83,18 @@ export function decodeCheckpoint(text: string | undefined, partitions: number): 
   });
 }
 
-export function checkpointMessage(committer: string, value: string): Message {
+export function checkpointMessage(committer: string, value: string): { key: string; value: string } {
   return { key: committer, value };
 }
 
-export function barrierMessage(committer: string, nonce: string): Message {
+export function barrierMessage(committer: string, nonce: string): { key: string; value: string } {
   return { key: `${committer}/barrier`, value: JSON.stringify({ barrier: nonce }) };
+}
+
+/** The broker said the topic exists already (a concurrent creator won): not a failure. */
+export function isTopicExists(error: unknown): boolean {
+  const { types, codes } = kafkaErrorTypes(error);
+  return types.includes('TOPIC_ALREADY_EXISTS') || codes.includes(36);
 }
 
 /**
@@ -100,22 +107,17 @@ export async function ensureCheckpointTopic(admin: Admin, topic: string, replica
     const existing = await admin.listTopics();
     if (existing.includes(topic)) return;
     await admin.createTopics({
-      waitForLeaders: true,
-      topics: [
-        {
-          topic,
-          numPartitions: 1,
-          replicationFactor,
-          configEntries: [
-            { name: 'cleanup.policy', value: 'compact' },
-            { name: 'segment.ms', value: String(10 * 60_000) },
-            { name: 'min.cleanable.dirty.ratio', value: '0.1' },
-          ],
-        },
+      topics: [topic],
+      partitions: 1,
+      replicas: replicationFactor,
+      configs: [
+        { name: 'cleanup.policy', value: 'compact' },
+        { name: 'segment.ms', value: String(10 * 60_000) },
+        { name: 'min.cleanable.dirty.ratio', value: '0.1' },
       ],
     });
   } catch (error) {
-    if ((error as { type?: string }).type === 'TOPIC_ALREADY_EXISTS') return;
+    if (isTopicExists(error)) return;
     throw new TopicCreationError(topic, error);
   }
   await waitForTopicLeaders(admin, topic);
@@ -130,8 +132,8 @@ export async function waitForTopicLeaders(admin: Admin, topic: string, timeoutMs
   const ready = await pollUntil(
     async () => {
       try {
-        const metadata = await admin.fetchTopicMetadata({ topics: [topic] });
-        const partitions = metadata.topics[0]?.partitions ?? [];
+        const metadata = await admin.metadata({ topics: [topic], forceUpdate: true });
+        const partitions = metadata.topics.get(topic)?.partitions ?? [];
         return partitions.length > 0 && partitions.every((partition) => partition.leader >= 0) ? true : undefined;
       } catch (error) {
         last = error;
@@ -146,61 +148,38 @@ export async function waitForTopicLeaders(admin: Admin, topic: string, timeoutMs
 
 /**
  * The newest committed checkpoint of `committer`, read up to the barrier `nonce` (which
- * the caller committed just before). Bounded by `timeoutMs`.
+ * the caller committed just before) with a read_committed reader from the topic's
+ * beginning. Bounded by `timeoutMs`.
  */
 export async function readCheckpointThroughBarrier(options: {
-  kafka: Kafka;
+  connection: KafkaConnection;
   topic: string;
   committer: string;
   nonce: string;
   logger: Logger;
   timeoutMs?: number;
 }): Promise<string | undefined> {
-  const groupId = `${options.committer}.checkpoint-read.${randomUUID()}`;
-  // A consumer group only because kafkajs has no manual assignment; nothing is committed
-  // to it and it is deleted afterwards.
-  const consumer = options.kafka.consumer({ groupId, readUncommitted: false, maxWaitTimeInMs: 100, sessionTimeout: 10_000, heartbeatInterval: 1_000 });
+  const timeoutMs = options.timeoutMs ?? 60_000;
+  const deadline = Date.now() + timeoutMs;
+  const barrierKey = `${options.committer}/barrier`;
+  const { brokers, clientId, ...connection } = options.connection;
+  const reader = await CommittedReader.create({ ...connection, brokers, clientId: `${clientId}.checkpoint-read`, topics: [options.topic], maxWaitMs: 100 });
   let latest: string | undefined;
   let records = 0;
-  const barrierKey = `${options.committer}/barrier`;
   try {
-    await consumer.connect();
-    await consumer.subscribe({ topic: options.topic, fromBeginning: true });
-    await new Promise<void>((resolve, reject) => {
-      const timer = systemClock.timer(options.timeoutMs ?? 60_000, () =>
-        reject(new Error(`checkpoint barrier not seen in ${options.topic} within ${options.timeoutMs ?? 60_000} ms`)),
-      );
-      consumer.on(consumer.events.CRASH, (event) => {
-        timer.cancel();
-        reject(event.payload.error);
-      });
-      consumer
-        .run({
-          autoCommit: false,
-          eachMessage: async ({ message }) => {
-            records += 1;
-            const key = message.key?.toString();
-            if (key === options.committer && message.value !== null) latest = message.value.toString();
-            if (key === barrierKey && message.value?.toString().includes(options.nonce)) {
-              timer.cancel();
-              resolve();
-            }
-          },
-        })
-        .catch((error: unknown) => {
-          timer.cancel();
-          reject(error);
-        });
-    });
+    for (;;) {
+      for (const record of await reader.poll()) {
+        records += 1;
+        const key = record.key?.toString();
+        if (key === options.committer && record.value !== null) latest = record.value.toString();
+        if (key === barrierKey && record.value?.toString().includes(options.nonce)) {
+          options.logger.debug({ topic: options.topic, records }, 'checkpoint topic read through the barrier');
+          return latest;
+        }
+      }
+      if (Date.now() > deadline) throw new Error(`checkpoint barrier not seen in ${options.topic} within ${timeoutMs} ms`);
+    }
   } finally {
-    await consumer.disconnect().catch(() => undefined);
-    const admin = options.kafka.admin();
-    await admin
-      .connect()
-      .then(() => admin.deleteGroups([groupId]))
-      .catch(() => undefined)
-      .finally(() => admin.disconnect().catch(() => undefined));
+    await reader.close();
   }
-  options.logger.debug({ topic: options.topic, records }, 'checkpoint topic read through the barrier');
-  return latest;
 }

@@ -1,7 +1,8 @@
 /**
- * Kafka failures in our words. kafkajs reports broker errors as KafkaJSProtocolError
- * with a `type` (INVALID_PRODUCER_EPOCH, …), sometimes wrapped (retries exceeded) with
- * the original under `cause` / `originalError`; `kafkaErrorTypes` walks that chain.
+ * Kafka failures in our words. @platformatic/kafka reports a broker error as a
+ * ProtocolError with `apiId` (INVALID_PRODUCER_EPOCH, …) and `apiCode`, often inside a
+ * MultipleErrors (an AggregateError: `errors`) or under `cause`; `kafkaErrorTypes`
+ * walks all of them.
  *
  * The one distinction the committer lives by (PITFALLS 18): a fenced producer must stop
  * and never re-initialise (that would fence its successor with stale state); any other
@@ -12,27 +13,33 @@ import { CdcError } from '@cdc/core';
 
 /** Broker answers meaning "another producer owns this transactional id now". */
 const FENCED_TYPES = new Set(['INVALID_PRODUCER_EPOCH', 'PRODUCER_FENCED', 'TRANSACTIONAL_ID_AUTHORIZATION_FAILED', 'INVALID_PRODUCER_ID_MAPPING']);
-/** Kafka's error code 90 (PRODUCER_FENCED) is newer than kafkajs 2.2's table. */
-const FENCED_CODES = new Set([47, 90]);
+/** The same by error code (47 INVALID_PRODUCER_EPOCH, 90 PRODUCER_FENCED, 53, 49). */
+const FENCED_CODES = new Set([47, 90, 53, 49]);
 
 interface KafkaLikeError {
+  readonly apiId?: unknown;
+  readonly apiCode?: unknown;
   readonly type?: unknown;
   readonly code?: unknown;
   readonly cause?: unknown;
-  readonly originalError?: unknown;
-  readonly name?: unknown;
+  readonly errors?: unknown;
 }
 
-/** Every broker error type and code along the cause chain (bounded). */
+/** Every broker error id and code in the error, its `errors` and its causes (bounded). */
 export function kafkaErrorTypes(error: unknown): { types: string[]; codes: number[] } {
   const types: string[] = [];
   const codes: number[] = [];
-  let current: unknown = error;
-  for (let depth = 0; depth < 8 && current !== null && typeof current === 'object'; depth++) {
+  const queue: unknown[] = [error];
+  for (let seen = 0; seen < 32 && queue.length > 0; seen++) {
+    const current = queue.shift();
+    if (current === null || typeof current !== 'object') continue;
     const e = current as KafkaLikeError;
+    if (typeof e.apiId === 'string') types.push(e.apiId);
     if (typeof e.type === 'string') types.push(e.type);
+    if (typeof e.apiCode === 'number') codes.push(e.apiCode);
     if (typeof e.code === 'number') codes.push(e.code);
-    current = e.originalError ?? e.cause;
+    if (Array.isArray(e.errors)) queue.push(...(e.errors as unknown[]));
+    if (e.cause !== undefined) queue.push(e.cause);
   }
   return { types, codes };
 }
@@ -41,6 +48,20 @@ export function isFencedError(error: unknown): boolean {
   if (error instanceof KafkaFencedError) return true;
   const { types, codes } = kafkaErrorTypes(error);
   return types.some((type) => FENCED_TYPES.has(type)) || codes.some((code) => FENCED_CODES.has(code));
+}
+
+/** The broker refused our credentials (or offers none of our mechanism): retrying cannot help. */
+export function isAuthenticationError(error: unknown): boolean {
+  const queue: unknown[] = [error];
+  for (let seen = 0; seen < 32 && queue.length > 0; seen++) {
+    const current = queue.shift() as { code?: unknown; apiId?: unknown; errors?: unknown; cause?: unknown } | null | undefined;
+    if (current === null || typeof current !== 'object') continue;
+    if (current.code === 'PLT_KFK_AUTHENTICATION') return true;
+    if (current.apiId === 'SASL_AUTHENTICATION_FAILED' || current.apiId === 'UNSUPPORTED_SASL_MECHANISM') return true;
+    if (Array.isArray(current.errors)) queue.push(...(current.errors as unknown[]));
+    if (current.cause !== undefined) queue.push(current.cause);
+  }
+  return false;
 }
 
 export function isMessageTooLarge(error: unknown): boolean {
@@ -53,6 +74,17 @@ export class KafkaFencedError extends CdcError {
     super(
       `Kafka fenced transactional id ${transactionalId}: a newer committer owns it; this one stops without writing`,
       { code: 'KAFKA_FENCED', retriable: false, cause, context: { transactionalId } },
+    );
+  }
+}
+
+/** The brokers refused the pipeline's credentials: one clear line, no retries. */
+export class KafkaAuthenticationError extends CdcError {
+  constructor(brokers: string, security: { protocol: string; mechanism?: string; user?: string }, cause?: unknown) {
+    super(
+      `Kafka at ${brokers} refused authentication (${security.protocol}${security.mechanism ? `, SASL ${security.mechanism}` : ''}${security.user ? `, user ${JSON.stringify(security.user)}` : ''}): ` +
+        'check KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD',
+      { code: 'KAFKA_AUTHENTICATION_FAILED', retriable: false, cause, context: { brokers, ...security } },
     );
   }
 }

@@ -15,14 +15,20 @@
  */
 export { KafkaSink, KAFKA_DEFAULTS } from './sink.ts';
 export type { KafkaSinkOptions, KafkaSinkStats, KafkaCommitter, KafkaCommitterOptions } from './sink.ts';
-export { chunksByBytes } from './producer.ts';
-export type { Compression, OutgoingRecord, TransactionalProducerOptions } from './producer.ts';
+export { chunksByBytes, closeNow, COMPRESSIONS, TransactionalProducer } from './producer.ts';
+export type { Compression, KafkaConnection, OutgoingRecord, TransactionalProducerOptions } from './producer.ts';
+export { CommittedReader, committedRecords } from './committed-reader.ts';
+export type { CommittedRecord, CommittedReaderOptions, FetchedBatch, FetchedPartition } from './committed-reader.ts';
+export { connectionOptions, describeSecurity, SASL_MECHANISMS } from './security.ts';
+export type { KafkaSecurity, SaslMechanism } from './security.ts';
 export { buildRecords } from './records.ts';
 export type { RecordOptions, BuiltRecords, Refusal, TransactionProgress } from './records.ts';
 export { encodeCheckpoint, decodeCheckpoint, decodeOpenTransaction } from './checkpoint-topic.ts';
 export {
+  KafkaAuthenticationError,
   KafkaFencedError,
   KafkaTransactionError,
+  isAuthenticationError,
   TopicCreationError,
   RecordTooLargeError,
   isFencedError,

@@ -1,25 +1,32 @@
 /**
- * One transactional, idempotent kafkajs producer with a stable transactional id, and
- * the rules for using it (PITFALLS 18, 19):
- *  - connect() runs InitProducerId: the broker aborts whatever a predecessor with the
+ * One transactional, idempotent producer (@platformatic/kafka) with a stable
+ * transactional id, and the rules for using it (PITFALLS 18, 19):
+ *  - create() runs InitProducerId: the broker aborts whatever a predecessor with the
  *    same id left open and fences it (its next request fails INVALID_PRODUCER_EPOCH);
  *  - a batch is one transaction: every send, then commit; on any failure we abort if we
  *    can and report the outcome as unknown;
  *  - after an unknown outcome the producer is thrown away and a new one initialised
- *    (`reset`): kafkajs' transaction state machine must not carry a half-finished
- *    transaction into the next one, and a late commit/abort must not land on a later
- *    transaction;
+ *    (`reset`): a client's transaction state must not carry a half-finished transaction
+ *    into the next one, and a late commit/abort must not land on a later transaction;
  *  - fenced means stop: never re-initialise then, the successor owns the id.
  */
-import { CompressionTypes, type Kafka, type Message, type Producer } from 'kafkajs';
+import { Consumer, Producer, stringSerializers, type Admin, type ConnectionOptions } from '@platformatic/kafka';
 import { withinMs } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
 import { KafkaFencedError, KafkaTransactionError, isFencedError } from './errors.ts';
 
-export type Compression = 'none' | 'gzip';
+/** Record batch compression; `zstd` needs Node.js 22.15 or newer (node:zlib). */
+export type Compression = 'none' | 'gzip' | 'snappy' | 'lz4' | 'zstd';
+export const COMPRESSIONS: readonly Compression[] = ['none', 'gzip', 'snappy', 'lz4', 'zstd'];
+
+/** How to reach the brokers: addresses plus the client's TLS and SASL options. */
+export interface KafkaConnection extends ConnectionOptions {
+  readonly brokers: readonly string[];
+  readonly clientId: string;
+}
 
 export interface TransactionalProducerOptions {
-  readonly kafka: Kafka;
+  readonly connection: KafkaConnection;
   readonly transactionalId: string;
   /** The broker aborts a transaction open longer than this (a paused producer's). */
   readonly transactionTimeoutMs: number;
@@ -31,14 +38,18 @@ export interface TransactionalProducerOptions {
 
 export interface OutgoingRecord {
   readonly topic: string;
-  readonly message: Message;
+  readonly key: string | null;
+  /** null: a tombstone. */
+  readonly value: string | null;
   /** Key + value bytes, for request sizing. */
   readonly bytes: number;
 }
 
+type Client = Producer<string, string, string, string>;
+
 export class TransactionalProducer {
   readonly #options: TransactionalProducerOptions;
-  #producer: Producer | undefined;
+  #producer: Client | undefined;
   #fenced = false;
 
   private constructor(options: TransactionalProducerOptions) {
@@ -62,7 +73,7 @@ export class TransactionalProducer {
 
   /**
    * Sends `records` in order and commits them in one transaction. Records of one topic
-   * and key keep their order (one in-flight request; requests sent one after another).
+   * and key keep their order (requests sent one after another, each awaited).
    */
   async commitTransaction(records: readonly OutgoingRecord[], beforeCommit?: () => Promise<void>): Promise<void> {
     if (this.#fenced) throw new KafkaFencedError(this.transactionalId);
@@ -70,24 +81,20 @@ export class TransactionalProducer {
     // Not connected: a reset() failed (broker down); the caller retries the reset first.
     if (producer === undefined) throw new KafkaTransactionError(this.transactionalId, 'begin', new Error('producer not initialised'));
     let step = 'begin';
-    const transaction = await producer.transaction().catch((error: unknown) => {
+    const transaction = await producer.beginTransaction().catch((error: unknown) => {
       throw this.#classify(step, error);
     });
     try {
       step = 'send';
       for (const chunk of chunksByBytes(records, this.#options.maxRequestBytes)) {
-        await transaction.sendBatch({
-          topicMessages: groupByTopic(chunk),
-          acks: -1,
-          compression: this.#options.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None,
-        });
+        await transaction.send({ messages: chunk.map(toMessage) });
       }
       await beforeCommit?.();
       step = 'commit';
       await transaction.commit();
     } catch (error) {
       const failure = this.#classify(step, error);
-      if (!(failure instanceof KafkaFencedError)) await transaction.abort().catch(() => undefined);
+      if (!(failure instanceof KafkaFencedError)) await withinMs(transaction.abort().catch(() => undefined), 5_000);
       throw failure;
     }
   }
@@ -108,18 +115,39 @@ export class TransactionalProducer {
   }
 
   async #init(): Promise<void> {
-    const producer = this.#options.kafka.producer({
+    const { connection, compression } = this.#options;
+    const { brokers, ...client } = connection;
+    const producer: Client = new Producer({
+      ...client,
+      bootstrapBrokers: [...brokers],
       transactionalId: this.#options.transactionalId,
       idempotent: true,
-      maxInFlightRequests: 1,
-      transactionTimeout: this.#options.transactionTimeoutMs,
+      // "No producer known": the client's default (0, 0) names producer 0 epoch 0, which
+      // the broker answers with PRODUCER_FENCED once the id has been used before (any
+      // restart). With -1 / -1 InitProducerId takes over the id and bumps its epoch.
+      producerId: -1n,
+      producerEpoch: -1,
+      acks: -1,
+      // The broker's InitProducerId takes the transaction timeout from here.
+      timeout: this.#options.transactionTimeoutMs,
       // Topics are created by the committer (with a clear error when that fails).
-      allowAutoTopicCreation: false,
+      autocreateTopics: false,
+      // Short in-client retries (coordinator moves, CONCURRENT_TRANSACTIONS right after a
+      // commit); a broker that stays away longer fails the transaction, and the sink's
+      // recovery re-creates the producer and re-reads the checkpoint (PITFALLS 18).
+      retries: 2,
+      retryDelay: 250,
+      serializers: stringSerializers,
+      ...(compression === 'none' ? {} : { compression }),
     });
     try {
-      await producer.connect();
+      // InitProducerId now (the client would do it lazily at the first transaction):
+      // beginTransaction finds the coordinator and initialises the id; nothing is sent
+      // to any partition, so cancelling the local transaction leaves nothing open.
+      const transaction = await producer.beginTransaction();
+      await transaction.cancel();
     } catch (error) {
-      await producer.disconnect().catch(() => undefined);
+      await withinMs(closeNow(producer), 5_000);
       throw this.#classify('init', error);
     }
     this.#producer = producer;
@@ -129,7 +157,7 @@ export class TransactionalProducer {
     const producer = this.#producer;
     this.#producer = undefined;
     // Bounded: a broker that is down must not hold up a reset or a shutdown.
-    await withinMs(producer?.disconnect().catch(() => undefined) ?? Promise.resolve(), 5_000);
+    await withinMs(producer === undefined ? Promise.resolve() : closeNow(producer), 5_000);
   }
 
   #classify(step: string, error: unknown): KafkaFencedError | KafkaTransactionError {
@@ -140,6 +168,33 @@ export class TransactionalProducer {
     }
     return new KafkaTransactionError(this.transactionalId, step, error);
   }
+}
+
+function toMessage(record: OutgoingRecord): { topic: string; key?: string; value?: string } {
+  // stringSerializers write an absent key/value as null (a tombstone has value null).
+  return record.key === null
+    ? record.value === null
+      ? { topic: record.topic }
+      : { topic: record.topic, value: record.value }
+    : record.value === null
+      ? { topic: record.topic, key: record.key }
+      : { topic: record.topic, key: record.key, value: record.value };
+}
+
+/**
+ * Closes a client; never throws. Producers and consumers close at once (`force`: in-flight
+ * requests failed, not awaited); an admin client has no force. The callback forms: the
+ * promise overload's types lose to the callback one for `close(true)`.
+ */
+export function closeNow(client: Admin | Producer<never, never, never, never> | Consumer<never, never, never, never> | { close(callback: (error?: Error | null) => void): void }): Promise<void> {
+  return new Promise((resolve) => {
+    try {
+      if (client instanceof Producer || client instanceof Consumer) client.close(true, () => resolve());
+      else (client as { close(callback: (error?: Error | null) => void): void }).close(() => resolve());
+    } catch {
+      resolve();
+    }
+  });
 }
 
 /** Consecutive chunks of at most `maxBytes` (a record larger than that is a chunk of its own). */
@@ -156,17 +211,4 @@ export function* chunksByBytes<T extends { readonly bytes: number }>(records: re
     size += record.bytes;
   }
   if (chunk.length > 0) yield chunk;
-}
-
-function groupByTopic(records: readonly OutgoingRecord[]): { topic: string; messages: Message[] }[] {
-  const byTopic = new Map<string, Message[]>();
-  for (const record of records) {
-    let messages = byTopic.get(record.topic);
-    if (messages === undefined) {
-      messages = [];
-      byTopic.set(record.topic, messages);
-    }
-    messages.push(record.message);
-  }
-  return [...byTopic].map(([topic, messages]) => ({ topic, messages }));
 }

@@ -171,7 +171,7 @@ function splitTransactions(events: readonly MergedEvent[]): MergedEvent[][] {
 
 function outgoingRecord(topic: string, record: DebeziumRecord): OutgoingRecord {
   const bytes = (record.key === null ? 0 : Buffer.byteLength(record.key)) + (record.value === null ? 0 : Buffer.byteLength(record.value));
-  return { topic, message: { key: record.key, value: record.value }, bytes };
+  return { topic, key: record.key, value: record.value, bytes };
 }
 
 function refusalOf(merged: MergedEvent, error: unknown): Refusal {

@@ -27,7 +27,7 @@ import { randomUUID } from 'node:crypto';
 import { Committer, type Applied, type ApplyContext, type CommitterOptions, type LaneStart, type MergeBatch, type Sink } from '@cdc/committer';
 import { UnreachableError, retry } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
-import { Kafka, logLevel, type Admin, type LogEntry } from 'kafkajs';
+import { Admin, ConfigResourceTypes } from '@platformatic/kafka';
 import {
   barrierMessage,
   checkpointMessage,
@@ -35,11 +35,13 @@ import {
   decodeOpenTransaction,
   encodeCheckpoint,
   ensureCheckpointTopic,
+  isTopicExists,
   readCheckpointThroughBarrier,
   waitForTopicLeaders,
 } from './checkpoint-topic.ts';
-import { KafkaFencedError, TopicCreationError, isMessageTooLarge } from './errors.ts';
-import { TransactionalProducer, type Compression, type OutgoingRecord } from './producer.ts';
+import { KafkaAuthenticationError, KafkaFencedError, TopicCreationError, isAuthenticationError, isMessageTooLarge } from './errors.ts';
+import { TransactionalProducer, type Compression, type KafkaConnection, type OutgoingRecord } from './producer.ts';
+import { connectionOptions, describeSecurity, type KafkaSecurity } from './security.ts';
 import { buildRecords, type RecordOptions, type TransactionProgress } from './records.ts';
 
 /** The Kafka sink's defaults, in one place (apps/committer's config fills its variables from them). */
@@ -48,7 +50,7 @@ export const KAFKA_DEFAULTS = {
   /** STREAM_TRANSACTIONS_ABOVE for Kafka: larger source transactions go out as several Kafka transactions. */
   streamAbove: 5_000,
   checkpointTopic: 'cdc.checkpoints',
-  compression: 'none',
+  compression: 'none' as Compression,
   maxRequestBytes: 900_000,
   transactionTimeoutMs: 60_000,
   topicPartitions: 1,
@@ -61,6 +63,8 @@ export interface KafkaSinkOptions {
   readonly pipeline: string;
   readonly partitions: number;
   readonly brokers: readonly string[];
+  /** TLS (CA, client certificate) and SASL (PLAIN, SCRAM-SHA-256/512, OAUTHBEARER). Default: plaintext, no auth. */
+  readonly security?: KafkaSecurity | undefined;
   readonly logger: Logger;
   /** This sink's name in etcd (the reader's SINKS) and in its dead letters. Default 'kafka'. */
   readonly sinkName?: string | undefined;
@@ -113,7 +117,7 @@ export class KafkaSink implements Sink<KafkaSinkStats> {
   readonly committedUnit = 'committed Kafka transaction';
   readonly #options: KafkaSinkOptions;
   readonly #logger: Logger;
-  readonly #kafka: Kafka;
+  readonly #connection: KafkaConnection;
   readonly #admin: Admin;
   readonly #producer: TransactionalProducer;
   readonly #checkpointTopic: string;
@@ -130,7 +134,7 @@ export class KafkaSink implements Sink<KafkaSinkStats> {
 
   private constructor(parts: {
     options: KafkaSinkOptions;
-    kafka: Kafka;
+    connection: KafkaConnection;
     admin: Admin;
     producer: TransactionalProducer;
     maxMessageBytes: number;
@@ -140,7 +144,7 @@ export class KafkaSink implements Sink<KafkaSinkStats> {
     this.name = parts.options.sinkName ?? KAFKA_DEFAULTS.sinkName;
     this.#options = parts.options;
     this.#logger = parts.options.logger;
-    this.#kafka = parts.kafka;
+    this.#connection = parts.connection;
     this.#admin = parts.admin;
     this.#producer = parts.producer;
     this.#maxMessageBytes = parts.maxMessageBytes;
@@ -159,56 +163,70 @@ export class KafkaSink implements Sink<KafkaSinkStats> {
       throw new RangeError(`partitions must be a positive integer, got ${options.partitions}`);
     }
     const { logger } = options;
-    const kafka = new Kafka({
-      clientId: `cdc-committer-${options.pipeline}`,
+    const connection: KafkaConnection = {
       brokers: [...options.brokers],
-      connectionTimeout: 3_000,
+      clientId: `cdc-committer-${options.pipeline}`,
+      connectTimeout: 3_000,
       requestTimeout: 30_000,
-      retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 5_000 },
-      logLevel: logLevel.WARN,
-      logCreator: () => (entry: LogEntry) => kafkaLog(logger, entry),
-    });
-    const admin = kafka.admin();
+      ...connectionOptions(options.security),
+    };
+    const { brokers: bootstrapBrokers, ...client } = connection;
+    const admin = new Admin({ ...client, bootstrapBrokers: [...bootstrapBrokers], retries: 2, retryDelay: 200 });
+    const security = describeSecurity(options.security);
     const connectOptions = {
       attempts: options.connectAttempts ?? KAFKA_DEFAULTS.connectAttempts,
       initialDelayMs: 500,
       maxDelayMs: 10_000,
       ...(options.signal ? { signal: options.signal } : {}),
-      isRetriable: (error: unknown) => !(error instanceof KafkaFencedError),
+      // Fenced, or credentials the broker refused: retrying cannot help.
+      isRetriable: (error: unknown) => !(error instanceof KafkaFencedError) && !(error instanceof KafkaAuthenticationError),
       onRetry: ({ attempt, delayMs, error }: { attempt: number; delayMs: number; error: unknown }) =>
-        logger.warn({ attempt, delay_ms: delayMs, err: error, brokers: options.brokers }, 'Kafka not reachable yet; retrying'),
+        logger.warn({ attempt, delay_ms: delayMs, err: error, brokers: options.brokers, security }, 'Kafka not reachable yet; retrying'),
+    };
+    const authenticated = <T>(step: () => Promise<T>) => async (): Promise<T> => {
+      try {
+        return await step();
+      } catch (error) {
+        if (isAuthenticationError(error)) throw new KafkaAuthenticationError(options.brokers.join(','), security, error);
+        throw error;
+      }
     };
     let producer: TransactionalProducer | undefined;
     try {
-      await retry(async () => {
-        try {
-          await admin.connect();
-        } catch (error) {
-          throw new UnreachableError('Kafka', options.brokers.join(','), 'check KAFKA_BROKERS and that the broker runs', error);
-        }
-      }, connectOptions);
+      await retry(
+        authenticated(async () => {
+          try {
+            await admin.metadata({ topics: [], forceUpdate: true });
+          } catch (error) {
+            if (isAuthenticationError(error)) throw error;
+            throw new UnreachableError('Kafka', options.brokers.join(','), 'check KAFKA_BROKERS and that the broker runs', error);
+          }
+        }),
+        connectOptions,
+      );
       const checkpointTopic = options.checkpointTopic ?? KAFKA_DEFAULTS.checkpointTopic;
       await ensureCheckpointTopic(admin, checkpointTopic, options.checkpointReplicationFactor ?? KAFKA_DEFAULTS.replicationFactor);
       const maxMessageBytes = options.maxMessageBytes ?? (await brokerMessageMaxBytes(admin)) - RECORD_OVERHEAD_BYTES;
       producer = await retry(
-        () =>
+        authenticated(() =>
           TransactionalProducer.create({
-            kafka,
+            connection,
             transactionalId: options.transactionalId ?? `cdc.${options.pipeline}.${options.sinkName ?? KAFKA_DEFAULTS.sinkName}`,
             transactionTimeoutMs: options.transactionTimeoutMs ?? KAFKA_DEFAULTS.transactionTimeoutMs,
             compression: options.compression ?? KAFKA_DEFAULTS.compression,
             maxRequestBytes: options.maxRequestBytes ?? KAFKA_DEFAULTS.maxRequestBytes,
             logger,
           }),
+        ),
         connectOptions,
       );
       const initialised = producer;
-      const { starts, progress } = await retry(() => readStarts({ kafka, producer: initialised, checkpointTopic, partitions: options.partitions, logger }), connectOptions);
-      logger.info({ checkpoint_topic: checkpointTopic, max_message_bytes: maxMessageBytes }, 'kafka sink connected');
-      return new KafkaSink({ options, kafka, admin, producer, maxMessageBytes, starts, progress });
+      const { starts, progress } = await retry(() => readStarts({ connection, producer: initialised, checkpointTopic, partitions: options.partitions, logger }), connectOptions);
+      logger.info({ checkpoint_topic: checkpointTopic, max_message_bytes: maxMessageBytes, compression: options.compression ?? KAFKA_DEFAULTS.compression, security }, 'kafka sink connected');
+      return new KafkaSink({ options, connection, admin, producer, maxMessageBytes, starts, progress });
     } catch (error) {
       await producer?.close().catch(() => undefined);
-      await admin.disconnect().catch(() => undefined);
+      await admin.close().catch(() => undefined);
       throw error;
     }
   }
@@ -241,7 +259,7 @@ export class KafkaSink implements Sink<KafkaSinkStats> {
     if (connected !== undefined && !this.#uncertain) return connected;
     await this.#producer.reset();
     const { starts, progress } = await readStarts({
-      kafka: this.#kafka,
+      connection: this.#connection,
       producer: this.#producer,
       checkpointTopic: this.#checkpointTopic,
       partitions: this.#options.partitions,
@@ -271,7 +289,7 @@ export class KafkaSink implements Sink<KafkaSinkStats> {
     const checkpoint = encodeCheckpoint(this.#options.pipeline, this.transactionalId, [...lanes.values()], built.progress);
     const checkpointRecord: OutgoingRecord = {
       topic: this.#checkpointTopic,
-      message: checkpointMessage(this.transactionalId, checkpoint),
+      ...checkpointMessage(this.transactionalId, checkpoint),
       bytes: checkpoint.length,
     };
     // Refusals are dead-lettered before the commit: a crash in between re-sends the letter
@@ -323,17 +341,12 @@ export class KafkaSink implements Sink<KafkaSinkStats> {
       }
       try {
         await this.#admin.createTopics({
-          waitForLeaders: true,
-          topics: [
-            {
-              topic,
-              numPartitions: this.#options.topicPartitions ?? KAFKA_DEFAULTS.topicPartitions,
-              replicationFactor: this.#options.topicReplicationFactor ?? KAFKA_DEFAULTS.replicationFactor,
-            },
-          ],
+          topics: [topic],
+          partitions: this.#options.topicPartitions ?? KAFKA_DEFAULTS.topicPartitions,
+          replicas: this.#options.topicReplicationFactor ?? KAFKA_DEFAULTS.replicationFactor,
         });
       } catch (error) {
-        if ((error as { type?: string }).type !== 'TOPIC_ALREADY_EXISTS') {
+        if (!isTopicExists(error)) {
           const failure = new TopicCreationError(topic, error);
           this.#logger.error({ err: failure, topic }, failure.message);
           throw failure;
@@ -349,7 +362,7 @@ export class KafkaSink implements Sink<KafkaSinkStats> {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await this.#producer.close();
-      await this.#admin.disconnect().catch(() => undefined);
+      await this.#admin.close().catch(() => undefined);
     })();
     return this.#closing;
   }
@@ -361,7 +374,7 @@ export class KafkaSink implements Sink<KafkaSinkStats> {
 
 /** Commits a barrier under our (freshly initialised) id and reads our checkpoint up to it. */
 async function readStarts(options: {
-  kafka: Kafka;
+  connection: KafkaConnection;
   producer: TransactionalProducer;
   checkpointTopic: string;
   partitions: number;
@@ -369,9 +382,9 @@ async function readStarts(options: {
 }): Promise<{ starts: LaneStart[]; progress: TransactionProgress | undefined }> {
   const nonce = randomUUID();
   const message = barrierMessage(options.producer.transactionalId, nonce);
-  await options.producer.commitTransaction([{ topic: options.checkpointTopic, message, bytes: String(message.value).length }]);
+  await options.producer.commitTransaction([{ topic: options.checkpointTopic, ...message, bytes: message.value.length }]);
   const text = await readCheckpointThroughBarrier({
-    kafka: options.kafka,
+    connection: options.connection,
     topic: options.checkpointTopic,
     committer: options.producer.transactionalId,
     nonce,
@@ -382,26 +395,17 @@ async function readStarts(options: {
 
 async function brokerMessageMaxBytes(admin: Admin): Promise<number> {
   try {
-    const cluster = await admin.describeCluster();
-    const broker = cluster.brokers[0];
-    if (broker === undefined) return DEFAULT_BROKER_MESSAGE_MAX_BYTES;
+    const metadata = await admin.metadata({ topics: [] });
+    const nodeId = [...metadata.brokers.keys()][0];
+    if (nodeId === undefined) return DEFAULT_BROKER_MESSAGE_MAX_BYTES;
     const described = await admin.describeConfigs({
       includeSynonyms: false,
-      resources: [{ type: 4 /* BROKER */, name: String(broker.nodeId), configNames: ['message.max.bytes'] }],
+      resources: [{ resourceType: ConfigResourceTypes.BROKER, resourceName: String(nodeId), configurationKeys: ['message.max.bytes'] }],
     });
-    const value = described.resources[0]?.configEntries.find((entry) => entry.configName === 'message.max.bytes')?.configValue;
+    const value = described[0]?.configs.find((entry) => entry.name === 'message.max.bytes')?.value;
     const parsed = Number(value);
     return Number.isFinite(parsed) && parsed > 0 ? parsed : DEFAULT_BROKER_MESSAGE_MAX_BYTES;
   } catch {
     return DEFAULT_BROKER_MESSAGE_MAX_BYTES;
   }
-}
-
-/** kafkajs' own log lines through pino, at their level (secrets: none in kafkajs logs). */
-function kafkaLog(logger: Logger, entry: LogEntry): void {
-  const { message, ...rest } = entry.log;
-  const fields = { kafkajs: entry.namespace, ...rest };
-  if (entry.level <= logLevel.ERROR) logger.warn(fields, `kafkajs: ${message}`);
-  else if (entry.level === logLevel.WARN) logger.warn(fields, `kafkajs: ${message}`);
-  else logger.debug(fields, `kafkajs: ${message}`);
 }

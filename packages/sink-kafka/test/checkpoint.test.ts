@@ -1,3 +1,4 @@
+import { MultipleErrors, ProtocolError } from '@platformatic/kafka';
 import { Lsn } from '@cdc/core';
 import { describe, expect, it } from 'vitest';
 import { decodeCheckpoint, encodeCheckpoint } from '../src/checkpoint-topic.ts';
@@ -46,16 +47,16 @@ describe('chunksByBytes', () => {
 });
 
 describe('fencing errors', () => {
-  it('finds INVALID_PRODUCER_EPOCH and PRODUCER_FENCED (code 90) along the cause chain', () => {
-    const protocol = Object.assign(new Error('epoch'), { type: 'INVALID_PRODUCER_EPOCH', code: 47 });
-    const wrapped = Object.assign(new Error('retries exceeded'), { originalError: protocol });
+  it('finds INVALID_PRODUCER_EPOCH and PRODUCER_FENCED (code 90) inside the client\'s aggregate errors and causes', () => {
+    const protocol = new ProtocolError('INVALID_PRODUCER_EPOCH');
+    const wrapped = new MultipleErrors('Produce failed after 3 retries', [new Error('first attempt'), protocol]);
     expect(isFencedError(wrapped)).toBe(true);
-    expect(isFencedError(Object.assign(new Error('fenced'), { code: 90 }))).toBe(true);
+    expect(isFencedError(new Error('outer', { cause: new ProtocolError(90) }))).toBe(true);
     expect(kafkaErrorTypes(wrapped).types).toEqual(['INVALID_PRODUCER_EPOCH']);
   });
 
   it('a timeout or a lost connection is not fencing (the producer is re-created instead)', () => {
-    expect(isFencedError(Object.assign(new Error('Request timed out'), { type: 'REQUEST_TIMED_OUT', code: 7 }))).toBe(false);
+    expect(isFencedError(new MultipleErrors('failed', [new ProtocolError('REQUEST_TIMED_OUT')]))).toBe(false);
     expect(isFencedError(new Error('Connection error: ECONNREFUSED'))).toBe(false);
   });
 });

@@ -21,7 +21,7 @@ interface Written {
 function written(batch: MergeBatch, progress: TransactionProgress | undefined): { records: Written[]; progress: TransactionProgress | undefined; refused: number } {
   const built = buildRecords(batch, options, progress);
   return {
-    records: built.records.map((record) => ({ topic: record.topic, value: JSON.parse(String(record.message.value)) as Record<string, unknown> })),
+    records: built.records.map((record) => ({ topic: record.topic, value: JSON.parse(String(record.value)) as Record<string, unknown> })),
     progress: built.progress,
     refused: built.refusals.length,
   };
