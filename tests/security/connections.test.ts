@@ -12,6 +12,7 @@ import { RedisDedupStore } from '@cdc/dedup';
 import { createLogger } from '@cdc/runtime';
 import { afterAll, beforeAll } from 'vitest';
 import { createTestContext, describe, expect, test, waitFor, type TestContext } from '../harness/index.ts';
+import { spawnBuiltApp } from '../harness/process.ts';
 import {
   makeCertificates,
   secureServersAvailable,
@@ -179,5 +180,55 @@ describe.skipIf(!secureServersAvailable())('authenticated, encrypted connections
     expect(error).toBeInstanceOf(AuthenticationError);
     expect((error as Error).message).toMatch(/^etcd at https:\/\/cdc:\*\*\*@127\.0\.0\.1:\d+ refused the connection: authentication failed/);
     expect([(error as Error).message, (error as Error).stack, JSON.stringify((error as AuthenticationError).context)].join('\n')).not.toContain(WRONG);
+  });
+
+  const built = (app: string) => (ctx: TestContext, env: Record<string, string>) => {
+    const child = spawnBuiltApp(`apps/${app}/src/main.ts`, { env: { PIPELINE: ctx.uniqueName('sec'), PARTITIONS: '1', HEALTH_PORT: '0', LOG_LEVEL: 'debug', ...env } });
+    ctx.defer(`stop ${app}`, () => child.stop(10_000));
+    return child;
+  };
+  const natsEnv = () => ({ NATS_URL: `tls://127.0.0.1:${nats.port}`, NATS_TLS_CA_FILE: certs.ca, NATS_TLS_CERT_FILE: certs.clientCert, NATS_TLS_KEY_FILE: certs.clientKey });
+
+  test('the dedup-gate app runs on the settings alone: NATS_USER/NATS_PASSWORD/NATS_TLS_*, REDIS_USER/REDIS_PASSWORD/REDIS_TLS_CA_FILE; SIGTERM exits 0', async ({ ctx }) => {
+    const gate = built('dedup-gate')(ctx, {
+      ...natsEnv(),
+      NATS_USER: 'app',
+      NATS_PASSWORD: PASSWORD,
+      REDIS_URL: `rediss://127.0.0.1:${redis.port}`,
+      REDIS_USER: 'gate',
+      REDIS_PASSWORD,
+      REDIS_TLS_CA_FILE: certs.ca,
+    });
+    await gate.waitForLine(/"msg":"redis ready"/, 30_000);
+    await gate.waitForLine(/"msg":"dedup-gate running"/, 30_000);
+    gate.kill('SIGTERM');
+    expect((await gate.waitForExit(30_000)).code).toBe(0);
+    const output = [...gate.stdout, ...gate.stderr].join('\n');
+    expect(output).not.toContain(PASSWORD);
+    expect(output).not.toContain(REDIS_PASSWORD);
+  });
+
+  test('apps with a wrong NATS or etcd password stop with one line naming the server and what failed, exit 1, no secret', async ({ ctx }) => {
+    const reorderer = built('lamport-reorderer')(ctx, { ...natsEnv(), NATS_USER: 'app', NATS_PASSWORD: WRONG, SOURCES: 's1' });
+    expect((await reorderer.waitForExit(30_000)).code).toBe(1);
+    expect(reorderer.stderr.join('\n')).toMatch(new RegExp(`^lamport-reorderer: AUTHENTICATION_FAILED: NATS at tls://127\\.0\\.0\\.1:${nats.port} refused the connection: authorization violation`, 'm'));
+
+    const committer = built('committer')(ctx, {
+      ...natsEnv(),
+      NATS_URL: `tls://app:${PASSWORD}@127.0.0.1:${nats.port}`,
+      ETCD_URL: `https://cdc:${WRONG}@127.0.0.1:${etcd.port}`,
+      ETCD_TLS_CA_FILE: certs.ca,
+      ETCD_TLS_CERT_FILE: certs.clientCert,
+      ETCD_TLS_KEY_FILE: certs.clientKey,
+      SINK: 'postgres',
+      SINK_DATABASE_URL: 'postgres://sink@127.0.0.1:1/sink',
+    });
+    expect((await committer.waitForExit(30_000)).code).toBe(1);
+    expect(committer.stderr.join('\n')).toMatch(/^committer: AUTHENTICATION_FAILED: etcd at https:\/\/cdc:\*\*\*@127\.0\.0\.1:\d+ refused the connection: authentication failed/m);
+    for (const app of [reorderer, committer]) {
+      const output = [...app.stdout, ...app.stderr].join('\n');
+      expect(output).not.toContain(WRONG);
+      expect(output).not.toContain(PASSWORD);
+    }
   });
 });
