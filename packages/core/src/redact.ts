@@ -24,7 +24,7 @@ export const REDACTED = '[redacted]';
  * A field (config key, log field, error context key) that holds a credential. Paths to
  * files (`NATS_CREDS_FILE`, `…_KEY_FILE`) are not secrets and stay visible.
  */
-const SECRET_KEY = /(?:password|passwd|passphrase|secret|token|apikey|api_key|privatekey|private_key|credentials|sslkey|seed|authorization|sasl)$/i;
+const SECRET_KEY = /(?:password|passwd|passphrase|secret|token|apikey|api_key|privatekey|private_key|credentials|sslkey|nkeyseed|nkey_seed|authorization)$/i;
 
 export function isSecretKey(key: string): boolean {
   return SECRET_KEY.test(key);
