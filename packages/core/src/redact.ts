@@ -30,8 +30,11 @@ export function isSecretKey(key: string): boolean {
   return SECRET_KEY.test(key);
 }
 
-/** `scheme://user:password@` (also `scheme://:password@`). */
-const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)([^\s/?#@:]*):([^\s/?#@]*)@/gi;
+/**
+ * `scheme://user:password@` (also `scheme://:password@`). The password runs to the LAST `@`
+ * before the path, as URL parsers read it: an unencoded `@` in a password is masked whole.
+ */
+const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)([^\s/?#@:]*):([^\s/?#]*)@/gi;
 /** `nats://token@` / `tls://token@`: NATS reads a lone user as a token. */
 const NATS_TOKEN_USERINFO = /\b((?:nats|tls|wss?):\/\/)([^\s/?#@:]+)@/gi;
 /** `password=…` in a query string or a conninfo string (`password=x host=y`, `'quoted'`). */

@@ -32,6 +32,11 @@ describe('redactUrl', () => {
     expect(redactUrl(url)).toBe(expected);
   });
 
+  it('masks a password with an unencoded @ whole (URL parsers split at the last @)', () => {
+    expect(redactUrl('postgres://u:p@ss@w0rd@db:5432/x')).toBe('postgres://u:***@db:5432/x');
+    expect(redactText('a nats://u:p@q@h:1 and redis://:x@y@h:2 b')).toBe('a nats://u:***@h:1 and redis://:***@h:2 b');
+  });
+
   it('keeps a URL without a secret as it is, and masks every URL of a comma list', () => {
     expect(redactUrl('postgres://cdc@db:5432/app')).toBe('postgres://cdc@db:5432/app');
     expect(redactUrl(`http://a:${SECRET}@e1:2379,http://a:${SECRET}@e2:2379`)).toBe('http://a:***@e1:2379,http://a:***@e2:2379');
