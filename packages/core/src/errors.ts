@@ -106,6 +106,21 @@ export class AuthenticationError extends CdcError {
   }
 }
 
+/**
+ * A PostgreSQL connect failure that is about credentials or TLS (SQLSTATE class 28:
+ * invalid authorization, e.g. 28P01 wrong password; or a TLS check that failed): one
+ * AuthenticationError naming the server and what failed, else undefined.
+ */
+export function postgresAuthError(server: string, target: string, error: unknown, hint: string): AuthenticationError | undefined {
+  const state = typeof (error as { code?: unknown })?.code === 'string' ? (error as { code: string }).code : undefined;
+  const message = error instanceof Error ? error.message : String(error);
+  if (state?.startsWith('28')) return new AuthenticationError(server, target, `${message} (SQLSTATE ${state})`, hint, error);
+  if (/self[- ]signed|unable to verify|certificate|does not support SSL|ERR_TLS|Hostname\/IP does not match/i.test(`${message} ${state ?? ''}`)) {
+    return new AuthenticationError(server, target, `TLS failed (${message})`, `${hint}; check sslmode, sslrootcert (the CA that signed the server) and the host name`, error);
+  }
+  return undefined;
+}
+
 /** An event the pipeline cannot process; goes to the dead-letter subject, never retried. */
 export class PoisonEventError extends CdcError {
   constructor(message: string, context: ErrorContext, cause?: unknown) {

@@ -13,6 +13,7 @@ export {
   IllegalStateError,
   UnreachableError,
   AuthenticationError,
+  postgresAuthError,
   PoisonEventError,
   errorMessage,
 } from './errors.ts';
