@@ -10,6 +10,9 @@ import { CheckpointStore } from '@cdc/checkpoint';
 import { AuthenticationError, STAGES, stageSubject, streamName } from '@cdc/core';
 import { RedisDedupStore } from '@cdc/dedup';
 import { createLogger } from '@cdc/runtime';
+import { nkeys } from '@nats-io/transport-node';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll } from 'vitest';
 import { createTestContext, describe, expect, test, waitFor, type TestContext } from '../harness/index.ts';
 import { spawnBuiltApp } from '../harness/process.ts';
@@ -42,12 +45,16 @@ describe.skipIf(!secureServersAvailable())('authenticated, encrypted connections
   let nats: SecureNats;
   let redis: SecureRedis;
   let etcd: SecureEtcd;
+  const nkeyUser = nkeys.createUser();
+  let seedFile: string;
 
   beforeAll(async () => {
     suite = createTestContext();
     certs = makeCertificates(tempDir(suite, 'certs'));
+    seedFile = join(certs.dir, 'app.nk');
+    writeFileSync(seedFile, `${new TextDecoder().decode(nkeyUser.getSeed())}\n`, { mode: 0o600 });
     [nats, redis, etcd] = await Promise.all([
-      startSecureNats(suite, { certs, verifyClients: true, users: [{ user: 'app', password: PASSWORD }] }),
+      startSecureNats(suite, { certs, verifyClients: true, users: [{ user: 'app', password: PASSWORD }], nkeys: [nkeyUser.getPublicKey()] }),
       startSecureRedis(suite, { certs, requirepass: REDIS_PASSWORD, aclUser: { user: 'gate', password: REDIS_PASSWORD } }),
       startSecureEtcd(suite, { certs, rootPassword: `root-${ETCD_PASSWORD}`, cdcUser: { user: 'cdc', password: ETCD_PASSWORD } }),
     ]);
@@ -87,6 +94,15 @@ describe.skipIf(!secureServersAvailable())('authenticated, encrypted connections
     const bus = await Bus.create({ url: `nats://127.0.0.1:${nats.port}`, name: 'sec-settings', logger: capturedLogger().logger, security: { user: 'app', password: PASSWORD, tls: natsTls() } });
     ctx.defer('close bus', () => bus.close());
     await roundTrip(ctx, bus);
+  });
+
+  test('NATS: an nkey seed file (NATS_NKEY_SEED_FILE) authenticates; the seed is never logged', async ({ ctx }) => {
+    const { logger, lines } = capturedLogger();
+    const bus = await Bus.create({ url: `tls://127.0.0.1:${nats.port}`, name: 'sec-nkey', logger, security: { nkeySeedFile: seedFile, tls: natsTls() } });
+    ctx.defer('close bus', () => bus.close());
+    await roundTrip(ctx, bus);
+    logger.error({ err: new Error(`echo ${new TextDecoder().decode(nkeyUser.getSeed())}`) }, 'a library printing the seed');
+    expect(lines.join('')).not.toContain(new TextDecoder().decode(nkeyUser.getSeed()));
   });
 
   test('NATS: a wrong password is one AuthenticationError naming the server, without the password', async () => {

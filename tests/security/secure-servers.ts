@@ -95,6 +95,8 @@ export async function startSecureNats(
   options: {
     certs: Certificates;
     users: readonly { user: string; password: string; permissions?: string }[];
+    /** Public nkeys (U…) allowed besides the users. */
+    nkeys?: readonly string[];
     verifyClients?: boolean;
     extra?: string;
     /** A configuration file copied beside the server's and included before `authorization` (permission variables). */
@@ -106,6 +108,7 @@ export async function startSecureNats(
   if (options.include) copyFileSync(options.include, join(dir, basename(options.include)));
   const users = options.users
     .map((u) => `    { user: ${JSON.stringify(u.user)}, password: ${JSON.stringify(u.password)}${u.permissions ? `, permissions: ${u.permissions}` : ''} }`)
+    .concat((options.nkeys ?? []).map((nkey) => `    { nkey: ${JSON.stringify(nkey)} }`))
     .join('\n');
   const conf = `
 listen: "127.0.0.1:${port}"
