@@ -9,7 +9,8 @@
 #     (with a 90 min watchdog) and — only if this script started them — stops them on exit,
 #     so a developer's already running servers are left alone;
 #  3. tsc --noEmit, the lint (eslint.config.mjs: no import cycles, no deep imports, no
-#     floating promises), the unit tests (vitest.unit.config.ts), the integration and end-to-end
+#     floating promises), the alert rules (promtool check/test rules; installs promtool from
+#     Debian's prometheus package if missing), the unit tests (vitest.unit.config.ts), the integration and end-to-end
 #     tests (tests/vitest.config.ts). Every step runs even when an earlier one failed;
 #     the last line sums them up as `total: N passed, N failed, N skipped`.
 set -euo pipefail
@@ -64,6 +65,8 @@ step() {
 
 step typecheck pnpm exec tsc -p tsconfig.json --noEmit
 step lint pnpm exec eslint .
+# promtool check/test rules on infra/monitoring/alerts.yml (installs promtool if missing).
+step 'alert rules' bash infra/monitoring/check.sh
 step 'unit tests' pnpm exec vitest run --config vitest.unit.config.ts \
   --reporter=default --reporter=json --outputFile.json="$reports/unit.json"
 step 'integration tests' pnpm exec vitest run --config tests/vitest.config.ts \

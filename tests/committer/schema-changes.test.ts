@@ -60,7 +60,7 @@ describe('schema changes', () => {
     expect(committer.stats()).toMatchObject({ deadLettered: 0, applied: 8 });
   });
 
-  test('fail: a missing sink column holds the committer (error in readiness), ALTER TABLE on the sink lets it go on, each change exactly once', async ({ ctx }) => {
+  test('fail: a missing sink column holds the committer (its code in readiness, the error in lastFailure), ALTER TABLE on the sink lets it go on, each change exactly once', async ({ ctx }) => {
     const sink = await createSinkDatabase(ctx);
     const name = ctx.uniqueName('hold');
     const t = `public.${name}`;
@@ -81,8 +81,9 @@ describe('schema changes', () => {
     const committer = await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url, schemaChanges: 'fail', retry: { initialDelayMs: 50, maxDelayMs: 300 } });
     const readiness = await waitFor(
       async () => {
+        // /readyz shows the code only; the failure in full (table, column, event, LSN) is lastFailure (and the log).
         const ready = committer.readiness();
-        return !ready.ok && ready.detail?.includes('SINK_SCHEMA_HELD') ? ready : undefined;
+        return !ready.ok && ready.detail === 'retrying:SINK_SCHEMA_HELD' ? { ...ready, detail: committer.lastFailure } : undefined;
       },
       { what: 'the committer holding on the missing column', timeoutMs: 15_000 },
     );
@@ -157,8 +158,9 @@ describe('schema changes', () => {
     await out.flush();
     const readiness = await waitFor(
       async () => {
+        // /readyz shows the code only; the failure in full (table, column, event, LSN) is lastFailure (and the log).
         const ready = committer.readiness();
-        return !ready.ok && ready.detail?.includes('SINK_SCHEMA_HELD') ? ready : undefined;
+        return !ready.ok && ready.detail === 'retrying:SINK_SCHEMA_HELD' ? { ...ready, detail: committer.lastFailure } : undefined;
       },
       { what: 'the committer holding on the too-short column', timeoutMs: 15_000 },
     );
@@ -187,8 +189,9 @@ describe('schema changes', () => {
     const committer = await startCommitter(ctx, { pipeline, partitions: P, sinkUrl: sink.url, retry: { initialDelayMs: 50, maxDelayMs: 300 } });
     const readiness = await waitFor(
       async () => {
+        // /readyz shows the code only; the failure in full (table, column, event, LSN) is lastFailure (and the log).
         const ready = committer.readiness();
-        return !ready.ok && ready.detail?.includes('SINK_SCHEMA_HELD') ? ready : undefined;
+        return !ready.ok && ready.detail === 'retrying:SINK_SCHEMA_HELD' ? { ...ready, detail: committer.lastFailure } : undefined;
       },
       { what: 'the committer holding on the NOT NULL column', timeoutMs: 15_000 },
     );

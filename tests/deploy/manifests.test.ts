@@ -217,6 +217,10 @@ describe('docker compose (infra/compose/docker-compose.yml)', () => {
     expect(schemaProblems(composeInstances)).toEqual([]);
   });
 
+  it('every app listens for its probes and /metrics on every interface (HEALTH_HOST=0.0.0.0; the default is loopback)', () => {
+    expect(composeInstances.filter((it) => it.env['HEALTH_HOST'] !== '0.0.0.0').map((it) => it.where)).toEqual([]);
+  });
+
   it('every app has a /healthz healthcheck on its HEALTH_PORT and 30 s to drain on SIGTERM', () => {
     const problems = composeApps.flatMap(({ where, service }, index) => {
       const found: string[] = [];
@@ -433,6 +437,20 @@ describe('kubernetes (infra/k8s)', () => {
       const labels = deployment.spec?.template?.metadata?.labels ?? {};
       for (const [key, value] of Object.entries(deployment.spec?.selector?.matchLabels ?? { '(none)': '' })) {
         if (labels[key] !== value) found.push(`${where}: selector ${key}=${value} does not match the pod template's labels`);
+      }
+      return found;
+    });
+    expect(problems).toEqual([]);
+  });
+
+  it('every container listens for its probes and /metrics on the pod IP (HEALTH_HOST=0.0.0.0) and its pod is annotated for a Prometheus scrape of /metrics on HEALTH_PORT', () => {
+    const problems = k8sContainers.flatMap(({ deployment, where }) => {
+      const found: string[] = [];
+      const it = k8sInstanceOf(where);
+      if (it?.env['HEALTH_HOST'] !== '0.0.0.0') found.push(`${where}: HEALTH_HOST is ${it?.env['HEALTH_HOST'] ?? '(default: loopback)'}`);
+      const annotations = (deployment.spec?.template?.metadata as { annotations?: Record<string, string> } | undefined)?.annotations ?? {};
+      if (annotations['prometheus.io/scrape'] !== 'true' || annotations['prometheus.io/path'] !== '/metrics' || annotations['prometheus.io/port'] !== healthPortOf(it)) {
+        found.push(`${where}: pod annotations do not ask for a scrape of /metrics on ${healthPortOf(it)}: ${JSON.stringify(annotations)}`);
       }
       return found;
     });

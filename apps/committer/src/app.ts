@@ -10,7 +10,8 @@
  */
 import { Bus } from '@cdc/bus';
 import { CheckpointStore } from '@cdc/checkpoint';
-import { HealthServer, etcdSecurity, loadConfig, natsSecurity, redactConfig, runApp } from '@cdc/runtime';
+import { registerCommitterMetrics } from '@cdc/committer';
+import { HealthServer, Metrics, etcdSecurity, loadConfig, natsSecurity, redactConfig, runApp } from '@cdc/runtime';
 import { KafkaSink, parseTopicRoutes, type KafkaSinkOptions } from '@cdc/sink-kafka';
 import { PgSink } from '@cdc/sink-pg';
 import { committerConfigSchema, kafkaSecurity } from './config.ts';
@@ -85,7 +86,10 @@ export async function runCommitter(hooks: CommitterHooks = {}): Promise<void> {
           });
     defer('committer', () => committer.close());
 
-    const health = await HealthServer.create({ port: config.HEALTH_PORT });
+    const metrics = Metrics.create({ app: 'committer', pipeline: config.PIPELINE });
+    metrics.connections({ nats: () => bus.readiness().ok });
+    registerCommitterMetrics(metrics, committer, { sink: config.SINK_NAME, sinkKind: config.SINK });
+    const health = await HealthServer.create({ port: config.HEALTH_PORT, host: config.HEALTH_HOST, metrics, logger });
     defer('health', () => health.close());
     health.addCheck('nats', () => bus.readiness());
     health.addCheck('committer', () => committer.readiness());

@@ -61,6 +61,7 @@ export const committerConfigSchema = z
     /** Per partition: encoded bytes read ahead of the sink before that partition waits (4 partitions × 8 MiB fit a 128 MB heap). */
     PARTITION_BUFFER_MAX_BYTES: env.positiveInt(COMMITTER_DEFAULTS.maxBufferedBytesPerPartition),
     HEALTH_PORT: env.healthPort(),
+    HEALTH_HOST: env.healthHost(),
     LOG_LEVEL: env.logLevel(),
     // --- SINK=postgres
     SINK_DATABASE_URL: env.url(['postgres', 'postgresql'], 'postgres://user:password@host:5432/sink').optional(),

@@ -50,6 +50,7 @@ export const readerConfigSchema = z
     SNAPSHOT_CHUNK_ROWS: env.positiveInt(SNAPSHOT_DEFAULTS.chunkRows),
     SNAPSHOT_PARALLELISM: env.positiveInt(SNAPSHOT_DEFAULTS.parallelism),
     HEALTH_PORT: env.healthPort(),
+    HEALTH_HOST: env.healthHost(),
     LOG_LEVEL: env.logLevel(),
   })
   .transform((config) => {

@@ -7,8 +7,8 @@
  */
 import { Bus } from '@cdc/bus';
 import { CheckpointStore } from '@cdc/checkpoint';
-import { READER_DEFAULTS, Reader, describeProgress, setupSource } from '@cdc/pg-source';
-import { HealthServer, etcdSecurity, loadConfig, natsSecurity, redactConfig, runApp, untilAborted } from '@cdc/runtime';
+import { READER_DEFAULTS, Reader, SlotMonitor, registerReaderMetrics, setupSource } from '@cdc/pg-source';
+import { HealthServer, Metrics, etcdSecurity, loadConfig, natsSecurity, redactConfig, runApp, untilAborted } from '@cdc/runtime';
 import { readerConfigSchema } from './config.ts';
 
 await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
@@ -69,17 +69,26 @@ await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
   });
   defer('reader', () => reader.close());
 
-  const health = await HealthServer.create({ port: config.HEALTH_PORT });
+  const slotMonitor = SlotMonitor.create({ connectionString: config.SOURCE_DATABASE_URL, slotName: config.SLOT_NAME, intervalMs: READER_DEFAULTS.slotSampleIntervalMs, logger: log });
+  defer('slot monitor', () => slotMonitor.close());
+  const metrics = Metrics.create({ app: 'reader', pipeline: config.PIPELINE });
+  registerReaderMetrics(metrics, reader, { source: config.SOURCE_ID, slot: config.SLOT_NAME, monitor: slotMonitor });
+  metrics.connections({ nats: () => bus.readiness().ok, postgres: () => reader.stats().state === 'running' });
+
+  const health = await HealthServer.create({ port: config.HEALTH_PORT, host: config.HEALTH_HOST, metrics, logger: log });
   defer('health', () => health.close());
   health.addCheck('replication', () => {
     const { state } = reader.stats();
     return { ok: state === 'running', detail: state };
   });
   health.addCheck('nats', () => bus.readiness());
-  // Progress only: a snapshot in progress does not make the reader unready.
+  // Progress only: a snapshot in progress does not make the reader unready. Codes only
+  // (`running:2`: jobs running or pending); per-table progress is in the log and _cdc.snapshot_jobs.
   health.addCheck('snapshot', () => {
-    const jobs = reader.stats().snapshots.filter((job) => job.status === 'running' || job.status === 'pending' || job.status === 'failed');
-    return { ok: true, detail: jobs.length === 0 ? 'none running' : jobs.map((job) => `${job.table}: ${describeProgress(job)}`).join('; ') };
+    const jobs = reader.stats().snapshots;
+    const open = jobs.filter((job) => job.status === 'running' || job.status === 'pending').length;
+    const failed = jobs.filter((job) => job.status === 'failed').length;
+    return { ok: true, detail: open + failed === 0 ? 'none_running' : [open > 0 ? `running:${open}` : '', failed > 0 ? `failed:${failed}` : ''].filter(Boolean).join('/') };
   });
   log.info({ port: health.port }, 'health server listening');
 

@@ -22,11 +22,11 @@
  * the last ones are flushed to etcd, bounded.
  */
 import type { CheckpointStore } from '@cdc/checkpoint';
-import { formatOrderKey, stageSubject, systemClock, type Clock } from '@cdc/core';
+import { CdcError, formatOrderKey, stageSubject, systemClock, type Clock } from '@cdc/core';
 import { memoryFields, type Logger } from '@cdc/runtime';
 import { COMMITTER_DEFAULTS } from './defaults.ts';
-import { MergedFeed, type FeedBus } from './feed.ts';
-import type { LaneStart, MergeBatch } from './merge.ts';
+import { MergedFeed, type FeedBus, type FeedCounters } from './feed.ts';
+import type { LaneStart, MergeBatch, MergedEvent } from './merge.ts';
 import { PositionPublisher } from './positions.ts';
 import { CommitterRun, type CommitterState } from './run.ts';
 import type { Sink, SinkRefusal } from './sink.ts';
@@ -75,6 +75,26 @@ export interface CommitterStats {
   readonly recoveries: number;
 }
 
+/**
+ * What the committer has done, for /metrics, read at scrape time (index = partition).
+ * Counted per committed sink transaction; a batch retried counts once.
+ */
+export interface CommitterCounters {
+  /** Events of committed batches: written, skipped by the version guard, or dead-lettered. */
+  readonly eventsOut: number[];
+  /** Dead letters sent, by reason code, per partition. */
+  readonly deadLetters: Map<string, number[]>;
+  /** Seconds from the source commit of a partition's last committed event to its sink commit. */
+  readonly lagSeconds: (number | undefined)[];
+  /** Failed batches (apply or read), by error code; `retried` those that were retriable. */
+  readonly errors: Map<string, { failed: number; retried: number }>;
+  /** When a batch last committed (ms epoch). */
+  lastBatchAt: number | undefined;
+}
+
+/** Called once per committed sink transaction: its events and how long the apply that committed it took. */
+export type BatchObserver = (events: number, seconds: number) => void;
+
 interface PendingBatch {
   readonly merge: MergeBatch;
   attempts: number;
@@ -101,6 +121,12 @@ export class Committer<S extends Sink = Sink> {
     retries: 0,
     recoveries: 0,
   };
+  readonly counters: CommitterCounters = { eventsOut: [], deadLetters: new Map(), lagSeconds: [], errors: new Map(), lastBatchAt: undefined };
+  /** Events of chunks applied but held open by the sink (a streamed transaction), per partition: counted when it commits. */
+  #uncommitted: number[] = [];
+  #uncommittedEvents = 0;
+  #lastOf: number[] = [];
+  #observer: BatchObserver | undefined;
   #pending: PendingBatch | undefined;
   /** A failure left the feed ahead of the sink: rewind to the sink's checkpoints before reading on. */
   #needsRecovery = false;
@@ -203,9 +229,39 @@ export class Committer<S extends Sink = Sink> {
     };
   }
 
-  /** For /readyz: running and not stuck retrying. */
+  /** For /readyz: running and not stuck retrying; the detail is a reason code (`retrying:SINK_SCHEMA_HELD`). */
   readiness(): { ok: boolean; detail?: string } {
     return this.#run.readiness();
+  }
+
+  /** Why the last batch failed, in full (table, column, event, LSN): for logs and tests, never /readyz. */
+  get lastFailure(): string | undefined {
+    return this.#run.lastFailure;
+  }
+
+  /** The code of the error the loop is retrying after, while it is. */
+  get failingCode(): string | undefined {
+    return this.#run.failingCode;
+  }
+
+  /** Fenced by a newer owner (stopped for good). */
+  get fenced(): boolean {
+    return this.#run.fatal !== undefined && this.sink.isFenced(this.#run.fatal);
+  }
+
+  /** The last batch to etcd failed and is retried. */
+  get positionsFailing(): boolean {
+    return this.#positions.failing;
+  }
+
+  /** The read side's counters (messages and events in, per partition). */
+  get feedCounters(): FeedCounters {
+    return this.#feed.counters;
+  }
+
+  /** Called for every committed sink transaction from now on (histograms); one observer. */
+  observe(observer: BatchObserver): void {
+    this.#observer = observer;
   }
 
   /** Resolves (never rejects) when the loop has ended, with the error that ended it (if any). */
@@ -252,6 +308,8 @@ export class Committer<S extends Sink = Sink> {
   async #recover(): Promise<void> {
     this.#stats.recoveries += 1;
     this.#pending = undefined;
+    this.#uncommitted = [];
+    this.#uncommittedEvents = 0;
     const starts = await this.sink.recover();
     await this.#feed.rewind(starts);
     this.#needsRecovery = false;
@@ -266,6 +324,7 @@ export class Committer<S extends Sink = Sink> {
     const attempt = batch.attempts;
     batch.attempts += 1;
     let applied;
+    const started = this.#observer ? performance.now() : 0;
     try {
       applied = await this.sink.apply(merge, {
         attempt,
@@ -273,17 +332,78 @@ export class Committer<S extends Sink = Sink> {
         deadLetter: (refusals) => this.#deadLetter(refusals),
       });
     } catch (error) {
-      if (this.sink.afterFailure(error) === 'recover') this.#needsRecovery = true;
+      const retried = this.sink.afterFailure(error);
+      if (retried === 'recover') this.#needsRecovery = true;
+      this.#countError(error);
       throw error;
     }
     // Applied (committed, or held open by the sink): from here on the batch must never be applied again.
     this.#pending = undefined;
+    this.#countApplied(merge);
     if (applied.committed === undefined) return;
+    this.#countCommitted(merge, started);
     this.#feed.committed(applied.committed);
     for (const checkpoint of applied.committed) this.#positions.mark(checkpoint, this.sink.epoch);
     this.#stats.batches += 1;
     this.#stats.transactions += merge.transactions;
     this.#stats.applied += applied.applied;
+  }
+
+  /** Per batch, not per event label: one pass adding to plain arrays. */
+  #countApplied(merge: MergeBatch): void {
+    const events = merge.events;
+    const uncommitted = this.#uncommitted;
+    const lastOf: number[] = [];
+    for (let i = 0; i < events.length; i++) {
+      const p = (events[i] as MergedEvent).partition;
+      uncommitted[p] = (uncommitted[p] ?? 0) + 1;
+      lastOf[p] = i;
+    }
+    this.#lastOf = lastOf;
+    this.#uncommittedEvents += events.length;
+  }
+
+  #countCommitted(merge: MergeBatch, started: number): void {
+    const c = this.counters;
+    const now = this.#clock.now();
+    const uncommitted = this.#uncommitted;
+    for (let p = 0; p < uncommitted.length; p++) {
+      const n = uncommitted[p];
+      if (n !== undefined) c.eventsOut[p] = (c.eventsOut[p] ?? 0) + n;
+    }
+    // Lag per partition: the last event of each partition in this batch (a few Date.parse per batch).
+    const lastOf = this.#lastOf;
+    for (let p = 0; p < lastOf.length; p++) {
+      const index = lastOf[p];
+      if (index === undefined) continue;
+      const committedAt = Date.parse((merge.events[index] as MergedEvent).event.commitTs);
+      if (Number.isFinite(committedAt)) c.lagSeconds[p] = Math.max(0, (now - committedAt) / 1000);
+    }
+    c.lastBatchAt = now;
+    const events = this.#uncommittedEvents;
+    this.#uncommitted = [];
+    this.#uncommittedEvents = 0;
+    this.#observer?.(events, (performance.now() - started) / 1000);
+  }
+
+  #countError(error: unknown): void {
+    const code = error instanceof CdcError ? error.code : 'UNKNOWN';
+    let entry = this.counters.errors.get(code);
+    if (!entry) {
+      entry = { failed: 0, retried: 0 };
+      this.counters.errors.set(code, entry);
+    }
+    entry.failed += 1;
+    if (!(error instanceof CdcError) || error.retriable) entry.retried += 1;
+  }
+
+  #countDeadLetter(code: string, partition: number): void {
+    let perPartition = this.counters.deadLetters.get(code);
+    if (!perPartition) {
+      perPartition = [];
+      this.counters.deadLetters.set(code, perPartition);
+    }
+    perPartition[partition] = (perPartition[partition] ?? 0) + 1;
   }
 
   async #deadLetter(refusals: readonly SinkRefusal[]): Promise<void> {
@@ -311,6 +431,7 @@ export class Committer<S extends Sink = Sink> {
       await this.#options.bus.deadLetter(this.#options.pipeline, letter);
       // Counted when sent (a letter is out whether or not its batch commits; a retry's repeat is absorbed by its id).
       this.#stats.deadLettered += 1;
+      this.#countDeadLetter(letter.code, letter.partition);
       this.#logger.warn(
         {
           table: letter.table,

@@ -65,6 +65,16 @@ export interface FeedStats {
   readonly lateEvents: number;
 }
 
+/** Per partition (index = partition), for /metrics: read at scrape time, added to per message. */
+export interface FeedCounters {
+  /** Messages read from deduped.<p> (again after a rewind). */
+  readonly messagesIn: number[];
+  /** Change events in them (Cdc-Count). */
+  readonly eventsIn: number[];
+  /** Undecodable items dead-lettered (POISON_EVENT). */
+  readonly poison: number[];
+}
+
 /** Sleep between polls while nothing arrives, for readers that cannot say when a message is ready. */
 const POLL_IDLE_MS = 5;
 
@@ -79,6 +89,7 @@ export class MergedFeed {
   /** Checkpoints the sink holds: where a rewind restarts. */
   readonly #committed = new Map<number, LaneStart>();
   readonly #stats = { deadLettered: 0, replaysSkipped: 0, lateEvents: 0 };
+  readonly counters: FeedCounters = { messagesIn: [], eventsIn: [], poison: [] };
   #merger: PartitionMerger;
 
   private constructor(options: MergedFeedOptions, starts: readonly LaneStart[]) {
@@ -269,6 +280,9 @@ export class MergedFeed {
     // skipped without parsing it (its Cdc-Last-Key is >= every key it carries, see
     // @cdc/core wire.ts). Only batches say Cdc-Count; a watermark is never skipped.
     const count = message.header(Headers.Count);
+    const counters = this.counters;
+    counters.messagesIn[partition] = (counters.messagesIn[partition] ?? 0) + 1;
+    if (count !== undefined) counters.eventsIn[partition] = (counters.eventsIn[partition] ?? 0) + (Number(count) || 0);
     const lastKey = count === undefined ? undefined : message.header(Headers.LastKey);
     if (lastKey !== undefined && this.#merger.holdsThrough(partition, lastKey)) {
       this.#merger.push(partition, message.seq, undefined);
@@ -314,6 +328,7 @@ export class MergedFeed {
   async #deadLetter(letter: DeadLetter): Promise<void> {
     await this.#options.bus.deadLetter(this.#options.pipeline, letter);
     this.#stats.deadLettered += 1;
+    if (letter.partition !== undefined) this.counters.poison[letter.partition] = (this.counters.poison[letter.partition] ?? 0) + 1;
     this.#options.logger.warn(
       { code: letter.code, sink: letter.sink, partition: letter.partition, event_id: letter.eventId, table: letter.table },
       `message dead-lettered: ${letter.reason}`,

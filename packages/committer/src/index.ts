@@ -16,9 +16,10 @@
  * tell its outcome — the feed rewinds to what the sink holds.
  */
 export { Committer } from './committer.ts';
-export type { CommitterOptions, CommitterStats, CommitterState } from './committer.ts';
+export type { CommitterOptions, CommitterStats, CommitterState, CommitterCounters, BatchObserver } from './committer.ts';
+export { registerCommitterMetrics } from './metrics.ts';
 export type { Sink, SinkRefusal, ApplyContext, Applied } from './sink.ts';
 export { COMMITTER_DEFAULTS } from './defaults.ts';
 export { PartitionMerger, sameTransaction } from './merge.ts';
 export type { LaneStart, LaneCheckpoint, MergeBatch, MergedEvent, Watermark, PushResult, TakeOptions } from './merge.ts';
-export type { FeedBus, FeedReader } from './feed.ts';
+export type { FeedBus, FeedReader, FeedCounters } from './feed.ts';

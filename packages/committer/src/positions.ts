@@ -112,6 +112,11 @@ export class PositionPublisher {
     );
   }
 
+  /** The last publish to etcd failed and is being retried (for cdc_connection_up{target="etcd"}). */
+  get failing(): boolean {
+    return this.#backoff.failures > 0;
+  }
+
   /** Fenced: a newer owner publishes from here on, ours must not overwrite its keys. */
   discard(): void {
     this.#stopped = true;

@@ -60,19 +60,33 @@ export class CommitterRun<Batch> {
   }
 
   #lastError: string | undefined;
+  #lastCode: string | undefined;
+
+  /** The code of the error the loop is retrying after (undefined while it is not failing). */
+  get failingCode(): string | undefined {
+    const loop = this.#loop?.state;
+    return loop === 'failed' || loop === 'retry' ? (this.#lastCode ?? 'ERROR') : undefined;
+  }
+
+  /** The last failure in full (code, message, table, column, event, LSN): for logs and tests, never /readyz. */
+  get lastFailure(): string | undefined {
+    return this.#lastError;
+  }
 
   /** The non-retriable error that stopped the loop, once there is one. */
   get fatal(): unknown {
     return this.#fatal;
   }
 
-  /** For /readyz: running and not stuck retrying. */
+  /**
+   * For /readyz: running and not stuck retrying. The detail is a reason code only
+   * (`closing`, `failed:SINK_FENCED`, `retrying:SINK_SCHEMA_HELD`): the error itself is in
+   * the log ("consumer batch failed; will retry") and in `lastFailure`.
+   */
   readiness(): { ok: boolean; detail?: string } {
     const loop = this.#loop?.state;
-    if (this.#state !== 'running') return { ok: false, detail: `${this.#options.name} ${this.#state}` };
-    if (loop === 'failed' || loop === 'retry') {
-      return { ok: false, detail: `retrying after ${this.#loop?.consecutiveFailures} failure(s)${this.#lastError ? `: ${this.#lastError}` : ''}` };
-    }
+    if (this.#state !== 'running') return { ok: false, detail: this.#state === 'failed' && this.#lastCode ? `failed:${this.#lastCode}` : this.#state };
+    if (loop === 'failed' || loop === 'retry') return { ok: false, detail: `retrying:${this.#lastCode ?? 'ERROR'}` };
     return { ok: true };
   }
 
@@ -85,8 +99,9 @@ export class CommitterRun<Batch> {
       clock: this.#options.clock ?? systemClock,
       onError: (error) => {
         this.#options.onFailure?.();
-        // What /readyz shows while retrying: a held schema change names table, column, event and LSN.
+        // In full for logs and tests (lastFailure); /readyz shows only its code.
         this.#lastError = describeFailure(error);
+        this.#lastCode = error instanceof CdcError && /^[A-Z0-9_]{1,48}$/.test(error.code) ? error.code : 'ERROR';
         // Retrying cannot help a fenced or otherwise non-retriable committer: stop.
         if (error instanceof CdcError && !error.retriable) {
           this.#fatal = error;
@@ -127,7 +142,7 @@ export class CommitterRun<Batch> {
   }
 }
 
-/** One line for /readyz: the error's code, message and where (table, column, event, LSN). */
+/** One line for logs and tests: the error's code, message and where (table, column, event, LSN). */
 function describeFailure(error: unknown): string {
   if (!(error instanceof Error)) return String(error).slice(0, 500);
   const where =

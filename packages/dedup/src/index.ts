@@ -15,4 +15,5 @@ export type { RedisDedupStoreOptions } from './redis-store.ts';
 export { DedupDecider, DedupTransform, forwards } from './gate.ts';
 export type { DedupDeciderOptions, GateCounters, GateDecision, GateEvent, DedupTransformOptions } from './gate.ts';
 export { DedupGate, DEDUP_STAGE } from './stage.ts';
+export { registerGateMetrics } from './metrics.ts';
 export type { DedupGateOptions } from './stage.ts';

@@ -10,6 +10,8 @@ export const READER_DEFAULTS = {
   ackIntervalMs: 500,
   /** A progress log line every this many captured events. */
   progressEveryEvents: 5_000,
+  /** How often the reader app samples its slot's lag for /metrics (pg_replication_slots). */
+  slotSampleIntervalMs: 5_000,
   /** How often the reader app logs its progress line. */
   progressIntervalMs: 5_000,
 } as const;

@@ -9,7 +9,10 @@
  */
 export { Reader } from './reader.ts';
 export { READER_DEFAULTS } from './defaults.ts';
-export type { ReaderOptions, ReaderStats, ReaderState } from './reader.ts';
+export type { ReaderOptions, ReaderStats, ReaderState, ReaderCounters } from './reader.ts';
+export { SlotMonitor } from './slot-monitor.ts';
+export type { SlotSample, SlotMonitorOptions } from './slot-monitor.ts';
+export { registerReaderMetrics } from './metrics.ts';
 export { setupSource, readSlot, assertUsableSlot, publicationDifferences } from './setup.ts';
 export type { SetupOptions, PreparedSource, SlotState } from './setup.ts';
 export { readTable, parseTableName } from './catalog.ts';

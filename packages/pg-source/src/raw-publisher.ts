@@ -74,6 +74,17 @@ export interface RawPublisherOptions {
   /** Encoded bytes per message (default WIRE_DEFAULTS.batchMaxBytes); a larger event travels alone. */
   readonly batchMaxBytes?: number | undefined;
   readonly onFailure: (error: Error) => void;
+  /** Where acknowledged messages are counted (the reader's, kept across sessions). */
+  readonly counters?: PublishCounters | undefined;
+}
+
+/** Per partition (index = partition): acknowledged raw messages and the change events in them; for /metrics. */
+export interface PublishCounters {
+  readonly messagesOut: number[];
+  readonly eventsOut: number[];
+  /** Lamport (µs, about the source commit time) of the last acknowledged event, and when its ack came (ms epoch). */
+  lastLamportMicros: number | undefined;
+  lastAckAt: number | undefined;
 }
 
 export class PublisherClosedError extends Error {
@@ -174,8 +185,17 @@ export class RawPublisher {
       msgId: batchMsgId(`r:${partition}`, batch),
       headers: batchHeaders(batch),
     });
+    const counters = this.#options.counters;
     void ack.then(
-      () => this.#release(),
+      () => {
+        this.#release();
+        if (counters) {
+          counters.messagesOut[partition] = (counters.messagesOut[partition] ?? 0) + 1;
+          counters.eventsOut[partition] = (counters.eventsOut[partition] ?? 0) + batch.count;
+          counters.lastLamportMicros = Number(batch.lastKey.lamport);
+          counters.lastAckAt = Date.now();
+        }
+      },
       (error: unknown) => {
         this.#release();
         this.#fail(error instanceof Error ? error : new Error(String(error)));

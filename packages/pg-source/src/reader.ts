@@ -37,7 +37,7 @@ import { SlotLostError } from './errors.ts';
 import { WalHeartbeat } from './heartbeat.ts';
 import { restoreLamport, slotAheadOfRing, type AckEntry } from './lamport-restore.ts';
 import type { SourceMessage } from './pgoutput.ts';
-import { HEADER_ROOM_BYTES, RawPublisher, type Watermark } from './raw-publisher.ts';
+import { HEADER_ROOM_BYTES, RawPublisher, type PublishCounters, type Watermark } from './raw-publisher.ts';
 import { assertUsableSlot, readSlot, setupSource, type PreparedSource } from './setup.ts';
 import { Snapshotter, type SnapshotJobProgress, type SnapshotMode } from './snapshot.ts';
 import { ReplicationSession } from './stream.ts';
@@ -105,6 +105,14 @@ export interface ReaderOptions {
   readonly clock?: Clock;
 }
 
+/** What the reader has published (per partition, acknowledged) and when it last heard from the slot; for /metrics. */
+export interface ReaderCounters extends PublishCounters {
+  /** When the last transaction (data or WAL heartbeat) came through the slot (ms epoch). */
+  lastTransactionAt: number | undefined;
+  /** Dead letters sent, by reason code. */
+  readonly deadLetters: Map<string, number>;
+}
+
 export interface ReaderStats {
   readonly state: ReaderState;
   /** Change events published (sent; acknowledged unless a session failed). */
@@ -143,6 +151,8 @@ export class Reader {
   readonly #abort = new AbortController();
   readonly #tracker: AckTracker;
   readonly #clock: Clock;
+  /** For /metrics, read at scrape time; kept across sessions. */
+  readonly counters: ReaderCounters = { messagesOut: [], eventsOut: [], lastLamportMicros: undefined, lastAckAt: undefined, lastTransactionAt: undefined, deadLetters: new Map() };
   readonly #closedPromise: Promise<Error | undefined>;
   #resolveClosed!: (error: Error | undefined) => void;
 
@@ -366,6 +376,7 @@ export class Reader {
       batchMaxEvents: options.batchMaxEvents,
       batchMaxBytes: options.batchMaxBytes,
       onFailure: (error) => this.#sessionFailed(generation, error),
+      counters: this.counters,
     });
 
     const session = await ReplicationSession.create({
@@ -485,6 +496,7 @@ export class Reader {
           );
           await publisher.deadLetterTooLarge(tooLarge, event);
           this.#deadLettered += 1;
+          this.#countDeadLetter(tooLarge.code);
           this.#tooLarge += 1;
           return;
         }
@@ -506,6 +518,7 @@ export class Reader {
         this.#snapshotter?.committed();
         this.#committedLsn = item.commitEndLsn;
         this.#transactions += 1;
+        this.counters.lastTransactionAt = this.#clock.now();
         if (item.heartbeat) this.#heartbeatTransactions += 1;
         else this.#dataTransactions += 1;
         return;
@@ -515,6 +528,7 @@ export class Reader {
         this.#log.warn({ err: error, lsn: error.context.lsn, table: error.context.table }, 'poison change: dead-lettered');
         await publisher.deadLetter(error);
         this.#deadLettered += 1;
+        this.#countDeadLetter(error.code);
         return;
       }
       case 'begin':
@@ -535,6 +549,10 @@ export class Reader {
         return;
       }
     }
+  }
+
+  #countDeadLetter(code: string): void {
+    this.counters.deadLetters.set(code, (this.counters.deadLetters.get(code) ?? 0) + 1);
   }
 
   #sessionFailed(generation: number, error: unknown): void {

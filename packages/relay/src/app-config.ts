@@ -17,6 +17,7 @@ export const relayConfigBase = {
   NATS_URL: env.natsUrl(),
   ...natsSecurityFields,
   HEALTH_PORT: env.healthPort(),
+  HEALTH_HOST: env.healthHost(),
   LOG_LEVEL: env.logLevel(),
   /** /readyz fails once a partition has been failing for this long. */
   READY_MAX_FAILING_MS: env.positiveInt(RELAY_DEFAULTS.readyMaxFailingMs),

@@ -19,8 +19,9 @@
  *   });
  */
 import { Bus } from '@cdc/bus';
-import { HealthServer, loadConfig, natsSecurity, redactConfig, runApp, untilAborted, type z, type AppContext, type Logger, type ReadinessCheck } from '@cdc/runtime';
+import { HealthServer, Metrics, loadConfig, natsSecurity, redactConfig, runApp, untilAborted, type z, type AppContext, type Logger, type ReadinessCheck } from '@cdc/runtime';
 import type { RelayAppConfig } from './app-config.ts';
+import { registerRelayMetrics } from './metrics.ts';
 import { relaysCheck } from './readiness.ts';
 import type { Relay } from './relay.ts';
 
@@ -48,6 +49,10 @@ export interface RelayAppSetup {
   readonly checks?: Readonly<Record<string, ReadinessCheck>>;
   /** Extra fields of the "running" log line. */
   readonly fields?: Readonly<Record<string, unknown>>;
+  /** Registers the app's own metric families (read at scrape time), besides the relay's. */
+  readonly metrics?: (metrics: Metrics) => void;
+  /** `cdc_connection_up` targets of the app's own resources (NATS is added). */
+  readonly connections?: Readonly<Record<string, () => boolean>>;
 }
 
 export interface RelayAppOptions<C extends RelayAppConfig> {
@@ -70,13 +75,17 @@ export function runRelayApp<C extends RelayAppConfig>(options: RelayAppOptions<C
     defer('nats', () => bus.close());
     await bus.ensurePipelineStreams(config.PIPELINE);
 
-    const { makeStage, checks = {}, fields = {} } = await options.setup({ config, bus, logger, signal, defer });
+    const { makeStage, checks = {}, fields = {}, metrics: appMetrics, connections = {} } = await options.setup({ config, bus, logger, signal, defer });
     const stages = config.partitions.map((partition) => makeStage(partition));
     defer('partitions', async () => {
       await Promise.all(stages.map((stage) => stage.close()));
     });
 
-    const health = await HealthServer.create({ port: config.HEALTH_PORT });
+    const metrics = Metrics.create({ app: options.name, pipeline: config.PIPELINE });
+    registerRelayMetrics(metrics, options.name, stages);
+    appMetrics?.(metrics);
+    metrics.connections({ nats: () => bus.readiness().ok, ...connections });
+    const health = await HealthServer.create({ port: config.HEALTH_PORT, host: config.HEALTH_HOST, metrics, logger });
     defer('health server', () => health.close());
     health.addCheck('nats', () => bus.readiness());
     for (const [name, check] of Object.entries(checks)) health.addCheck(name, check);

@@ -9,7 +9,8 @@
  *   const fatal = await relay.closed();
  */
 export { Relay } from './relay.ts';
-export type { RelayOptions, RelayState, RelayHealth } from './relay.ts';
+export type { RelayOptions, RelayState, RelayHealth, RelayCounters } from './relay.ts';
+export { registerRelayMetrics } from './metrics.ts';
 export { ReaderClosedError, BadCheckpointError, MessageTooLargeError } from './errors.ts';
 export type { RelayTransform, RelayCheckpoint, StageOutput, StageResult, DeadLetterRequest } from './types.ts';
 export { parseAssignment } from './assignment.ts';

@@ -81,6 +81,41 @@ const READER_CLOSE_WAIT_MS = 20;
 interface Pending {
   readonly last: StageOutput | undefined;
   readonly reopenFrom: number | undefined;
+  readonly messagesIn: number;
+  readonly eventsIn: number;
+  readonly messagesOut: number;
+  readonly eventsOut: number;
+  /** Lamport (µs, about the source commit time) of the last output carrying events. */
+  readonly lamportMicros: number | undefined;
+}
+
+/**
+ * What a relay has done, for /metrics (read at scrape time: plain numbers, added to per
+ * committed batch). Counts are of committed batches: a batch retried after a failure
+ * counts once. Dead letters count when sent, by code.
+ */
+export interface RelayCounters {
+  messagesIn: number;
+  eventsIn: number;
+  messagesOut: number;
+  eventsOut: number;
+  readonly deadLetters: Map<string, number>;
+  /**
+   * Seconds from the source commit of the last event published to the moment its batch
+   * was durable (the event's Lamport stamp is its commit time in µs, or just above it);
+   * undefined until the first event.
+   */
+  lagSeconds: number | undefined;
+  /** When a batch last committed (ms epoch); undefined before the first. */
+  lastBatchAt: number | undefined;
+}
+
+/** The Lamport part of an order key's text (`<lamport>:<source>:<lsn>:<seq>`), as a number of µs. */
+function lamportOfKeyText(key: string | undefined): number | undefined {
+  if (key === undefined) return undefined;
+  const end = key.indexOf(':');
+  const micros = Number(end < 0 ? key : key.slice(0, end));
+  return Number.isFinite(micros) && micros > 0 ? micros : undefined;
 }
 
 export class Relay {
@@ -109,6 +144,7 @@ export class Relay {
   #batches = 0;
   #published = 0;
   #deadLettered = 0;
+  readonly counters: RelayCounters = { messagesIn: 0, eventsIn: 0, messagesOut: 0, eventsOut: 0, deadLetters: new Map(), lagSeconds: undefined, lastBatchAt: undefined };
 
   private constructor(options: RelayOptions) {
     this.#options = options;
@@ -312,7 +348,11 @@ export class Relay {
     this.#needsStart = true;
     const ours: BusMessage[] = [];
     const foreign: DeadLetterRequest[] = [];
+    let eventsIn = 0;
     for (const message of batch) {
+      // Cdc-Count: the events of a batch message (absent on watermarks). Per message, not per event.
+      const count = message.header(Headers.Count);
+      if (count !== undefined) eventsIn += Number(count) || 0;
       if (message.subject === this.#inSubject) ours.push(message);
       else foreign.push({ message, reason: `subject ${message.subject} is not this partition's input ${this.#inSubject}`, code: 'WRONG_SUBJECT' });
     }
@@ -349,7 +389,22 @@ export class Relay {
     await Promise.all(acks);
     await publisher.flush();
     this.#published += ready.length;
-    this.#pending = { last: ready.at(-1)?.output, reopenFrom: result.reopenFrom };
+    let eventsOut = 0;
+    let lastWithEvents: StageOutput | undefined;
+    for (const { output } of ready) {
+      const events = output.events ?? (Number(output.headers?.[Headers.Count] ?? 0) || 0);
+      eventsOut += events;
+      if (events > 0) lastWithEvents = output;
+    }
+    this.#pending = {
+      last: ready.at(-1)?.output,
+      reopenFrom: result.reopenFrom,
+      messagesIn: batch.length,
+      eventsIn,
+      messagesOut: ready.length,
+      eventsOut,
+      lamportMicros: lamportOfKeyText(lastWithEvents?.lastKey),
+    };
     this.#logger.debug(
       { input: batch.length, first_seq: batch[0]?.seq, outputs: result.outputs.length, dead_letters: result.deadLetters.length, reopen_from: result.reopenFrom },
       'batch processed',
@@ -364,6 +419,16 @@ export class Relay {
       this.#lastKey = pending.last.lastKey;
     }
     if (pending?.reopenFrom !== undefined) this.#reopenAt = pending.reopenFrom;
+    if (pending) {
+      const c = this.counters;
+      const now = this.#clock.now();
+      c.messagesIn += pending.messagesIn;
+      c.eventsIn += pending.eventsIn;
+      c.messagesOut += pending.messagesOut;
+      c.eventsOut += pending.eventsOut;
+      c.lastBatchAt = now;
+      if (pending.lamportMicros !== undefined) c.lagSeconds = Math.max(0, (now * 1000 - pending.lamportMicros) / 1e6);
+    }
     this.#options.transform.commit?.();
     this.#batches += 1;
     this.#failingSince = undefined;
@@ -397,6 +462,11 @@ export class Relay {
     };
     await bus.deadLetter(pipeline, letter);
     this.#deadLettered += 1;
+    this.#countDeadLetter(error.code);
+  }
+
+  #countDeadLetter(code: string): void {
+    this.counters.deadLetters.set(code, (this.counters.deadLetters.get(code) ?? 0) + 1);
   }
 
   async #deadLetter(letter: DeadLetterRequest): Promise<void> {
@@ -414,5 +484,6 @@ export class Relay {
       at: new Date(this.#clock.now()).toISOString(),
     });
     this.#deadLettered += 1;
+    this.#countDeadLetter(letter.code);
   }
 }

@@ -21,7 +21,7 @@ export interface StageOutput {
   readonly payload: Uint8Array | object;
   /** More headers (the batch bounds: Cdc-Count, Cdc-First-Key); the relay sets Cdc-Resume-Seq and Cdc-Last-Key. */
   readonly headers?: Readonly<Record<string, string>>;
-  /** Change events in the message (for stats); default 1 for a non-watermark payload. */
+  /** Change events in the message (for metrics); default its Cdc-Count header, else 0 (a watermark). */
   readonly events?: number;
   /** Input sequence to restart from if this is the last stored output. */
   readonly resumeSeq: number;

@@ -87,6 +87,13 @@ export const env = {
       .refine((count) => count <= MAX_PARTITIONS, `at most ${MAX_PARTITIONS}`),
   natsUrl: () => urlField(['nats', 'tls'], 'nats://127.0.0.1:4222'),
   healthPort: () => portField(DEFAULT_HEALTH_PORT),
+  /** HEALTH_HOST: the address /healthz, /readyz and /metrics listen on; loopback by default. */
+  healthHost: () =>
+    z
+      .string()
+      .regex(/^(?:[A-Za-z0-9.-]{1,253}|\[?[0-9A-Fa-f:.]{2,45}\]?)$/, 'an address to listen on, for example 127.0.0.1 (loopback) or 0.0.0.0 (every interface)')
+      .transform((host) => host.replace(/^\[(.*)\]$/, '$1'))
+      .default('127.0.0.1'),
   /** A duration or count where 0 means "never" (e.g. a stats interval). */
   nonNegativeInt: (fallback: number) => z.coerce.number().int().min(0).default(fallback),
   name: (fallback?: string) => {

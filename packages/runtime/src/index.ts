@@ -3,7 +3,8 @@
  *
  *   await runApp({ app: 'committer' }, async ({ logger, signal, defer }) => {
  *     const config = loadConfig(schema);
- *     const health = await HealthServer.create({ port: config.HEALTH_PORT });
+ *     const metrics = Metrics.create({ app: 'committer', pipeline: config.PIPELINE });
+ *     const health = await HealthServer.create({ port: config.HEALTH_PORT, host: config.HEALTH_HOST, metrics, logger });
  *     defer('health', () => health.close());
  *     await new ConsumerLoop({ name: 'apply', logger }).run(handler, signal);
  *   });
@@ -22,8 +23,10 @@ export {
 } from './security.ts';
 export type { NatsSecurity, BasicSecurity, TlsFiles } from './security.ts';
 export type { Env } from './config.ts';
-export { HealthServer } from './health.ts';
-export type { ReadinessCheck } from './health.ts';
+export { HealthServer, REASON_CODE, DEFAULT_HEALTH_HOST } from './health.ts';
+export type { ReadinessCheck, Readiness, HealthServerOptions } from './health.ts';
+export { Metrics, DURATION_BUCKETS, BATCH_SIZE_BUCKETS } from './metrics.ts';
+export type { MetricLabels, MetricsOptions, Sample } from './metrics.ts';
 export { runApp, untilAborted } from './lifecycle.ts';
 export type { AppContext, RunOptions } from './lifecycle.ts';
 export { consumerMachine, ConsumerLoop, IllegalTransitionError, nextConsumerState } from './consumer-machine.ts';

@@ -18,7 +18,8 @@
  * producer is skipped. The list is complete for every fetch, so no state crosses fetches.
  */
 import { closeNow } from './producer.ts';
-import { Consumer, FetchIsolationLevels, ListOffsetTimestamps, type ConnectionOptions } from '@platformatic/kafka';
+import type { ConnectionOptions, Consumer } from '@platformatic/kafka';
+import { FETCH_READ_COMMITTED, FETCH_READ_UNCOMMITTED, LIST_OFFSETS_EARLIEST, kafkaClient } from './client.ts';
 
 /** Bit 4: the batch belongs to a transaction; bit 5: it is a control batch (COMMIT/ABORT marker). */
 const TRANSACTIONAL = 1 << 4;
@@ -143,13 +144,14 @@ export class CommittedReader {
 
   static async create(options: CommittedReaderOptions): Promise<CommittedReader> {
     const { brokers, clientId, topics: _topics, maxWaitMs: _wait, maxBytes: _bytes, readUncommitted, ...connection } = options;
+    const { Consumer } = await kafkaClient();
     const consumer = new Consumer({
       ...connection,
       clientId: clientId ?? 'cdc-committed-reader',
       // Required by the client's constructor; never joined (raw fetches only).
       groupId: `${clientId ?? 'cdc-committed-reader'}.unused`,
       bootstrapBrokers: [...brokers],
-      isolationLevel: readUncommitted ? FetchIsolationLevels.READ_UNCOMMITTED : FetchIsolationLevels.READ_COMMITTED,
+      isolationLevel: readUncommitted ? FETCH_READ_UNCOMMITTED : FETCH_READ_COMMITTED,
       retries: 3,
     });
     const reader = new CommittedReader(consumer, options);
@@ -188,7 +190,7 @@ export class CommittedReader {
             node: leader,
             maxWaitTime: this.#options.maxWaitMs ?? 200,
             maxBytes: this.#options.maxBytes ?? 8 * 1024 * 1024,
-            isolationLevel: this.#options.readUncommitted ? FetchIsolationLevels.READ_UNCOMMITTED : FetchIsolationLevels.READ_COMMITTED,
+            isolationLevel: this.#options.readUncommitted ? FETCH_READ_UNCOMMITTED : FETCH_READ_COMMITTED,
             topics: [...topics].map(([topicId, list]) => ({
               topicId,
               partitions: list.map((position) => ({
@@ -240,7 +242,7 @@ export class CommittedReader {
   async #locate(initial: boolean): Promise<void> {
     const topics = [...this.#options.topics];
     const metadata = await this.#consumer.metadata({ topics, forceUpdate: true });
-    const earliest = initial ? await this.#consumer.listOffsets({ topics, timestamp: ListOffsetTimestamps.EARLIEST }) : undefined;
+    const earliest = initial ? await this.#consumer.listOffsets({ topics, timestamp: LIST_OFFSETS_EARLIEST }) : undefined;
     const previous = new Map(this.#positions.map((p) => [`${p.topic}\u0000${p.partition}`, p.offset]));
     const positions: Position[] = [];
     for (const topic of topics) {

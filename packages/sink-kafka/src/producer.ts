@@ -10,7 +10,8 @@
  *    into the next one, and a late commit/abort must not land on a later transaction;
  *  - fenced means stop: never re-initialise then, the successor owns the id.
  */
-import { Consumer, Producer, stringSerializers, type Admin, type ConnectionOptions } from '@platformatic/kafka';
+import type { ConnectionOptions, Producer } from '@platformatic/kafka';
+import { kafkaClient } from './client.ts';
 import { withinMs } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
 import { KafkaFencedError, KafkaTransactionError, isFencedError } from './errors.ts';
@@ -117,6 +118,7 @@ export class TransactionalProducer {
   async #init(): Promise<void> {
     const { connection, compression } = this.#options;
     const { brokers, ...client } = connection;
+    const { Producer, stringSerializers } = await kafkaClient();
     const producer: Client = new Producer({
       ...client,
       bootstrapBrokers: [...brokers],
@@ -186,11 +188,15 @@ function toMessage(record: OutgoingRecord): { topic: string; key?: string; value
  * requests failed, not awaited); an admin client has no force. The callback forms: the
  * promise overload's types lose to the callback one for `close(true)`.
  */
-export function closeNow(client: Admin | Producer<never, never, never, never> | Consumer<never, never, never, never> | { close(callback: (error?: Error | null) => void): void }): Promise<void> {
+type ForceClosable = { close(force: boolean, callback: () => void): void };
+type Closable = { close(callback: () => void): void };
+
+export function closeNow(client: ForceClosable | Closable): Promise<void> {
   return new Promise((resolve) => {
     try {
-      if (client instanceof Producer || client instanceof Consumer) client.close(true, () => resolve());
-      else (client as { close(callback: (error?: Error | null) => void): void }).close(() => resolve());
+      // close(force, callback) on producers and consumers, close(callback) on the admin client.
+      if (client.close.length >= 2) (client as ForceClosable).close(true, () => resolve());
+      else (client as Closable).close(() => resolve());
     } catch {
       resolve();
     }

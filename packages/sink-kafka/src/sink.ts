@@ -27,7 +27,8 @@ import { randomUUID } from 'node:crypto';
 import { Committer, type Applied, type ApplyContext, type CommitterOptions, type LaneStart, type MergeBatch, type Sink } from '@cdc/committer';
 import { UnreachableError, retry } from '@cdc/core';
 import type { Logger } from '@cdc/runtime';
-import { Admin, ConfigResourceTypes } from '@platformatic/kafka';
+import type { Admin } from '@platformatic/kafka';
+import { CONFIG_RESOURCE_BROKER, kafkaClient } from './client.ts';
 import {
   barrierMessage,
   checkpointMessage,
@@ -171,6 +172,7 @@ export class KafkaSink implements Sink<KafkaSinkStats> {
       ...connectionOptions(options.security),
     };
     const { brokers: bootstrapBrokers, ...client } = connection;
+    const { Admin } = await kafkaClient();
     const admin = new Admin({ ...client, bootstrapBrokers: [...bootstrapBrokers], retries: 2, retryDelay: 200 });
     const security = describeSecurity(options.security);
     const connectOptions = {
@@ -400,7 +402,7 @@ async function brokerMessageMaxBytes(admin: Admin): Promise<number> {
     if (nodeId === undefined) return DEFAULT_BROKER_MESSAGE_MAX_BYTES;
     const described = await admin.describeConfigs({
       includeSynonyms: false,
-      resources: [{ resourceType: ConfigResourceTypes.BROKER, resourceName: String(nodeId), configurationKeys: ['message.max.bytes'] }],
+      resources: [{ resourceType: CONFIG_RESOURCE_BROKER, resourceName: String(nodeId), configurationKeys: ['message.max.bytes'] }],
     });
     const value = described[0]?.configs.find((entry) => entry.name === 'message.max.bytes')?.value;
     const parsed = Number(value);
