@@ -19,7 +19,7 @@
  *   });
  */
 import { Bus } from '@cdc/bus';
-import { HealthServer, Metrics, loadConfig, redactConfig, runApp, untilAborted, type z, type AppContext, type Logger, type ReadinessCheck } from '@cdc/runtime';
+import { HealthServer, Metrics, loadConfig, natsSecurity, redactConfig, runApp, untilAborted, type z, type AppContext, type Logger, type ReadinessCheck } from '@cdc/runtime';
 import type { RelayAppConfig } from './app-config.ts';
 import { registerRelayMetrics } from './metrics.ts';
 import { relaysCheck } from './readiness.ts';
@@ -71,7 +71,7 @@ export function runRelayApp<C extends RelayAppConfig>(options: RelayAppOptions<C
     logger.level = config.LOG_LEVEL;
     logger.debug({ config: redactConfig(config) }, 'configuration');
 
-    const bus = await Bus.create({ url: config.NATS_URL, name: `${options.name}:${config.PIPELINE}`, logger });
+    const bus = await Bus.create({ url: config.NATS_URL, name: `${options.name}:${config.PIPELINE}`, logger, security: natsSecurity(config) });
     defer('nats', () => bus.close());
     await bus.ensurePipelineStreams(config.PIPELINE);
 
