@@ -11,7 +11,9 @@
 #  3. tsc --noEmit, the lint (eslint.config.mjs: no import cycles, no deep imports, no
 #     floating promises), the alert rules (promtool check/test rules; installs promtool from
 #     Debian's prometheus package if missing), the unit tests (vitest.unit.config.ts), the integration and end-to-end
-#     tests (tests/vitest.config.ts). Every step runs even when an earlier one failed;
+#     tests (tests/vitest.config.ts), then every app's image built with podman and smoke-run
+#     (infra/images/build.sh, tests/images; CDC_TEST_SKIP_IMAGES=1 skips them; the compose
+#     and Kubernetes files are validated against their schemas in the unit tests). Every step runs even when an earlier one failed;
 #     the last line sums them up as `total: N passed, N failed, N skipped`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -67,10 +69,19 @@ step typecheck pnpm exec tsc -p tsconfig.json --noEmit
 step lint pnpm exec eslint .
 # promtool check/test rules on infra/monitoring/alerts.yml (installs promtool if missing).
 step 'alert rules' bash infra/monitoring/check.sh
+# The Compose Specification's JSON schema for tests/deploy/schemas.test.ts (Go module proxy, pinned).
+step 'schemas' bash infra/validators/fetch.sh
 step 'unit tests' pnpm exec vitest run --config vitest.unit.config.ts \
   --reporter=default --reporter=json --outputFile.json="$reports/unit.json"
 step 'integration tests' pnpm exec vitest run --config tests/vitest.config.ts \
   --reporter=default --reporter=json --outputFile.json="$reports/integration.json"
+# Every app's image built from its Dockerfile (podman, chroot isolation), then smoke-run
+# from the images (tests/images): infra/images/build.sh. CDC_TEST_SKIP_IMAGES=1 skips both.
+if [[ -z "${CDC_TEST_SKIP_IMAGES:-}" ]]; then
+  step 'images' env IMAGES_SKIP_SMOKE=1 IMAGES_TAG=test bash infra/images/build.sh
+  step 'image smoke tests' env CDC_IMAGES_TAG=test pnpm exec vitest run --config tests/vitest.config.ts tests/images \
+    --reporter=default --reporter=json --outputFile.json="$reports/images.json"
+fi
 
 if (( ${#failed_steps[@]} )); then echo "[test] failed: ${failed_steps[*]}"; fi
 
@@ -81,7 +92,7 @@ node - "$reports" "${#failed_steps[@]}" <<'NODE'
 const { readFileSync, existsSync } = require('node:fs');
 const [dir, failedSteps] = process.argv.slice(2);
 let passed = 0, failed = 0, skipped = 0;
-for (const name of ['unit', 'integration']) {
+for (const name of ['unit', 'integration', 'images']) {
   const file = `${dir}/${name}.json`;
   if (!existsSync(file)) continue;
   const report = JSON.parse(readFileSync(file, 'utf8'));

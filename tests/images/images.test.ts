@@ -14,6 +14,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runWorkload, verifySourceAgainstSink, WATCHED_TABLES } from '@cdc/testkit';
+import { afterAll } from 'vitest';
 import { describe, expect, test } from '../harness/index.ts';
 import { ManagedProcess } from '../harness/process.ts';
 import { waitForSinkToCatchUp } from '../e2e/convergence.ts';
@@ -63,9 +64,25 @@ function image(app: string): Image {
   };
 }
 
+/** /proc mounted in each image root we run (a container runtime would give it one), unmounted after the file. */
+const procMounts = new Set<string>();
+
+function withProc(root: string): void {
+  if (procMounts.has(root)) return;
+  execFileSync('mount', ['-t', 'proc', 'proc', join(root, 'proc')]);
+  procMounts.add(root);
+}
+
+afterAll(() => {
+  for (const root of procMounts) execFileSync('umount', ['-l', join(root, 'proc')]);
+  procMounts.clear();
+  if (TAG !== undefined) for (const app of APPS) execFileSync('podman', ['image', 'unmount', `localhost/cdc-${app}:${TAG}`], { stdio: 'ignore' });
+});
+
 /** Starts the image's command under chroot with only the image's environment and `env`. */
 function runImage(name: string, app: string, env: Readonly<Record<string, string>>): ManagedProcess {
   const img = image(app);
+  withProc(img.root);
   const cleared = Object.fromEntries(Object.keys(process.env).map((key) => [key, undefined]));
   return ManagedProcess.spawn({
     name,
@@ -120,9 +137,21 @@ describe.skipIf(TAG === undefined)('the apps\' images', () => {
 
     const load = await runWorkload({ databaseUrl: dbs.sourceUrl, totalChanges: 4_000, clients: 2, seed: 18 });
     const caughtUp = await waitForSinkToCatchUp({ sourceUrls: [dbs.sourceUrl], sinkUrl: dbs.sinkUrl, timeoutMs: 240_000 });
+    if (!caughtUp.caughtUp) {
+      for (const name of pipeline.names) {
+        const app = pipeline.process(name);
+        console.log(`[images] ${name} (${JSON.stringify(app.status)}):\n${[...app.stdout.slice(-12), ...app.stderr.slice(-6)].join('\n')}`);
+      }
+    }
     const report = await verifySourceAgainstSink(dbs.sourceUrl, dbs.sinkUrl);
     const reader = await readTopics(ctx, WATCHED_TABLES.map((table) => `${topicPrefix}.${table}`));
-    await reader.until((records) => records.filter((r) => r.value !== null).length >= caughtUp.committed, 120_000, `${caughtUp.committed} change records`);
+    await reader
+      .until((records) => records.filter((r) => r.value !== null).length >= caughtUp.committed, 120_000, `${caughtUp.committed} change records`)
+      .catch((error: unknown) => {
+        const kafka = pipeline.process('committer-kafka');
+        console.log(`[images] committer-kafka (${JSON.stringify(kafka.status)}):\n${[...kafka.stdout.slice(-15), ...kafka.stderr.slice(-10)].join('\n')}`);
+        throw error;
+      });
     await new Promise((resolve) => setTimeout(resolve, 2_000));
     const kafka = compareHistories(await sourceHistory(dbs.sourceUrl), kafkaHistory(reader.records), { tombstones: true });
     console.log(`[images] ${load.changes} changes; postgres: ${report.summary}; kafka: missing ${kafka.missing}, duplicates ${kafka.duplicates}, order violations ${kafka.orderViolations}`);
