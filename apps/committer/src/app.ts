@@ -11,7 +11,7 @@
 import { Bus } from '@cdc/bus';
 import { CheckpointStore } from '@cdc/checkpoint';
 import { registerCommitterMetrics } from '@cdc/committer';
-import { HealthServer, Metrics, loadConfig, redactConfig, runApp } from '@cdc/runtime';
+import { HealthServer, Metrics, loadConfig, redactConfig, runApp, withPipelineFile } from '@cdc/runtime';
 import { KafkaSink, parseTopicRoutes, type KafkaSinkOptions } from '@cdc/sink-kafka';
 import { PgSink } from '@cdc/sink-pg';
 import { committerConfigSchema, kafkaSecurity } from './config.ts';
@@ -24,7 +24,7 @@ export interface CommitterHooks {
 
 export async function runCommitter(hooks: CommitterHooks = {}): Promise<void> {
   await runApp({ app: 'committer' }, async ({ logger, signal, defer }) => {
-    const config = loadConfig(committerConfigSchema);
+    const config = loadConfig(committerConfigSchema, withPipelineFile('committer'));
     logger.level = config.LOG_LEVEL;
     logger.debug({ config: redactConfig(config) }, 'configuration');
 

@@ -8,11 +8,11 @@
 import { Bus } from '@cdc/bus';
 import { CheckpointStore } from '@cdc/checkpoint';
 import { READER_DEFAULTS, Reader, SlotMonitor, registerReaderMetrics, setupSource } from '@cdc/pg-source';
-import { HealthServer, Metrics, loadConfig, redactConfig, runApp, untilAborted } from '@cdc/runtime';
+import { HealthServer, Metrics, loadConfig, redactConfig, runApp, untilAborted, withPipelineFile } from '@cdc/runtime';
 import { readerConfigSchema } from './config.ts';
 
 await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
-  const config = loadConfig(readerConfigSchema);
+  const config = loadConfig(readerConfigSchema, withPipelineFile('reader'));
   logger.level = config.LOG_LEVEL;
   const log = logger.child({ pipeline: config.PIPELINE, source: config.SOURCE_ID });
   log.debug({ config: redactConfig(config) }, 'configuration');

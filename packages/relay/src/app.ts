@@ -19,7 +19,7 @@
  *   });
  */
 import { Bus } from '@cdc/bus';
-import { HealthServer, Metrics, loadConfig, redactConfig, runApp, untilAborted, type z, type AppContext, type Logger, type ReadinessCheck } from '@cdc/runtime';
+import { HealthServer, Metrics, PIPELINE_APPS, loadConfig, redactConfig, runApp, untilAborted, withPipelineFile, type z, type AppContext, type Logger, type ReadinessCheck } from '@cdc/runtime';
 import type { RelayAppConfig } from './app-config.ts';
 import { registerRelayMetrics } from './metrics.ts';
 import { relaysCheck } from './readiness.ts';
@@ -67,7 +67,9 @@ export interface RelayAppOptions<C extends RelayAppConfig> {
 /** Runs the app to its end; resolves with the exit code (after calling `exit`). */
 export function runRelayApp<C extends RelayAppConfig>(options: RelayAppOptions<C>): Promise<number> {
   return runApp({ app: options.name, ...(options.exit ? { exit: options.exit } : {}) }, async ({ logger, signal, defer }) => {
-    const config = loadConfig(options.configSchema);
+    // The app's part of PIPELINE_FILE (when set) under the environment.
+    const fileApp = PIPELINE_APPS.find((app) => app === options.name);
+    const config = loadConfig(options.configSchema, fileApp ? withPipelineFile(fileApp) : process.env);
     logger.level = config.LOG_LEVEL;
     logger.debug({ config: redactConfig(config) }, 'configuration');
 
