@@ -8,7 +8,7 @@
  * SIGTERM/SIGINT: the batch in hand is applied and committed, positions are published,
  * then everything closes in reverse order of creation.
  */
-import { Bus } from '@cdc/bus';
+import { Bus, PipelineAgreement, instanceKey } from '@cdc/bus';
 import { CheckpointStore } from '@cdc/checkpoint';
 import { registerCommitterMetrics } from '@cdc/committer';
 import { HealthServer, Metrics, loadConfig, redactConfig, runApp, withPipelineFile } from '@cdc/runtime';
@@ -31,6 +31,12 @@ export async function runCommitter(hooks: CommitterHooks = {}): Promise<void> {
     const bus = await Bus.create({ url: config.NATS_URL, name: `committer-${config.PIPELINE}-${config.SINK_NAME}`, logger });
     defer('nats', () => bus.close());
     await bus.ensurePipelineStreams(config.PIPELINE);
+    const agreement = await PipelineAgreement.join(bus, {
+      pipeline: config.PIPELINE,
+      view: { app: 'committer', instance: instanceKey('committer', config.SINK_NAME), partitions: config.PARTITIONS, sink: config.SINK_NAME },
+      logger,
+    });
+    defer('agreement', () => agreement.close());
 
     const checkpointStore = await CheckpointStore.create({ url: config.ETCD_URL, logger });
     defer('etcd', () => checkpointStore.close());

@@ -18,7 +18,7 @@
  *     }),
  *   });
  */
-import { Bus } from '@cdc/bus';
+import { Bus, PipelineAgreement, instanceKey } from '@cdc/bus';
 import { HealthServer, Metrics, PIPELINE_APPS, loadConfig, redactConfig, runApp, untilAborted, withPipelineFile, type z, type AppContext, type Logger, type ReadinessCheck } from '@cdc/runtime';
 import type { RelayAppConfig } from './app-config.ts';
 import { registerRelayMetrics } from './metrics.ts';
@@ -76,6 +76,19 @@ export function runRelayApp<C extends RelayAppConfig>(options: RelayAppOptions<C
     const bus = await Bus.create({ url: config.NATS_URL, name: `${options.name}:${config.PIPELINE}`, logger });
     defer('nats', () => bus.close());
     await bus.ensurePipelineStreams(config.PIPELINE);
+    // The reorderer merges every source (SOURCES): its view names them.
+    const sources = (config as { SOURCES?: unknown }).SOURCES;
+    const agreement = await PipelineAgreement.join(bus, {
+      pipeline: config.PIPELINE,
+      view: {
+        app: options.name,
+        instance: instanceKey(options.name, config.ASSIGNED_PARTITIONS),
+        partitions: config.PARTITIONS,
+        ...(Array.isArray(sources) ? { sources: sources.map(String) } : {}),
+      },
+      logger,
+    });
+    defer('agreement', () => agreement.close());
 
     const { makeStage, checks = {}, fields = {}, metrics: appMetrics, connections = {} } = await options.setup({ config, bus, logger, signal, defer });
     const stages = config.partitions.map((partition) => makeStage(partition));
