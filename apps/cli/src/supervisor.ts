@@ -83,6 +83,10 @@ export class Supervisor {
   /** Starts every app, downstream first, each waited for until its /healthz answers (bounded). */
   static async start(options: SupervisorOptions): Promise<Supervisor> {
     const supervisor = new Supervisor(options);
+    // Should `cdc run` itself end without stop() (an uncaught error), its apps go with it.
+    process.once('exit', () => {
+      for (const app of supervisor.#apps) app.child?.kill('SIGKILL');
+    });
     const byRank = [...supervisor.#apps].sort((a, b) => b.app.rank - a.app.rank);
     for (const app of byRank) {
       if (supervisor.#stopping) break;
@@ -103,6 +107,9 @@ export class Supervisor {
     const child = spawn(process.execPath, ['--enable-source-maps', this.#options.bundle(app)], {
       env: { ...(this.#options.env ?? process.env), ...app.env },
       stdio: ['ignore', 'pipe', 'pipe'],
+      // Its own process group: a Ctrl-C in the terminal (SIGINT to the foreground group)
+      // reaches `cdc run` only, which then drains the apps upstream first.
+      detached: true,
     });
     supervised.child = child;
     this.#options.out(`${app.name}: started (pid ${child.pid ?? '?'}, health ${app.host}:${app.port})`);
