@@ -146,5 +146,6 @@ describe('cdc run', () => {
     expect(exit.code).toBe(0);
     expect(run.stdout.join('\n')).toMatch(/reader:src1: stopped[\s\S]*lamport-reorderer:0: stopped[\s\S]*dedup-gate: stopped[\s\S]*committer:postgres: stopped[\s\S]*all apps stopped/);
     for (const pid of pids) expect(alive(pid), `app pid ${pid} still alive`).toBe(false);
+    console.log(`cdc run said:\n${run.stdout.join('\n')}\n\ncdc status said:\n${table}`);
   });
 });
