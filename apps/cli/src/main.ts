@@ -12,6 +12,7 @@
  *   cdc snapshot status [--watch]                       (progress bars while it runs)
  *   cdc run <pipeline.yaml> [--log-dir D] [--echo]      (every app, supervised, on this machine)
  *   cdc status <pipeline.yaml> [--json]                 (health, committed positions, slot lag, dead letters)
+ *   cdc verify <pipeline.yaml> [--sink S] [--json]      (PostgreSQL sinks against the sources, by hash in key-range chunks)
  */
 import { readSnapshotJobs, requestBackfill, describeProgress, type SnapshotJobProgress } from '@cdc/pg-source';
 import { loadPipelineFile, redactUrl } from '@cdc/runtime';
@@ -24,6 +25,7 @@ import { SETTINGS, checkSettings } from './settings.ts';
 import { planApps } from './plan.ts';
 import { runPipeline } from './run.ts';
 import { pipelineStatus, renderStatus } from './status.ts';
+import { renderVerify, verifyPipeline } from './verify.ts';
 import { letterSummary, listTable, positiveInteger, stageName, renderTable, replayTable, selectLetters } from './letters.ts';
 
 const program = new Command('cdc').description('inspect and operate a cdc pipeline').showHelpAfterError();
@@ -263,6 +265,28 @@ program
     const status = await pipelineStatus(pipeline, planApps(pipeline, path));
     if (options.json) console.log(JSON.stringify(status, null, 1));
     else console.log(renderStatus(status));
+  });
+
+program
+  .command('verify')
+  .description('compare each PostgreSQL sink with the sources: rows by hash in key-range chunks; exit 1 naming the first rows that differ')
+  .argument('<file>', 'the pipeline file (YAML)')
+  .option('--sink <name>', 'only this sink')
+  .option('--chunk-rows <n>', 'rows per chunk', positiveInteger, 10_000)
+  .option('--recheck <ms>', 'compare a differing chunk again after this long (a change in flight settles); 0 = never', (v: string) => (v === '0' ? 0 : positiveInteger(v)), 2_000)
+  .option('--show <n>', 'differing rows named per table at most', positiveInteger, 10)
+  .addOption(jsonOption())
+  .action(async (file: string, options: { sink?: string; chunkRows: number; recheck: number; show: number; json?: boolean }) => {
+    const pipeline = loadPipelineFile(resolve(file));
+    const result = await verifyPipeline(pipeline, {
+      chunkRows: options.chunkRows,
+      recheckMs: options.recheck,
+      show: options.show,
+      progress: !options.json && process.stderr.isTTY === true,
+      ...(options.sink ? { sink: options.sink } : {}),
+    });
+    console.log(options.json ? JSON.stringify(result, null, 1) : renderVerify(result));
+    if (!result.ok) process.exitCode = 1;
   });
 
 program.parseAsync(process.argv).catch((error: unknown) => {
