@@ -139,6 +139,9 @@ describe('cdc run', () => {
     expect(report.orderViolations).toBe(0);
     expect(report.ok).toBe(true);
     await run.waitForLine(/progress: .*restarts 1/, 30_000, { from: mark });
+    // cdc verify says the same of the pipeline's own sink (its guard columns are not compared).
+    const verified = await promisify(execFile)(process.execPath, [CLI, 'verify', file, '--chunk-rows', '500'], { cwd: REPO_ROOT, env: { ...process.env, ...env }, timeout: 60_000 });
+    expect(verified.stdout).toMatch(/VERIFIED: source == sink: 3 table\(s\), \d+ rows compared by hash in \d+ chunks/);
 
     // SIGTERM: every app drained and stopped, cdc run exits 0.
     process.kill(run.pid!, 'SIGTERM');
