@@ -9,7 +9,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { z } from '@cdc/runtime';
+import { parsePipelineFile, pipelineFileEnv, type z } from '@cdc/runtime';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { committerConfigSchema } from '@cdc/app-committer/config';
@@ -47,6 +47,27 @@ interface Instance {
   readonly config: Record<string, unknown> | undefined;
   /** Problems found while assembling the env (a missing ConfigMap key, a non-string value). */
   readonly envProblems: readonly string[];
+}
+
+/**
+ * The app's environment as it sees it: with PIPELINE_FILE, the file's variables for the app
+ * (`fileText` reads the file the path names inside the container) under its own.
+ */
+function withFile(where: string, app: App, env: Record<string, string>, fileText: (path: string) => string | undefined, problems: string[]): Record<string, string> {
+  const path = env['PIPELINE_FILE'];
+  if (path === undefined) return env;
+  const text = fileText(path);
+  if (text === undefined) {
+    problems.push(`${where}: PIPELINE_FILE ${path} is no file mounted into it`);
+    return env;
+  }
+  try {
+    const file = parsePipelineFile(text, env, path);
+    return { ...pipelineFileEnv(file, app, { sourceId: env['SOURCE_ID'], sinkName: env['SINK_NAME'] }), ...env };
+  } catch (error) {
+    problems.push(`${where}: ${error instanceof Error ? error.message : String(error)}`);
+    return env;
+  }
 }
 
 function instance(where: string, app: App, env: Record<string, string>, envProblems: string[]): Instance {
@@ -193,9 +214,18 @@ function composeEnv(where: string, service: ComposeService): { env: Record<strin
   return { env, problems };
 }
 
+/** A file mounted into the service (`./pipeline.yaml:/etc/cdc/pipeline.yaml:ro`), read from the host. */
+function composeMountedFile(service: ComposeService, path: string): string | undefined {
+  for (const volume of (service.volumes ?? []).map(String)) {
+    const [host, container] = volume.split(':');
+    if (container === path && host !== undefined && existsSync(`${COMPOSE_DIR}${host}`)) return readFileSync(`${COMPOSE_DIR}${host}`, 'utf8');
+  }
+  return undefined;
+}
+
 const composeInstances = composeApps.map(({ service, app, where }) => {
   const { env, problems } = composeEnv(where, service);
-  return instance(where, app, env, problems);
+  return instance(where, app, withFile(where, app, env, (path) => composeMountedFile(service, path), problems), problems);
 });
 
 describe('docker compose (infra/compose/docker-compose.yml)', () => {
