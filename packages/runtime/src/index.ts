@@ -14,7 +14,7 @@ export type { Logger } from './logger.ts';
 export { loadConfig, env, z, redactConfig, MAX_PARTITIONS, DEFAULT_HEALTH_PORT } from './config.ts';
 export type { Env } from './config.ts';
 export { PIPELINE_APPS, pipelineFileSchema, parsePipelineFile, loadPipelineFile, pipelineFileEnv, withPipelineFile, fieldPath } from './pipeline-file.ts';
-export type { PipelineApp, PipelineFile, PipelineSource, PipelineSink } from './pipeline-file.ts';
+export type { PipelineApp, PipelineFile, PipelineFileReader, PipelineSource, PipelineSink } from './pipeline-file.ts';
 export { HealthServer, REASON_CODE, DEFAULT_HEALTH_HOST } from './health.ts';
 export type { ReadinessCheck, Readiness, HealthServerOptions } from './health.ts';
 export { Metrics, DURATION_BUCKETS, BATCH_SIZE_BUCKETS } from './metrics.ts';

@@ -166,16 +166,16 @@ export function fieldPath(path: readonly (string | number)[]): string {
 }
 
 /** Replaces `${NAME}` in every string of the tree; an unset variable is a problem at that field. */
-function interpolate(value: unknown, environment: Env, path: (string | number)[], problems: { variable: string; problem: string }[]): unknown {
+function interpolate(value: unknown, environment: Env, path: (string | number)[], problems: { path: (string | number)[]; problem: string }[]): unknown {
   if (typeof value === 'string') {
     return value.replace(/\$(\$?)\{([^}]*)\}/g, (whole, escaped: string, variable: string) => {
       if (escaped) return whole.slice(1);
       if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(variable)) {
-        problems.push({ variable: fieldPath(path), problem: `\${${variable}} is not a variable name` });
+        problems.push({ path, problem: `\${${variable}} is not a variable name` });
         return '';
       }
       const found = environment[variable];
-      if (found === undefined) problems.push({ variable: fieldPath(path), problem: `references \${${variable}}, which is not set in the environment` });
+      if (found === undefined) problems.push({ path, problem: `references \${${variable}}, which is not set in the environment` });
       return found ?? '';
     });
   }
@@ -186,8 +186,44 @@ function interpolate(value: unknown, environment: Env, path: (string | number)[]
   return value;
 }
 
-/** Parses and checks a pipeline file's text; a ConfigError names every bad field by its path. */
-export function parsePipelineFile(text: string, environment: Env = process.env, origin = 'pipeline file'): PipelineFile {
+/** Which app reads the file: only the connections it uses need their `${VARIABLES}`. */
+export interface PipelineFileReader {
+  readonly app: PipelineApp;
+  readonly sourceId?: string | undefined;
+  readonly sinkName?: string | undefined;
+}
+
+const UNUSED_POSTGRES = 'postgres://unused.invalid/not-this-app';
+const UNUSED_BROKERS = ['unused.invalid:9092'];
+
+/**
+ * An app is given only its own secrets (the reader its source's, a committer its sink's):
+ * a `${VARIABLE}` it lacks in another source's or sink's `connection` or `env` is not its
+ * problem. Such a field gets a placeholder this app never reads; the problem is dropped.
+ * Returns false for a problem the app must hear of.
+ */
+function excuse(tree: unknown, path: readonly (string | number)[], reader: PipelineFileReader): boolean {
+  const [section, index, field] = path;
+  if ((section !== 'sources' && section !== 'sinks') || typeof index !== 'number' || (field !== 'connection' && field !== 'env')) return false;
+  const items = (tree as Record<string, unknown> | null)?.[section];
+  const item = Array.isArray(items) ? (items[index] as Record<string, unknown> | undefined) : undefined;
+  if (!item || typeof item !== 'object') return false;
+  const list = items as Record<string, unknown>[];
+  const ownSource = section === 'sources' && reader.app === 'reader' && (reader.sourceId === undefined ? list.length === 1 : item['id'] === reader.sourceId);
+  const ownSink = section === 'sinks' && reader.app === 'committer' && (reader.sinkName === undefined ? list.length === 1 : (item['name'] ?? item['kind']) === reader.sinkName);
+  if (ownSource || ownSink) return false;
+  if (field === 'env') {
+    const env = item['env'] as Record<string, unknown> | undefined;
+    if (env && typeof path[3] === 'string') env[path[3]] = '';
+  } else item['connection'] = item['kind'] === 'kafka' ? UNUSED_BROKERS : UNUSED_POSTGRES;
+  return true;
+}
+
+/**
+ * Parses and checks a pipeline file's text; a ConfigError names every bad field by its path.
+ * With `reader`, a `${VARIABLE}` missing from a connection that app does not use is no error.
+ */
+export function parsePipelineFile(text: string, environment: Env = process.env, origin = 'pipeline file', reader?: PipelineFileReader): PipelineFile {
   let tree: unknown;
   try {
     tree = parseYaml(text, { prettyErrors: true });
@@ -196,8 +232,9 @@ export function parsePipelineFile(text: string, environment: Env = process.env, 
     const where = (error as { linePos?: { line: number; col: number }[] }).linePos?.[0];
     throw new ConfigError([{ variable: origin, problem: `not valid YAML${where ? ` (line ${where.line}, column ${where.col})` : ''}` }]);
   }
-  const problems: { variable: string; problem: string }[] = [];
-  const resolved = interpolate(tree, environment, [], problems);
+  const unresolved: { path: (string | number)[]; problem: string }[] = [];
+  const resolved = interpolate(tree, environment, [], unresolved);
+  const problems = unresolved.filter((p) => !reader || !excuse(resolved, p.path, reader)).map((p) => ({ variable: fieldPath(p.path), problem: p.problem }));
   const result = pipelineFileSchema.safeParse(resolved ?? {});
   if (!result.success) {
     for (const issue of result.error.issues) {
@@ -209,14 +246,14 @@ export function parsePipelineFile(text: string, environment: Env = process.env, 
   return result.data;
 }
 
-export function loadPipelineFile(path: string, environment: Env = process.env): PipelineFile {
+export function loadPipelineFile(path: string, environment: Env = process.env, reader?: PipelineFileReader): PipelineFile {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (error) {
     throw new ConfigError([{ variable: 'PIPELINE_FILE', problem: `cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}` }]);
   }
-  return parsePipelineFile(text, environment, path);
+  return parsePipelineFile(text, environment, path, reader);
 }
 
 const set = (out: Record<string, string>, variable: string, value: string | number | boolean | undefined): void => {
@@ -310,8 +347,9 @@ function pick<T>(items: readonly T[], key: (item: T) => string, wanted: string |
 export function withPipelineFile(app: PipelineApp, environment: Env = process.env): Env {
   const path = environment['PIPELINE_FILE'];
   if (path === undefined || path === '') return environment;
-  const file = loadPipelineFile(path, environment);
-  const fromFile = pipelineFileEnv(file, app, { sourceId: environment['SOURCE_ID'], sinkName: environment['SINK_NAME'] });
+  const selector = { sourceId: environment['SOURCE_ID'], sinkName: environment['SINK_NAME'] };
+  const file = loadPipelineFile(path, environment, { app, ...selector });
+  const fromFile = pipelineFileEnv(file, app, selector);
   const merged: Record<string, string | undefined> = { ...fromFile };
   for (const [key, value] of Object.entries(environment)) if (value !== undefined) merged[key] = value;
   return merged;

@@ -103,6 +103,21 @@ describe('the pipeline file', () => {
     expect(file.sources[0]!.env).toEqual({ NOTE: '${HOME}' });
   });
 
+  it("an app needs only its own connections' variables: another source's or sink's missing one is no error for it", () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'pipeline-file-')), 'p.yaml');
+    writeFileSync(path, FILE.replace('postgres://cdc@db2:5432/app', () => 'postgres://cdc:${SRC2_PASSWORD}@db2:5432/app'));
+    // The reader of pg1 has its own secret only.
+    expect(withPipelineFile('reader', { PIPELINE_FILE: path, SOURCE_ID: 'pg1', SRC_PASSWORD: 's' })).toMatchObject({ SOURCE_DATABASE_URL: 'postgres://cdc:s@db1:5432/app', SINKS: 'postgres,kafka' });
+    expect(() => withPipelineFile('reader', { PIPELINE_FILE: path, SOURCE_ID: 'pg2', SRC_PASSWORD: 's' })).toThrow(/sources\[1\]\.connection: references \$\{SRC2_PASSWORD\}/);
+    // The PostgreSQL committer its sink's; the relay apps none.
+    expect(withPipelineFile('committer', { PIPELINE_FILE: path, SINK_NAME: 'postgres', SINK_PASSWORD: 'k' })).toMatchObject({ SINK_DATABASE_URL: 'postgres://cdc:k@wh:5432/warehouse' });
+    expect(() => withPipelineFile('committer', { PIPELINE_FILE: path, SINK_NAME: 'postgres' })).toThrow(/sinks\[0\]\.connection: references \$\{SINK_PASSWORD\}/);
+    expect(withPipelineFile('dedup-gate', { PIPELINE_FILE: path })).toMatchObject({ REDIS_URL: 'redis://127.0.0.1:6379' });
+    expect(withPipelineFile('lamport-reorderer', { PIPELINE_FILE: path })).toMatchObject({ SOURCES: 'pg1,pg2' });
+    // Without an app (cdc), every reference is needed.
+    expect(problems(FILE, { SRC_PASSWORD: 's' })).toEqual(['f.yaml sinks[0].connection: references ${SINK_PASSWORD}, which is not set in the environment']);
+  });
+
   it('two sinks of one kind need names; duplicate source ids are refused', () => {
     const twoPostgres = FILE.replace('kind: kafka\n    connection: [k1:9092, k2:9092]', 'kind: postgres\n    connection: postgres://wh2/x').replace(/routes: .*\n/, '').replace(/env: \{ KAFKA.*\n/, '');
     expect(problems(twoPostgres)).toEqual(['f.yaml sinks[1].name: a second sink named postgres: give each sink its own name']);
