@@ -62,7 +62,8 @@ function withFile(where: string, app: App, env: Record<string, string>, fileText
     return env;
   }
   try {
-    const file = parsePipelineFile(text, env, path);
+    // As the app reads it: only its own connections need their ${VARIABLES}.
+    const file = parsePipelineFile(text, env, path, { app, sourceId: env['SOURCE_ID'], sinkName: env['SINK_NAME'] });
     return { ...pipelineFileEnv(file, app, { sourceId: env['SOURCE_ID'], sinkName: env['SINK_NAME'] }), ...env };
   } catch (error) {
     problems.push(`${where}: ${error instanceof Error ? error.message : String(error)}`);
@@ -340,6 +341,7 @@ interface Container {
   image?: string;
   ports?: { name?: string; containerPort?: number }[];
   envFrom?: { configMapRef?: { name?: string }; secretRef?: { name?: string }; prefix?: string }[];
+  volumeMounts?: { name?: string; mountPath?: string; subPath?: string }[];
   env?: { name?: string; value?: unknown; valueFrom?: { configMapKeyRef?: { name?: string; key?: string }; secretKeyRef?: { name?: string; key?: string } } }[];
   livenessProbe?: Probe;
   readinessProbe?: Probe;
@@ -353,7 +355,7 @@ interface DeploymentSpec {
   selector?: { matchLabels?: Record<string, string> };
   template?: {
     metadata?: { labels?: Record<string, string> };
-    spec?: { terminationGracePeriodSeconds?: number; securityContext?: { runAsNonRoot?: boolean }; containers?: Container[] };
+    spec?: { terminationGracePeriodSeconds?: number; securityContext?: { runAsNonRoot?: boolean }; containers?: Container[]; volumes?: { name?: string; configMap?: { name?: string } }[] };
   };
 }
 
@@ -429,10 +431,22 @@ function containerEnv(where: string, container: Container): { env: Record<string
   return { env, problems };
 }
 
-const k8sInstances = k8sContainers.flatMap(({ container, app, where }) => {
+/** A file mounted from a ConfigMap volume (`mountPath/<key>`), read from the manifests. */
+function k8sMountedFile(deployment: K8sObject, container: Container, path: string): string | undefined {
+  for (const mount of container.volumeMounts ?? []) {
+    const dir = (mount.mountPath ?? '').replace(/\/$/, '');
+    if (!path.startsWith(`${dir}/`)) continue;
+    const volume = deployment.spec?.template?.spec?.volumes?.find((v) => v.name === mount.name);
+    const text = configMaps.get(volume?.configMap?.name ?? '')?.[path.slice(dir.length + 1)];
+    if (text !== undefined) return text;
+  }
+  return undefined;
+}
+
+const k8sInstances = k8sContainers.flatMap(({ deployment, container, app, where }) => {
   if (app === undefined) return [];
   const { env, problems } = containerEnv(where, container);
-  return [instance(where, app, env, problems)];
+  return [instance(where, app, withFile(where, app, env, (path) => k8sMountedFile(deployment, container, path), problems), problems)];
 });
 const k8sInstanceOf = (where: string) => k8sInstances.find((it) => it.where === where);
 

@@ -237,7 +237,10 @@ export function parsePipelineFile(text: string, environment: Env = process.env, 
   const problems = unresolved.filter((p) => !reader || !excuse(resolved, p.path, reader)).map((p) => ({ variable: fieldPath(p.path), problem: p.problem }));
   const result = pipelineFileSchema.safeParse(resolved ?? {});
   if (!result.success) {
+    const reported = new Set(problems.map((p) => p.variable));
     for (const issue of result.error.issues) {
+      // A field whose ${VARIABLE} is missing is named once, for that.
+      if (reported.has(fieldPath(issue.path))) continue;
       const message = issue.code === 'unrecognized_keys' ? `unknown field(s) ${issue.keys.join(', ')}` : issue.message;
       problems.push({ variable: fieldPath(issue.path), problem: message });
     }
