@@ -15,7 +15,7 @@ import { promisify } from 'node:util';
 import { waitForSinkToCatchUp } from '../e2e/convergence.ts';
 import { createSourceAndSink } from '../e2e/databases.ts';
 import { describe, expect, test } from '../harness/index.ts';
-import { freePort } from '../harness/ports.ts';
+import { createServer } from 'node:net';
 import { ManagedProcess } from '../harness/process.ts';
 import { REPO_ROOT } from '../harness/servers.ts';
 
@@ -33,6 +33,23 @@ async function status(file: string, env: Record<string, string>): Promise<Status
   return JSON.parse(stdout) as StatusJson;
 }
 
+/** `count` consecutive ports free on loopback now (cdc run gives the apps firstPort, firstPort+1, …). */
+async function freePorts(count: number): Promise<number> {
+  const free = (port: number): Promise<boolean> =>
+    new Promise((resolve) => {
+      const server = createServer();
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+    });
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const first = 20_000 + Math.floor(Math.random() * 10_000);
+    let all = true;
+    for (let port = first; port < first + count && all; port++) all = await free(port);
+    if (all) return first;
+  }
+  throw new Error(`no ${count} consecutive free ports`);
+}
+
 const alive = (pid: number): boolean => {
   try {
     process.kill(pid, 0);
@@ -47,7 +64,7 @@ describe('cdc run', () => {
     if (!existsSync(CLI)) throw new Error('apps/cli/dist/main.js is missing: run `pnpm build` first');
     const dbs = await createSourceAndSink(ctx, 'cdcrun');
     const pipeline = ctx.uniqueName('cdcrun').toLowerCase();
-    const firstPort = await freePort();
+    const firstPort = await freePorts(4);
     const dir = mkdtempSync(join(tmpdir(), 'cdc-run-'));
     const file = join(dir, 'pipeline.yaml');
     writeFileSync(
@@ -70,7 +87,9 @@ describe('cdc run', () => {
 
     const run = ManagedProcess.spawn({ name: 'cdc-run', command: process.execPath, args: [CLI, 'run', file, '--log-dir', join(dir, 'logs'), '--progress-interval', '1'], cwd: REPO_ROOT, env });
     const pids = new Set<number>();
+    let passed = false;
     ctx.defer('stop cdc run and its apps', async () => {
+      if (!passed) console.log(`cdc run said (test failed):\n${run.stdout.join('\n')}\n${run.stderr.join('\n')}`);
       if (run.pid !== undefined && alive(run.pid)) process.kill(run.pid, 'SIGTERM');
       await run.waitForExit(60_000).catch(() => run.kill('SIGKILL'));
       for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
@@ -149,6 +168,7 @@ describe('cdc run', () => {
     expect(exit.code).toBe(0);
     expect(run.stdout.join('\n')).toMatch(/reader:src1: stopped[\s\S]*lamport-reorderer:0: stopped[\s\S]*dedup-gate: stopped[\s\S]*committer:postgres: stopped[\s\S]*all apps stopped/);
     for (const pid of pids) expect(alive(pid), `app pid ${pid} still alive`).toBe(false);
+    passed = true;
     console.log(`cdc run said:\n${run.stdout.join('\n')}\n\ncdc status said:\n${table}`);
   });
 });
