@@ -18,7 +18,6 @@ describe('pipeline agreement', () => {
     const pipeline = ctx.uniqueName('agree');
     const bus = await Bus.create({ url: ctx.servers.nats, name: `test:${pipeline}`, logger });
     ctx.defer('bus close', () => bus.close());
-    ctx.defer('delete bucket', () => bus.jsm.streams.delete(`KV_cdc_${pipeline}_apps`).catch(() => undefined));
 
     const reader = await PipelineAgreement.join(bus, { pipeline, logger, view: { app: 'reader', instance: instanceKey('reader', 'pg1'), partitions: 4, source: 'pg1', sinks: ['postgres'] } });
     ctx.defer('reader view', () => reader.close());
@@ -47,7 +46,6 @@ describe('pipeline agreement', () => {
     ctx.defer('bus close', () => bus.close());
     ctx.defer('delete streams', async () => {
       for (const stage of [...STAGES, 'dlq'] as const) await bus.jsm.streams.delete(streamName(pipeline, stage)).catch(() => undefined);
-      await bus.jsm.streams.delete(`KV_cdc_${pipeline}_apps`).catch(() => undefined);
     });
     const dir = mkdtempSync(join(tmpdir(), 'agree-'));
     const file = join(dir, 'pipeline.yaml');

@@ -1,7 +1,8 @@
 /**
  * The apps of a pipeline check at start that they agree on its shape: partitions, sources
- * and sinks. Each app writes its view to the NATS KV bucket `cdc_<pipeline>_apps` under its
- * own key (`reader.pg1`, `committer.postgres`, …) and compares it with every other view
+ * and sinks. Each app writes its view to a NATS KV bucket under its
+ * own key (`<pipeline>.reader.pg1`, `<pipeline>.committer.postgres`, …; one bucket, `cdc_apps`,
+ * for every pipeline on the server) and compares it with every other view of its pipeline
  * there; a disagreement is a startup error naming both values and the app that holds the
  * other one. Keys live `ttlMs` (the bucket's max age) and a running app rewrites its own
  * every `ttlMs / 3`, so only live apps (or ones dead for less than `ttlMs`) are compared
@@ -66,21 +67,23 @@ export function instanceKey(app: string, role: string): string {
   return `${app}.${role}`.replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 200);
 }
 
-export const AGREEMENT_DEFAULTS = { ttlMs: 30_000 } as const;
+export const AGREEMENT_DEFAULTS = { bucket: 'cdc_apps', ttlMs: 30_000 } as const;
 
 export class PipelineAgreement {
   readonly #kv: KV;
   readonly #view: PipelineView;
+  readonly #key: string;
   readonly #logger: Logger;
   readonly #timer: NodeJS.Timeout;
   #closing: Promise<void> | undefined;
 
-  private constructor(kv: KV, view: PipelineView, logger: Logger, refreshMs: number) {
+  private constructor(kv: KV, key: string, view: PipelineView, logger: Logger, refreshMs: number) {
     this.#kv = kv;
+    this.#key = key;
     this.#view = view;
     this.#logger = logger;
     this.#timer = setInterval(() => {
-      this.#kv.put(this.#view.instance, JSON.stringify(this.#view)).catch((error: unknown) => this.#logger.warn({ err: error }, 'pipeline view not refreshed'));
+      this.#kv.put(this.#key, JSON.stringify(this.#view)).catch((error: unknown) => this.#logger.warn({ err: error }, 'pipeline view not refreshed'));
     }, refreshMs);
     this.#timer.unref();
   }
@@ -88,11 +91,14 @@ export class PipelineAgreement {
   /** Compares `view` with the live apps' views (throws PipelineMismatchError), then keeps it written. */
   static async join(bus: Bus, options: { pipeline: string; view: PipelineView; logger: Logger; ttlMs?: number }): Promise<PipelineAgreement> {
     const ttlMs = options.ttlMs ?? AGREEMENT_DEFAULTS.ttlMs;
-    const kv = await new Kvm(bus.nc).create(`cdc_${options.pipeline}_apps`, { ttl: ttlMs, history: 1 });
+    const kvm = new Kvm(bus.nc);
+    // An existing bucket made with other settings is used as it is.
+    const kv = await kvm.create(AGREEMENT_DEFAULTS.bucket, { ttl: ttlMs, history: 1 }).catch(() => kvm.open(AGREEMENT_DEFAULTS.bucket));
+    const mine = `${options.pipeline}.${options.view.instance}`;
     const check = async (): Promise<void> => {
       const mismatches: string[] = [];
-      for await (const key of await kv.keys()) {
-        if (key === options.view.instance) continue;
+      for await (const key of await kv.keys(`${options.pipeline}.>`)) {
+        if (key === mine) continue;
         const entry = await kv.get(key);
         if (!entry || entry.operation !== 'PUT') continue;
         mismatches.push(...compareViews(options.view, entry.json<PipelineView>()));
@@ -100,23 +106,23 @@ export class PipelineAgreement {
       if (mismatches.length > 0) throw new PipelineMismatchError(options.pipeline, mismatches);
     };
     await check();
-    await kv.put(options.view.instance, JSON.stringify(options.view));
+    await kv.put(mine, JSON.stringify(options.view));
     try {
       // Again, now that ours is written: of two apps starting together, the later sees the earlier.
       await check();
     } catch (error) {
-      await kv.delete(options.view.instance).catch(() => undefined);
+      await kv.delete(mine).catch(() => undefined);
       throw error;
     }
     options.logger.info({ instance: options.view.instance, partitions: options.view.partitions }, 'pipeline view agreed');
-    return new PipelineAgreement(kv, options.view, options.logger, Math.max(1_000, Math.floor(ttlMs / 3)));
+    return new PipelineAgreement(kv, mine, options.view, options.logger, Math.max(1_000, Math.floor(ttlMs / 3)));
   }
 
   /** Stops refreshing and deletes this app's view; idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       clearInterval(this.#timer);
-      await this.#kv.delete(this.#view.instance).catch((error: unknown) => this.#logger.warn({ err: error }, 'pipeline view not deleted'));
+      await this.#kv.delete(this.#key).catch((error: unknown) => this.#logger.warn({ err: error }, 'pipeline view not deleted'));
     })();
     return this.#closing;
   }
