@@ -4,7 +4,7 @@
  * slots' lag, apps ready, restarts), until SIGINT/SIGTERM: then every app is drained,
  * upstream first, and the command exits 0.
  */
-import { loadPipelineFile } from '@cdc/runtime';
+import { loadPipelineFile, pipelineFileEnv, PIPELINE_APPS } from '@cdc/runtime';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -52,6 +52,14 @@ export async function runPipeline(filePath: string, options: RunOptions): Promis
   const missing = [...new Set(apps.map(bundle))].filter((b) => !existsSync(b));
   if (missing.length > 0) throw new Error(`${missing.join(', ')} missing: build the apps first (pnpm build)`);
   const logDir = options.logDir ?? join(tmpdir(), `cdc-${file.pipeline}`);
+  // The apps take a variable of the environment over the file's value: say so, it is easy to forget one exported.
+  const fromFile = new Set(
+    PIPELINE_APPS.flatMap((app) =>
+      app === 'reader' ? file.sources.flatMap((s) => Object.keys(pipelineFileEnv(file, app, { sourceId: s.id }))) : app === 'committer' ? file.sinks.flatMap((s) => Object.keys(pipelineFileEnv(file, app, { sinkName: s.name }))) : Object.keys(pipelineFileEnv(file, app)),
+    ),
+  );
+  const overriding = [...fromFile].filter((variable) => process.env[variable] !== undefined && !['SOURCE_ID', 'SINK_NAME'].includes(variable)).sort();
+  if (overriding.length > 0) out(`note: ${overriding.join(', ')} set in this environment override the file's values in every app`);
   out(`pipeline ${file.pipeline}: ${apps.length} apps (${apps.map((a) => a.name).join(', ')}), logs in ${logDir}`);
 
   let stopping = false;
