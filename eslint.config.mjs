@@ -7,7 +7,7 @@ import importX from 'eslint-plugin-import-x';
 
 export default defineConfig(
   {
-    ignores: ['**/node_modules/**', '**/dist/**', 'bench/results/**'],
+    ignores: ['**/node_modules/**', '**/dist/**', 'bench/results/**', '.state/**'],
   },
   {
     files: [

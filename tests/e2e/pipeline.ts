@@ -42,6 +42,8 @@ export interface PipelineSpec {
   readonly built?: boolean;
   /** Flags for node itself, per app name (bundles only), e.g. --cpu-prof, which NODE_OPTIONS refuses. */
   readonly nodeArgs?: (app: string) => readonly string[];
+  /** Starts an app some other way (tests/deploy/images.test.ts: from its image); default tsx or the bundle. */
+  readonly launch?: (name: string, entry: string, env: Readonly<Record<string, string>>) => ManagedProcess;
 }
 
 type AppDefinition = { readonly entry: string; readonly env: Record<string, string> };
@@ -158,7 +160,7 @@ export class PipelineProcesses {
     const definition = this.#definitions.get(name);
     if (!definition) throw new Error(`unknown app ${name}; known: ${this.names.join(', ')}`);
     const nodeArgs = this.#spec.nodeArgs?.(name) ?? [];
-    const child = (this.#spec.built ? spawnBuiltApp : spawnApp)(definition.entry, {
+    const child = this.#spec.launch ? this.#spec.launch(name, definition.entry, definition.env) : (this.#spec.built ? spawnBuiltApp : spawnApp)(definition.entry, {
       name,
       ...(nodeArgs.length > 0 ? { nodeArgs } : {}),
       env: definition.env,

@@ -32,7 +32,8 @@ import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, jetstream, jetstre
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { deadLetterId, decodeOrderedMessage, dlqSubject, pinValueText, stageSubject, streamName, type ChangeEvent } from '@cdc/core';
 import { SinkWriter, TableCatalog, parseTableMap } from '@cdc/sink-pg';
-import { redactUrl } from '@cdc/runtime';
+import { natsConnectError, natsTarget } from '@cdc/bus';
+import { loadConfig, natsSecurity, natsSecurityFields, redactUrl, z } from '@cdc/runtime';
 import pg from 'pg';
 import { pino } from 'pino';
 import { laterVerdict, replayableEvent, supersedes, type LaterScan, type PartitionScan, type ReplayRecord, type ReplayResult, type StoredLetter } from './letters.ts';
@@ -63,14 +64,15 @@ export class DeadLetterStore {
   }
 
   static async open(natsUrl: string, pipeline: string): Promise<DeadLetterStore> {
-    const url = new URL(natsUrl);
+    // The same NATS_USER/NATS_PASSWORD/NATS_TOKEN/NATS_*_FILE settings as the apps (@cdc/bus connect.ts).
+    const target = natsTarget(natsUrl, natsSecurity(loadConfig(z.object(natsSecurityFields))));
     const nc = await connect({
-      servers: `${url.hostname}:${url.port || '4222'}`,
+      servers: target.servers,
+      ...target.options,
       name: `cdc-cli-${pipeline}`,
-      ...(url.username ? { user: decodeURIComponent(url.username), pass: decodeURIComponent(url.password) } : {}),
       timeout: 5_000,
     }).catch((error: unknown) => {
-      throw new Error(`cannot reach NATS at ${redactUrl(natsUrl)}: ${error instanceof Error ? error.message : String(error)}`);
+      throw natsConnectError(target, error);
     });
     try {
       const jsm = await jetstreamManager(nc, { timeout: 10_000 });

@@ -11,7 +11,7 @@
 import { Bus, PipelineAgreement, instanceKey } from '@cdc/bus';
 import { CheckpointStore } from '@cdc/checkpoint';
 import { registerCommitterMetrics } from '@cdc/committer';
-import { HealthServer, Metrics, loadConfig, redactConfig, runApp, withPipelineFile } from '@cdc/runtime';
+import { HealthServer, Metrics, etcdSecurity, loadConfig, natsSecurity, redactConfig, runApp, withPipelineFile } from '@cdc/runtime';
 import { KafkaSink, parseTopicRoutes, type KafkaSinkOptions } from '@cdc/sink-kafka';
 import { PgSink } from '@cdc/sink-pg';
 import { committerConfigSchema, kafkaSecurity } from './config.ts';
@@ -28,7 +28,7 @@ export async function runCommitter(hooks: CommitterHooks = {}): Promise<void> {
     logger.level = config.LOG_LEVEL;
     logger.debug({ config: redactConfig(config) }, 'configuration');
 
-    const bus = await Bus.create({ url: config.NATS_URL, name: `committer-${config.PIPELINE}-${config.SINK_NAME}`, logger });
+    const bus = await Bus.create({ url: config.NATS_URL, name: `committer-${config.PIPELINE}-${config.SINK_NAME}`, logger, security: natsSecurity(config) });
     defer('nats', () => bus.close());
     await bus.ensurePipelineStreams(config.PIPELINE);
     const agreement = await PipelineAgreement.join(bus, {
@@ -38,7 +38,7 @@ export async function runCommitter(hooks: CommitterHooks = {}): Promise<void> {
     });
     defer('agreement', () => agreement.close());
 
-    const checkpointStore = await CheckpointStore.create({ url: config.ETCD_URL, logger });
+    const checkpointStore = await CheckpointStore.create({ url: config.ETCD_URL, logger, security: etcdSecurity(config) });
     defer('etcd', () => checkpointStore.close());
 
     const committer =

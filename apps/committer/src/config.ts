@@ -7,7 +7,7 @@
  * is confirmed only through what both committed.
  */
 import { COMMITTER_DEFAULTS } from '@cdc/committer';
-import { env, z } from '@cdc/runtime';
+import { env, etcdSecurityFields, natsSecurityFields, z } from '@cdc/runtime';
 import zlib from 'node:zlib';
 import { KAFKA_DEFAULTS, type KafkaSecurity } from '@cdc/sink-kafka';
 import { parseTableMap } from '@cdc/sink-pg';
@@ -47,7 +47,9 @@ export const committerConfigSchema = z
     /** Name of this sink's positions in etcd (the reader's SINKS). Default: SINK. */
     SINK_NAME: env.name().optional(),
     NATS_URL: env.natsUrl(),
+    ...natsSecurityFields,
     ETCD_URL: etcdUrls,
+    ...etcdSecurityFields,
     BATCH_MAX_EVENTS: env.positiveInt(COMMITTER_DEFAULTS.batchMaxEvents),
     BATCH_LINGER_MS: z.coerce.number().int().min(0).max(60_000).default(COMMITTER_DEFAULTS.batchLingerMs),
     /**

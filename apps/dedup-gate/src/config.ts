@@ -5,10 +5,11 @@
  */
 import { DEDUP_DEFAULTS } from '@cdc/dedup';
 import { relayConfigSchema } from '@cdc/relay';
-import { env, type z } from '@cdc/runtime';
+import { env, redisSecurityFields, type z } from '@cdc/runtime';
 
 export const schema = relayConfigSchema({
   REDIS_URL: env.url(['redis', 'rediss'], 'redis://127.0.0.1:6379'),
+  ...redisSecurityFields,
   /**
    * How long an eventId stays claimed (default 10 min = @cdc/dedup DEDUP_DEFAULTS.windowMs: ~330 MB of Redis
    * at a sustained 20k events/s); older replays are absorbed by the sink's version guard.

@@ -5,6 +5,7 @@
  */
 import { DedupGate, RedisDedupStore, registerGateMetrics } from '@cdc/dedup';
 import { runRelayApp } from '@cdc/relay';
+import { redisSecurity } from '@cdc/runtime';
 import { schema } from './config.ts';
 
 await runRelayApp({
@@ -12,7 +13,7 @@ await runRelayApp({
   configSchema: schema,
   setup: ({ config, bus, logger, signal, defer }) => {
     // Connects in the background: while Redis is down every batch fails and is retried.
-    const store = RedisDedupStore.create({ url: config.REDIS_URL, pipeline: config.PIPELINE, windowMs: config.DEDUP_WINDOW_MS, logger });
+    const store = RedisDedupStore.create({ url: config.REDIS_URL, security: redisSecurity(config), pipeline: config.PIPELINE, windowMs: config.DEDUP_WINDOW_MS, logger });
     defer('redis', () => store.close());
     const gates: DedupGate[] = [];
     return {

@@ -4,7 +4,7 @@
  */
 import { WIRE_DEFAULTS } from '@cdc/core';
 import { READER_DEFAULTS, SNAPSHOT_DEFAULTS, SNAPSHOT_MODES } from '@cdc/pg-source';
-import { env, z } from '@cdc/runtime';
+import { env, etcdSecurityFields, natsSecurityFields, z } from '@cdc/runtime';
 
 const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$/;
 
@@ -28,7 +28,9 @@ export const readerConfigSchema = z
     SLOT_NAME: z.string().regex(SLOT_NAME, 'lowercase letters, digits and _ only (1-63)').optional(),
     PUBLICATION_NAME: z.string().regex(/^[A-Za-z0-9_]{1,63}$/, 'letters, digits and _ only (1-63)').optional(),
     NATS_URL: env.natsUrl(),
+    ...natsSecurityFields,
     ETCD_URL: env.url(['http', 'https'], 'http://127.0.0.1:2379'),
+    ...etcdSecurityFields,
     // The slot is confirmed only through what every one of these sinks has committed.
     SINKS: env
       .list()

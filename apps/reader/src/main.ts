@@ -8,7 +8,7 @@
 import { Bus, PipelineAgreement, instanceKey } from '@cdc/bus';
 import { CheckpointStore } from '@cdc/checkpoint';
 import { READER_DEFAULTS, Reader, SlotMonitor, registerReaderMetrics, setupSource } from '@cdc/pg-source';
-import { HealthServer, Metrics, loadConfig, redactConfig, runApp, untilAborted, withPipelineFile } from '@cdc/runtime';
+import { HealthServer, Metrics, etcdSecurity, loadConfig, natsSecurity, redactConfig, runApp, untilAborted, withPipelineFile } from '@cdc/runtime';
 import { readerConfigSchema } from './config.ts';
 
 await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
@@ -17,7 +17,7 @@ await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
   const log = logger.child({ pipeline: config.PIPELINE, source: config.SOURCE_ID });
   log.debug({ config: redactConfig(config) }, 'configuration');
 
-  const bus = await Bus.create({ url: config.NATS_URL, name: `reader-${config.PIPELINE}-${config.SOURCE_ID}`, logger: log });
+  const bus = await Bus.create({ url: config.NATS_URL, name: `reader-${config.PIPELINE}-${config.SOURCE_ID}`, logger: log, security: natsSecurity(config) });
   defer('nats', () => bus.close());
   await bus.ensurePipelineStreams(config.PIPELINE);
   const agreement = await PipelineAgreement.join(bus, {
@@ -27,7 +27,7 @@ await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
   });
   defer('agreement', () => agreement.close());
 
-  const checkpoints = await CheckpointStore.create({ url: config.ETCD_URL, logger: log });
+  const checkpoints = await CheckpointStore.create({ url: config.ETCD_URL, logger: log, security: etcdSecurity(config) });
   defer('etcd', () => checkpoints.close());
 
   const prepared = await setupSource({

@@ -3,7 +3,7 @@
  * hands out publishers and stream readers, and sends dead letters.
  */
 import { UnreachableError, deadLetterId, dlqSubject, streamName, stageWildcard, STAGES, type Clock, type DeadLetter } from '@cdc/core';
-import type { Logger } from '@cdc/runtime';
+import type { Logger, NatsSecurity } from '@cdc/runtime';
 import {
   jetstream,
   jetstreamManager,
@@ -16,6 +16,7 @@ import {
 } from '@nats-io/jetstream';
 import { nanos, type NatsConnection } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
+import { natsConnectError, natsTarget } from './connect.ts';
 import { encodeDeadLetter } from './dead-letter.ts';
 import { toBusMessage, type BusMessage } from './message.ts';
 import { AckedPublisher } from './publisher.ts';
@@ -57,29 +58,38 @@ export class Bus {
       for await (const status of nc.status()) {
         if (status.type === 'disconnect' || status.type === 'reconnecting') this.#connected = false;
         else if (status.type === 'reconnect') this.#connected = true;
+        // A permissions violation, a refused re-authentication: the server says why (no secret in it).
+        else if (status.type === 'error') logger.warn({ err: status.error }, `nats: ${status.error.message}`);
       }
     })().catch(() => undefined);
   }
 
-  static async create(options: { url: string; name: string; logger: Logger }): Promise<Bus> {
+  /**
+   * Connects with the URL's userinfo or `security` (user/password, token, nkey seed, creds
+   * file; TLS CA and client certificate: connect.ts). Refused credentials or a failed TLS
+   * check throw AuthenticationError; no answer throws UnreachableError; neither shows a secret.
+   */
+  static async create(options: { url: string; name: string; logger: Logger; security?: NatsSecurity }): Promise<Bus> {
+    const target = natsTarget(options.url, options.security);
     let nc: NatsConnection;
     try {
       nc = await connect({
-        servers: options.url,
+        servers: target.servers,
+        ...target.options,
         name: options.name,
         maxReconnectAttempts: -1,
         reconnectTimeWait: 500,
         timeout: 5_000,
       });
     } catch (error) {
-      throw new UnreachableError('NATS', options.url, 'start nats-server with JetStream (bash infra/local/servers.sh up) or fix NATS_URL', error);
+      throw natsConnectError(target, error);
     }
     let jsm: JetStreamManager;
     try {
       jsm = await jetstreamManager(nc, { timeout: 5_000 });
     } catch (error) {
       await nc.close();
-      throw new UnreachableError('NATS JetStream', options.url, 'the server answers but JetStream is off: start nats-server with -js', error);
+      throw new UnreachableError('NATS JetStream', target.shown, 'the server answers but JetStream is off (start nats-server with -js), or this user may not use the JetStream API', error);
     }
     return new Bus(nc, jsm, options.logger);
   }

@@ -15,8 +15,8 @@
  * etcd is not the source of truth for the sink (the sink's own checkpoint table is): a
  * lost lease only delays slot feedback (PITFALLS 21, 22).
  */
-import { UnreachableError } from '@cdc/core';
-import type { Logger } from '@cdc/runtime';
+import type { BasicSecurity, Logger } from '@cdc/runtime';
+import { etcdConnectError, etcdTarget } from './connect.ts';
 import { Etcd3, type Lease } from 'etcd3';
 
 export interface PartitionCheckpoint {
@@ -52,14 +52,19 @@ export class CheckpointStore {
     this.#leaseTtlSeconds = leaseTtlSeconds;
   }
 
-  static async create(options: { url: string; logger: Logger; leaseTtlSeconds?: number }): Promise<CheckpointStore> {
-    const hosts = options.url.split(',').map((host) => host.trim());
-    const client = new Etcd3({ hosts, dialTimeout: 5_000 });
+  /**
+   * Connects with the URL's userinfo or `security` (user/password; TLS CA and client
+   * certificate: connect.ts) and reads once: refused credentials or a failed TLS check
+   * throw AuthenticationError, no answer UnreachableError; neither shows a secret.
+   */
+  static async create(options: { url: string; logger: Logger; leaseTtlSeconds?: number; security?: BasicSecurity }): Promise<CheckpointStore> {
+    const target = etcdTarget(options.url, options.security);
+    const client = new Etcd3(target.options);
     try {
       await client.get('/cdc/ping').string();
     } catch (error) {
       client.close();
-      throw new UnreachableError('etcd', options.url, 'start etcd (bash infra/local/servers.sh up) or fix ETCD_URL', error);
+      throw etcdConnectError(target, error);
     }
     return new CheckpointStore(client, options.logger, options.leaseTtlSeconds ?? 10);
   }

@@ -3,6 +3,8 @@
  * can switch on, `retriable` to decide retry vs dead-letter (never the message text),
  * and readonly context fields. Foreign errors become ours at the boundary.
  */
+import { redactError, redactText, redactUrl, redactValue } from './redact.ts';
+
 export interface ErrorContext {
   readonly table?: string;
   readonly lsn?: string;
@@ -25,11 +27,14 @@ export class CdcError extends Error {
   readonly context: ErrorContext;
 
   constructor(message: string, options: CdcErrorOptions) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    // No secret in a message, context, stack or cause (redact.ts): scrubbed before the
+    // stack is captured, so the stack's first line is clean too.
+    if (options.cause instanceof Error) redactError(options.cause);
+    super(redactText(message), options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = options.code;
     this.retriable = options.retriable;
-    this.context = options.context ?? {};
+    this.context = (options.context === undefined ? {} : redactValue(options.context)) as ErrorContext;
   }
 
   /** Wraps anything thrown by a library so the caller sees one shape. */
@@ -67,14 +72,53 @@ export class IllegalStateError extends CdcError {
 
 /** A server we depend on did not answer; what to do is in the message. */
 export class UnreachableError extends CdcError {
-  constructor(readonly server: string, readonly target: string, hint: string, cause?: unknown) {
-    super(`${server} at ${target} is not reachable: ${hint}`, {
+  readonly target: string;
+
+  constructor(readonly server: string, target: string, hint: string, cause?: unknown) {
+    const shown = redactUrl(target);
+    super(`${server} at ${shown} is not reachable: ${hint}`, {
       code: 'SERVER_UNREACHABLE',
       retriable: true,
       cause,
-      context: { server, target },
+      context: { server, target: shown },
     });
+    this.target = shown;
   }
+}
+
+/**
+ * A server answered but refused our credentials (wrong password, unknown user, bad
+ * certificate, no permission). Not retriable: the same credentials fail the same way.
+ * The message names the server and what failed, never the secret.
+ */
+export class AuthenticationError extends CdcError {
+  readonly target: string;
+
+  constructor(readonly server: string, target: string, problem: string, hint: string, cause?: unknown) {
+    const shown = redactUrl(target);
+    super(`${server} at ${shown} refused the connection: ${problem}; ${hint}`, {
+      code: 'AUTHENTICATION_FAILED',
+      retriable: false,
+      cause,
+      context: { server, target: shown },
+    });
+    this.target = shown;
+  }
+}
+
+/**
+ * A PostgreSQL connect failure that is about credentials or TLS (SQLSTATE class 28:
+ * invalid authorization, e.g. 28P01 wrong password; or a TLS check that failed): one
+ * AuthenticationError naming the server and what failed, else undefined.
+ */
+export function postgresAuthError(server: string, target: string, error: unknown, hint: string): AuthenticationError | undefined {
+  const state = typeof (error as { code?: unknown })?.code === 'string' ? (error as { code: string }).code : undefined;
+  const message = error instanceof Error ? error.message : String(error);
+  if (state?.startsWith('28')) return new AuthenticationError(server, target, `${message} (SQLSTATE ${state})`, hint, error);
+  if (/self[- ]signed|unable to verify|certificate|does not support SSL|ERR_TLS|Hostname\/IP does not match/i.test(`${message} ${state ?? ''}`)) {
+    return new AuthenticationError(server, target, `TLS failed (${message})`, `${hint}; check sslmode, sslrootcert (the CA that signed the server) and the host name`, error);
+  }
+  return undefined;
 }
 
 /** An event the pipeline cannot process; goes to the dead-letter subject, never retried. */
@@ -84,6 +128,7 @@ export class PoisonEventError extends CdcError {
   }
 }
 
+/** An error's message as it may be shown: secrets masked (redact.ts). */
 export function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+  return redactText(error instanceof Error ? error.message : String(error));
 }

@@ -12,10 +12,23 @@ export {
   ConfigError,
   IllegalStateError,
   UnreachableError,
+  AuthenticationError,
+  postgresAuthError,
   PoisonEventError,
   errorMessage,
 } from './errors.ts';
 export type { ErrorContext, CdcErrorOptions } from './errors.ts';
+export {
+  redactText,
+  redactUrl,
+  redactValue,
+  redactError,
+  isSecretKey,
+  registerSecret,
+  registerUrlSecrets,
+  clearRegisteredSecrets,
+  REDACTED,
+} from './redact.ts';
 export { retry, backoffDelay, Backoff, pollUntil, withinMs, defaultIsRetriable, RetriesExhaustedError } from './retry.ts';
 export type { RetryOptions, BackoffPolicy } from './retry.ts';
 export { systemClock, sleep } from './clock.ts';

@@ -10,7 +10,7 @@
  */
 export { MemoryDedupStore } from './store.ts';
 export type { DedupStore, DedupClaim, DedupVerdict } from './store.ts';
-export { RedisDedupStore, DEDUP_DEFAULTS, dedupSlot } from './redis-store.ts';
+export { RedisDedupStore, DEDUP_DEFAULTS, dedupSlot, redisSecurityOptions } from './redis-store.ts';
 export type { RedisDedupStoreOptions } from './redis-store.ts';
 export { DedupDecider, DedupTransform, forwards } from './gate.ts';
 export type { DedupDeciderOptions, GateCounters, GateDecision, GateEvent, DedupTransformOptions } from './gate.ts';

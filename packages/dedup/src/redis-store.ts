@@ -32,8 +32,9 @@
  * Works on any Redis with Lua (HSETNX, HGET, PEXPIRE are all 2.x commands). ioredis sends
  * EVALSHA and falls back to EVAL on NOSCRIPT (a restarted Redis, SCRIPT FLUSH) by itself.
  */
-import { UnreachableError, backoffDelay, withinMs } from '@cdc/core';
-import { redactUrl, type Logger } from '@cdc/runtime';
+import { readFileSync } from 'node:fs';
+import { AuthenticationError, ConfigError, UnreachableError, backoffDelay, redactUrl, registerSecret, withinMs } from '@cdc/core';
+import { securityProblems, type BasicSecurity, type Logger } from '@cdc/runtime';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { DedupClaim, DedupStore, DedupVerdict } from './store.ts';
 
@@ -48,7 +49,38 @@ export interface RedisDedupStoreOptions {
   readonly logger: Logger;
   /** Per-command bound (default 5 s): a paused server fails the batch instead of hanging it. */
   readonly commandTimeoutMs?: number;
+  /**
+   * ACL user/password (REDIS_USER, REDIS_PASSWORD; win over the URL's userinfo) and TLS
+   * files (REDIS_TLS_*). `rediss://` or any TLS file makes the connection TLS.
+   */
+  readonly security?: BasicSecurity;
 }
+
+/** ioredis options for credentials and TLS: the URL's userinfo is ioredis' own; settings override it. */
+export function redisSecurityOptions(url: string, security: BasicSecurity = {}): Pick<RedisOptions, 'username' | 'password' | 'tls'> {
+  const problems = securityProblems('REDIS', security);
+  if (problems.length > 0) throw new ConfigError(problems);
+  const parsed = new URL(url);
+  if (parsed.password) registerSecret(decodeURIComponent(parsed.password));
+  registerSecret(security.password);
+  const options: Pick<RedisOptions, 'username' | 'password' | 'tls'> = {};
+  if (security.user !== undefined) options.username = security.user;
+  if (security.password !== undefined) options.password = security.password;
+  const tls = security.tls;
+  if (parsed.protocol === 'rediss:' || tls !== undefined) {
+    options.tls = {
+      ...(tls?.caFile ? { ca: readFileSync(tls.caFile) } : {}),
+      ...(tls?.certFile ? { cert: readFileSync(tls.certFile) } : {}),
+      ...(tls?.keyFile ? { key: readFileSync(tls.keyFile) } : {}),
+      // SNI and the certificate's name check use the URL's host (ioredis would send none for an IP).
+      ...(parsed.hostname && !/^[\d.]+$|:/.test(parsed.hostname) ? { servername: parsed.hostname } : {}),
+    };
+  }
+  return options;
+}
+
+/** Credentials the server refused: said as an AuthenticationError (no secret), not as a bare WRONGPASS. */
+const REDIS_AUTH_FAILURE = /WRONGPASS|NOAUTH|NOPERM|invalid username-password|AUTH.*(failed|without any password)|ERR_TLS|certificate|self[- ]signed/i;
 
 export const DEDUP_DEFAULTS = {
   /**
@@ -186,6 +218,7 @@ export class RedisDedupStore implements DedupStore {
       commandTimeout: options.commandTimeoutMs ?? 5_000,
       // Keep reconnecting forever in the background, backing off to at most 2 s (core backoffDelay).
       retryStrategy: (attempt) => backoffDelay(attempt, REDIS_RECONNECT),
+      ...redisSecurityOptions(options.url, options.security),
     };
     const redis = new Redis(options.url, redisOptions);
     const store = new RedisDedupStore(redis, options);
@@ -195,6 +228,11 @@ export class RedisDedupStore implements DedupStore {
       const now = Date.now();
       if (now - lastLogged < 10_000) return;
       lastLogged = now;
+      if (REDIS_AUTH_FAILURE.test(`${error.message} ${(error as { code?: string }).code ?? ''}`)) {
+        const refused = new AuthenticationError('Redis', store.#target, error.message, 'check REDIS_USER/REDIS_PASSWORD (or the URL\'s user and password) and REDIS_TLS_*; nothing is forwarded until it connects', error);
+        options.logger.error({ err: refused, redis: store.#target }, refused.message);
+        return;
+      }
       options.logger.warn({ err: error, redis: store.#target }, 'redis connection error');
     });
     redis.on('ready', () => {

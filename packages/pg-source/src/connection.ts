@@ -3,7 +3,7 @@
  * errors at the boundary: an unreachable server is retriable and says where it looked
  * (password redacted); a refusal (authentication, missing database) is not.
  */
-import { UnreachableError, VALUE_TEXT_SETTINGS, pinValueText, valueTextMismatches } from '@cdc/core';
+import { UnreachableError, VALUE_TEXT_SETTINGS, pinValueText, postgresAuthError, valueTextMismatches } from '@cdc/core';
 import { redactUrl } from '@cdc/runtime';
 import pg from 'pg';
 import { SourceRefusedError, SourceSettingsError } from './errors.ts';
@@ -22,6 +22,8 @@ export function toConnectError(connectionString: string, error: unknown): Error 
   const target = redactUrl(connectionString);
   const state = sqlStateOf(error);
   const detail = error instanceof Error ? error.message : String(error);
+  const refused = postgresAuthError('PostgreSQL', target, error, 'check the user and password (or client certificate) of SOURCE_DATABASE_URL');
+  if (refused) return refused;
   if (state !== undefined && !TRANSIENT_SQLSTATES.has(state)) {
     return new SourceRefusedError(target, `${detail} (SQLSTATE ${state})`, state, error);
   }

@@ -60,6 +60,21 @@ export class PublicationMismatchError extends CdcError {
   }
 }
 
+/**
+ * The reader's role may not do what setup needs (least privilege: a role with REPLICATION
+ * and SELECT only). Names what is missing and the statement an administrator runs once.
+ */
+export class SourcePrivilegeError extends CdcError {
+  constructor(readonly missing: string, readonly adminSql: string, cause?: unknown) {
+    super(`the reader's role may not ${missing}; as an administrator run once: ${adminSql} (README: Security)`, {
+      code: 'SOURCE_PRIVILEGE_MISSING',
+      retriable: false,
+      context: { missing, adminSql },
+      cause,
+    });
+  }
+}
+
 /** A replication slot of that name exists but belongs to another plugin or database. */
 export class SlotMismatchError extends CdcError {
   constructor(readonly slot: string, readonly differences: readonly string[]) {

@@ -52,6 +52,7 @@ export {
   TableWithoutKeyError,
   ReplicaIdentityError,
   PublicationMismatchError,
+  SourcePrivilegeError,
   SlotMismatchError,
   SlotLostError,
   SlotBusyError,

@@ -5,7 +5,10 @@
  *   3. the publication: created `FOR TABLE <configured tables>` if missing (and marked as
  *      ours by a comment), else it must publish exactly those tables, every column and row,
  *      and all four operations — except that our own publication is extended by tables
- *      added to TABLES since (their existing rows then come by a backfill);
+ *      added to TABLES since (their existing rows then come by a backfill). An existing
+ *      correct publication is only read, so a role with REPLICATION and SELECT alone
+ *      suffices when an administrator created it; a role that would have to create or
+ *      alter it and may not gets SourcePrivilegeError with the statement to run;
  *   4. the slot: created with pgoutput if missing, else it must be a logical pgoutput slot
  *      of this database that has not lost WAL (`wal_status = 'lost'`, PITFALLS 8).
  * The publication is created before the slot on purpose: pgoutput looks the publication
@@ -20,7 +23,7 @@ import type pg from 'pg';
 import { qualified, readTable, type SourceTable } from './catalog.ts';
 import { assertValueTextSettings, quoteIdent, sqlStateOf, withSource } from './connection.ts';
 import { queueBackfill, queueInitialSnapshot, type SnapshotMode } from './snapshot.ts';
-import { PublicationMismatchError, SlotLostError, SlotMismatchError, WalLevelError } from './errors.ts';
+import { PublicationMismatchError, SlotLostError, SlotMismatchError, SourcePrivilegeError, WalLevelError } from './errors.ts';
 
 export interface SetupOptions {
   readonly connectionString: string;
@@ -60,6 +63,8 @@ export interface PreparedSource {
 }
 
 const DUPLICATE_OBJECT = '42710';
+/** insufficient_privilege: also "must be owner of …". */
+const INSUFFICIENT_PRIVILEGE = '42501';
 
 export async function setupSource(options: SetupOptions): Promise<PreparedSource> {
   const { logger } = options;
@@ -128,6 +133,14 @@ async function ensurePublication(
       await client.query(`COMMENT ON PUBLICATION ${quoteIdent(name)} IS '${MANAGED_PUBLICATION_COMMENT}'`);
       return { name, created: true, added: [] };
     } catch (error) {
+      // Least privilege: a role with REPLICATION and SELECT only cannot create it.
+      if (sqlStateOf(error) === INSUFFICIENT_PRIVILEGE) {
+        throw new SourcePrivilegeError(
+          `create publication ${name} (it does not exist; creating one needs CREATE on the database and ownership of the tables)`,
+          `CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${tables.map(qualified).join(', ')};`,
+          error,
+        );
+      }
       // Another reader created it between our check and our CREATE: verify theirs.
       if (sqlStateOf(error) !== DUPLICATE_OBJECT) throw error;
     }
@@ -139,7 +152,13 @@ async function ensurePublication(
   const missing = await missingTables(client, name, tables);
   const onlyMissing = differences.length === 1 && differences[0]?.startsWith('it lacks ') === true && missing.length > 0;
   if (onlyMissing && existing.rows[0]?.comment === MANAGED_PUBLICATION_COMMENT) {
-    await client.query(`ALTER PUBLICATION ${quoteIdent(name)} ADD TABLE ${missing.map(qualified).join(', ')}`);
+    const alter = `ALTER PUBLICATION ${quoteIdent(name)} ADD TABLE ${missing.map(qualified).join(', ')}`;
+    try {
+      await client.query(alter);
+    } catch (error) {
+      if (sqlStateOf(error) !== INSUFFICIENT_PRIVILEGE) throw error;
+      throw new SourcePrivilegeError(`add ${missing.map((t) => t.table).join(', ')} to publication ${name} (that needs ownership of the publication and the tables)`, `${alter};`, error);
+    }
     return { name, created: false, added: missing.map((t) => t.table) };
   }
   throw new PublicationMismatchError(name, differences);

@@ -57,6 +57,7 @@ import pg from 'pg';
 import { qualified, type SourceTable } from './catalog.ts';
 import { clientConfig, quoteIdent, sqlStateOf } from './connection.ts';
 import { SNAPSHOT_PREFIX } from './pgoutput.ts';
+import { SourcePrivilegeError } from './errors.ts';
 
 export type SnapshotMode = 'initial' | 'never' | 'initial_only';
 export const SNAPSHOT_MODES: readonly SnapshotMode[] = ['initial', 'never', 'initial_only'];
@@ -157,8 +158,8 @@ export class SnapshotError extends CdcError {
   }
 }
 
+const CREATE_SCHEMA_SQL = 'CREATE SCHEMA IF NOT EXISTS _cdc';
 const SCHEMA_SQL = `
-CREATE SCHEMA IF NOT EXISTS _cdc;
 CREATE TABLE IF NOT EXISTS _cdc.snapshot_jobs (
   slot text NOT NULL,
   id bigint GENERATED ALWAYS AS IDENTITY,
@@ -187,15 +188,36 @@ CREATE TABLE IF NOT EXISTS _cdc.snapshot_signals (
   jobs bigint[]
 );`;
 
-/** Creates the `_cdc` schema and its tables if missing (one at a time across readers: an advisory lock). */
+/**
+ * Creates the `_cdc` schema and its tables if missing (one at a time across readers: an
+ * advisory lock). When both tables exist nothing is created (no DDL, so no CREATE
+ * privilege is needed: an administrator may have made them for a least-privilege role).
+ */
 export async function ensureSnapshotSchema(client: Pick<pg.Client, 'query'>): Promise<void> {
+  const existing = await client.query<{ schema: boolean; jobs: string | null; signals: string | null }>(
+    `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = '_cdc') AS schema,
+            to_regclass('_cdc.snapshot_jobs')::text AS jobs, to_regclass('_cdc.snapshot_signals')::text AS signals`,
+  );
+  const found = existing.rows[0];
+  if (found?.jobs && found.signals) return;
   await client.query('BEGIN');
   try {
     await client.query(`SELECT pg_advisory_xact_lock(hashtext('cdc._cdc schema'))`);
+    // CREATE SCHEMA IF NOT EXISTS checks CREATE on the database even when the schema
+    // exists: skipped when it does (an administrator's `CREATE SCHEMA _cdc AUTHORIZATION <reader>`).
+    if (!found?.schema) await client.query(CREATE_SCHEMA_SQL);
     await client.query(SCHEMA_SQL);
     await client.query('COMMIT');
   } catch (error) {
     await client.query('ROLLBACK').catch(() => undefined);
+    if ((error as { code?: string }).code === '42501') {
+      const role = await client.query<{ role: string }>('SELECT current_user AS role').then((result) => result.rows[0]?.role ?? '<reader role>', () => '<reader role>');
+      throw new SourcePrivilegeError(
+        'create the _cdc schema (the snapshot bookkeeping: _cdc.snapshot_jobs, _cdc.snapshot_signals)',
+        `CREATE SCHEMA _cdc AUTHORIZATION ${quoteIdent(role)};`,
+        error,
+      );
+    }
     throw error;
   }
 }

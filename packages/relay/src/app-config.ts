@@ -3,7 +3,7 @@
  * schema base, extended by each app with its own variables, parsed once at start-up.
  * `ASSIGNED_PARTITIONS` ('all' or a comma list) becomes `partitions`.
  */
-import { env, z } from '@cdc/runtime';
+import { env, natsSecurityFields, z } from '@cdc/runtime';
 import { parseAssignment } from './assignment.ts';
 import { RELAY_DEFAULTS } from './defaults.ts';
 
@@ -15,6 +15,7 @@ export const relayConfigBase = {
   BATCH_MAX: env.positiveInt(RELAY_DEFAULTS.batchMax),
   BATCH_LINGER_MS: env.positiveInt(RELAY_DEFAULTS.batchLingerMs),
   NATS_URL: env.natsUrl(),
+  ...natsSecurityFields,
   HEALTH_PORT: env.healthPort(),
   HEALTH_HOST: env.healthHost(),
   LOG_LEVEL: env.logLevel(),

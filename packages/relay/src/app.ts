@@ -19,7 +19,7 @@
  *   });
  */
 import { Bus, PipelineAgreement, instanceKey } from '@cdc/bus';
-import { HealthServer, Metrics, PIPELINE_APPS, loadConfig, redactConfig, runApp, untilAborted, withPipelineFile, type z, type AppContext, type Logger, type ReadinessCheck } from '@cdc/runtime';
+import { HealthServer, Metrics, PIPELINE_APPS, loadConfig, natsSecurity, redactConfig, runApp, untilAborted, withPipelineFile, type z, type AppContext, type Logger, type ReadinessCheck } from '@cdc/runtime';
 import type { RelayAppConfig } from './app-config.ts';
 import { registerRelayMetrics } from './metrics.ts';
 import { relaysCheck } from './readiness.ts';
@@ -73,7 +73,7 @@ export function runRelayApp<C extends RelayAppConfig>(options: RelayAppOptions<C
     logger.level = config.LOG_LEVEL;
     logger.debug({ config: redactConfig(config) }, 'configuration');
 
-    const bus = await Bus.create({ url: config.NATS_URL, name: `${options.name}:${config.PIPELINE}`, logger });
+    const bus = await Bus.create({ url: config.NATS_URL, name: `${options.name}:${config.PIPELINE}`, logger, security: natsSecurity(config) });
     defer('nats', () => bus.close());
     await bus.ensurePipelineStreams(config.PIPELINE);
     // The reorderer merges every source (SOURCES): its view names them.

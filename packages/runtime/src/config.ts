@@ -3,15 +3,15 @@
  * environment; `loadConfig` parses it once and throws a ConfigError that names every
  * bad variable at once (never the first only).
  */
-import { ConfigError } from '@cdc/core';
+import { ConfigError, isSecretKey, redactUrl, redactValue, registerSecret, registerUrlSecrets } from '@cdc/core';
 import { z } from 'zod';
-import { redactUrl } from './logger.ts';
 
 export { z };
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
 export function loadConfig<S extends z.ZodTypeAny>(schema: S, env: Env = process.env): z.output<S> {
+  registerEnvSecrets(env);
   const result = schema.safeParse(env);
   if (result.success) return result.data;
   const problems = result.error.issues.map((issue) => ({
@@ -21,21 +21,34 @@ export function loadConfig<S extends z.ZodTypeAny>(schema: S, env: Env = process
   throw new ConfigError(problems);
 }
 
+/**
+ * Every credential the environment carries becomes a registered secret (redact.ts), before
+ * anything is parsed or connected: a credential variable's value, the password of every
+ * `*_URL(S)`. From then on no log line, error or health response can show it.
+ */
+export function registerEnvSecrets(env: Env): void {
+  for (const [key, value] of Object.entries(env)) {
+    if (value === undefined || value === '') continue;
+    if (isSecretKey(key)) registerSecret(value);
+    else if (/_URLS?$|_BROKERS$/.test(key)) registerUrlSecrets(value);
+  }
+}
+
 export const MAX_PARTITIONS = 4096;
 /** Port of every app's /healthz and /readyz. */
 export const DEFAULT_HEALTH_PORT = 8080;
 
 /**
  * The compiled config as it may be logged (at debug, at start-up): every `*_URL` /
- * `*_URLS` field (comma lists too) goes through redactUrl, Maps become objects.
+ * `*_URLS` field (comma lists too) goes through redactUrl, credential fields (`*_PASSWORD`,
+ * `*_TOKEN`) become `[redacted]`, every other string is scrubbed, Maps become objects.
  */
 export function redactConfig(config: Readonly<Record<string, unknown>>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(config)) {
     if (typeof value === 'string' && /_URLS?$/.test(key)) out[key] = value.split(',').map((url) => redactUrl(url.trim())).join(',');
-    else if (value !== undefined && /(PASSWORD|TOKEN|SECRET)$/.test(key)) out[key] = '[redacted]';
-    else if (value instanceof Map) out[key] = Object.fromEntries(value);
-    else out[key] = value;
+    else if (value instanceof Map) out[key] = redactValue(Object.fromEntries(value));
+    else out[key] = redactValue(value, key);
   }
   return out;
 }

@@ -11,7 +11,17 @@
  */
 export { createLogger, memoryFields, redactUrl } from './logger.ts';
 export type { Logger } from './logger.ts';
-export { loadConfig, env, z, redactConfig, MAX_PARTITIONS, DEFAULT_HEALTH_PORT } from './config.ts';
+export { loadConfig, env, z, redactConfig, registerEnvSecrets, MAX_PARTITIONS, DEFAULT_HEALTH_PORT } from './config.ts';
+export {
+  natsSecurityFields,
+  redisSecurityFields,
+  etcdSecurityFields,
+  natsSecurity,
+  redisSecurity,
+  etcdSecurity,
+  securityProblems,
+} from './security.ts';
+export type { NatsSecurity, BasicSecurity, TlsFiles } from './security.ts';
 export type { Env } from './config.ts';
 export { PIPELINE_APPS, pipelineFileSchema, parsePipelineFile, loadPipelineFile, pipelineFileEnv, withPipelineFile, fieldPath } from './pipeline-file.ts';
 export type { PipelineApp, PipelineFile, PipelineFileReader, PipelineSource, PipelineSink } from './pipeline-file.ts';

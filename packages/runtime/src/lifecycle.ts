@@ -4,7 +4,7 @@
  * reverse order of creation. A failure prints ONE line saying what went wrong and
  * exits non-zero; the structured log keeps the details.
  */
-import { CdcError, errorMessage } from '@cdc/core';
+import { CdcError, errorMessage, redactError } from '@cdc/core';
 import { createLogger, type Logger } from './logger.ts';
 
 export interface AppContext {
@@ -78,6 +78,7 @@ function isAbort(error: unknown): boolean {
 
 function reportFatal(app: string, logger: Logger, error: unknown): void {
   const code = error instanceof CdcError ? error.code : 'UNEXPECTED';
+  if (error instanceof Error) redactError(error);
   logger.fatal({ err: error, code }, errorMessage(error));
   // One human line on stderr, whatever the log level: what failed and what to do.
   process.stderr.write(`${app}: ${code}: ${errorMessage(error)}\n`);

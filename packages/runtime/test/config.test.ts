@@ -33,7 +33,7 @@ describe('redactConfig', () => {
     expect(JSON.stringify(logged)).not.toContain(':pw@');
     expect(logged).toEqual({
       SINK_DATABASE_URL: 'postgres://cdc:***@db:5432/sink',
-      ETCD_URL: 'http://root:***@e1:2379/,http://e2:2379/',
+      ETCD_URL: 'http://root:***@e1:2379,http://e2:2379',
       NATS_URL: 'nats://127.0.0.1:4222',
       TABLE_MAP: { 'public.a': 'public.b' },
       PARTITIONS: 4,

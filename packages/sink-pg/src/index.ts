@@ -19,7 +19,7 @@ export { planEvent, buildStatements } from './apply.ts';
 export type { RowOp, UpsertOp, DeleteOp, TruncateOp, Statement, GroupLimits } from './apply.ts';
 export { SinkWriter } from './writer.ts';
 export type { SinkSession, ApplyRequest, ApplyOutcome, ChunkOutcome, Refusal } from './writer.ts';
-export { TableCatalog, ensureBookkeeping, parseTableMap } from './schema.ts';
+export { TableCatalog, ensureBookkeeping, parseTableMap, BOOKKEEPING_DDL, GUARD_LSN, GUARD_SEQ } from './schema.ts';
 export type { SinkTable, SinkColumn } from './schema.ts';
 export { widening, typeNameForOid, shapeChanges, createTableSql, BUILTIN_TYPES } from './evolve.ts';
 export type { SchemaChanges, Widening, ShapeChange } from './evolve.ts';

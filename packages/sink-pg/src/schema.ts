@@ -20,6 +20,7 @@ export interface Queryable {
   query<R extends QueryResultRow = QueryResultRow>(text: string, values?: unknown[]): Promise<QueryResult<R>>;
 }
 import { SinkRefusedError, fromPgError } from './errors.ts';
+import { CdcError } from '@cdc/core';
 
 export const GUARD_LSN = '_cdc_lsn';
 export const GUARD_SEQ = '_cdc_seq';
@@ -41,8 +42,16 @@ CREATE TABLE IF NOT EXISTS public.cdc_owner (
   epoch    bigint NOT NULL
 );`;
 
-/** Creates the bookkeeping tables; an advisory lock keeps two starting committers from racing on CREATE. */
+/**
+ * Creates the bookkeeping tables; an advisory lock keeps two starting committers from
+ * racing on CREATE. When both exist nothing is created: a least-privilege sink role (no
+ * CREATE on the schema) works on tables an administrator made (README: Security).
+ */
 export async function ensureBookkeeping(client: PoolClient): Promise<void> {
+  const existing = await client.query<{ checkpoint: string | null; owner: string | null }>(
+    `SELECT to_regclass('public.cdc_checkpoint')::text AS checkpoint, to_regclass('public.cdc_owner')::text AS owner`,
+  );
+  if (existing.rows[0]?.checkpoint && existing.rows[0].owner) return;
   await client.query('BEGIN');
   try {
     await client.query(`SELECT pg_advisory_xact_lock(hashtext('cdc_bookkeeping'))`);
@@ -50,6 +59,13 @@ export async function ensureBookkeeping(client: PoolClient): Promise<void> {
     await client.query('COMMIT');
   } catch (error) {
     await client.query('ROLLBACK').catch(() => undefined);
+    if ((error as { code?: string }).code === '42501') {
+      throw new CdcError(
+        'the committer\'s role may not create its bookkeeping tables public.cdc_checkpoint and public.cdc_owner; as an administrator create them once ' +
+          '(the statements are BOOKKEEPING_DDL in @cdc/sink-pg, README: Security) and GRANT SELECT, INSERT, UPDATE ON public.cdc_checkpoint, public.cdc_owner to the role',
+        { code: 'SINK_PRIVILEGE_MISSING', retriable: false, cause: error },
+      );
+    }
     throw error;
   }
 }

@@ -14,7 +14,7 @@
  */
 import { Committer, type Applied, type ApplyContext, type CommitterOptions, type LaneCheckpoint, type LaneStart, type MergeBatch, type Sink } from '@cdc/committer';
 import { DEFAULT_SINK } from '@cdc/checkpoint';
-import { IllegalStateError, UnreachableError, pinValueText, retry } from '@cdc/core';
+import { IllegalStateError, UnreachableError, pinValueText, postgresAuthError, retry } from '@cdc/core';
 import { redactUrl, type Logger } from '@cdc/runtime';
 import pg from 'pg';
 import { acquireEpoch, readCheckpoints } from './checkpoints.ts';
@@ -117,7 +117,11 @@ export class PgSink implements Sink<PgSinkStats> {
           try {
             return await pool.connect();
           } catch (error) {
-            throw new UnreachableError('sink PostgreSQL', redactUrl(options.sinkUrl), 'check SINK_DATABASE_URL and that the server runs', error);
+            // Wrong password, unknown role, failed TLS check: not retried, one line.
+            throw (
+              postgresAuthError('sink PostgreSQL', redactUrl(options.sinkUrl), error, 'check the user and password (or client certificate) of SINK_DATABASE_URL') ??
+              new UnreachableError('sink PostgreSQL', redactUrl(options.sinkUrl), 'check SINK_DATABASE_URL and that the server runs', error)
+            );
           }
         },
         {
