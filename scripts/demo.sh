@@ -18,4 +18,6 @@ if [ -z "${POSTGRES_URL:-}" ] || [ -z "${NATS_URL:-}" ] || [ -z "${REDIS_URL:-}"
   # shellcheck disable=SC1091
   source .state/servers.env
 fi
+# The demo runs the pipeline with `cdc run`, which starts the apps' bundles.
+pnpm -s turbo run build --output-logs=errors-only
 pnpm exec tsx tests/e2e/demo.ts

@@ -9,7 +9,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { z } from '@cdc/runtime';
+import { parsePipelineFile, pipelineFileEnv, type z } from '@cdc/runtime';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { committerConfigSchema } from '@cdc/app-committer/config';
@@ -47,6 +47,28 @@ interface Instance {
   readonly config: Record<string, unknown> | undefined;
   /** Problems found while assembling the env (a missing ConfigMap key, a non-string value). */
   readonly envProblems: readonly string[];
+}
+
+/**
+ * The app's environment as it sees it: with PIPELINE_FILE, the file's variables for the app
+ * (`fileText` reads the file the path names inside the container) under its own.
+ */
+function withFile(where: string, app: App, env: Record<string, string>, fileText: (path: string) => string | undefined, problems: string[]): Record<string, string> {
+  const path = env['PIPELINE_FILE'];
+  if (path === undefined) return env;
+  const text = fileText(path);
+  if (text === undefined) {
+    problems.push(`${where}: PIPELINE_FILE ${path} is no file mounted into it`);
+    return env;
+  }
+  try {
+    // As the app reads it: only its own connections need their ${VARIABLES}.
+    const file = parsePipelineFile(text, env, path, { app, sourceId: env['SOURCE_ID'], sinkName: env['SINK_NAME'] });
+    return { ...pipelineFileEnv(file, app, { sourceId: env['SOURCE_ID'], sinkName: env['SINK_NAME'] }), ...env };
+  } catch (error) {
+    problems.push(`${where}: ${error instanceof Error ? error.message : String(error)}`);
+    return env;
+  }
 }
 
 function instance(where: string, app: App, env: Record<string, string>, envProblems: string[]): Instance {
@@ -193,9 +215,18 @@ function composeEnv(where: string, service: ComposeService): { env: Record<strin
   return { env, problems };
 }
 
+/** A file mounted into the service (`./pipeline.yaml:/etc/cdc/pipeline.yaml:ro`), read from the host. */
+function composeMountedFile(service: ComposeService, path: string): string | undefined {
+  for (const volume of (service.volumes ?? []).map(String)) {
+    const [host, container] = volume.split(':');
+    if (container === path && host !== undefined && existsSync(`${COMPOSE_DIR}${host}`)) return readFileSync(`${COMPOSE_DIR}${host}`, 'utf8');
+  }
+  return undefined;
+}
+
 const composeInstances = composeApps.map(({ service, app, where }) => {
   const { env, problems } = composeEnv(where, service);
-  return instance(where, app, env, problems);
+  return instance(where, app, withFile(where, app, env, (path) => composeMountedFile(service, path), problems), problems);
 });
 
 describe('docker compose (infra/compose/docker-compose.yml)', () => {
@@ -310,6 +341,7 @@ interface Container {
   image?: string;
   ports?: { name?: string; containerPort?: number }[];
   envFrom?: { configMapRef?: { name?: string }; secretRef?: { name?: string }; prefix?: string }[];
+  volumeMounts?: { name?: string; mountPath?: string; subPath?: string }[];
   env?: { name?: string; value?: unknown; valueFrom?: { configMapKeyRef?: { name?: string; key?: string }; secretKeyRef?: { name?: string; key?: string } } }[];
   livenessProbe?: Probe;
   readinessProbe?: Probe;
@@ -323,7 +355,7 @@ interface DeploymentSpec {
   selector?: { matchLabels?: Record<string, string> };
   template?: {
     metadata?: { labels?: Record<string, string> };
-    spec?: { terminationGracePeriodSeconds?: number; securityContext?: { runAsNonRoot?: boolean }; containers?: Container[] };
+    spec?: { terminationGracePeriodSeconds?: number; securityContext?: { runAsNonRoot?: boolean }; containers?: Container[]; volumes?: { name?: string; configMap?: { name?: string } }[] };
   };
 }
 
@@ -399,10 +431,22 @@ function containerEnv(where: string, container: Container): { env: Record<string
   return { env, problems };
 }
 
-const k8sInstances = k8sContainers.flatMap(({ container, app, where }) => {
+/** A file mounted from a ConfigMap volume (`mountPath/<key>`), read from the manifests. */
+function k8sMountedFile(deployment: K8sObject, container: Container, path: string): string | undefined {
+  for (const mount of container.volumeMounts ?? []) {
+    const dir = (mount.mountPath ?? '').replace(/\/$/, '');
+    if (!path.startsWith(`${dir}/`)) continue;
+    const volume = deployment.spec?.template?.spec?.volumes?.find((v) => v.name === mount.name);
+    const text = configMaps.get(volume?.configMap?.name ?? '')?.[path.slice(dir.length + 1)];
+    if (text !== undefined) return text;
+  }
+  return undefined;
+}
+
+const k8sInstances = k8sContainers.flatMap(({ deployment, container, app, where }) => {
   if (app === undefined) return [];
   const { env, problems } = containerEnv(where, container);
-  return [instance(where, app, env, problems)];
+  return [instance(where, app, withFile(where, app, env, (path) => k8sMountedFile(deployment, container, path), problems), problems)];
 });
 const k8sInstanceOf = (where: string) => k8sInstances.find((it) => it.where === where);
 

@@ -1,6 +1,7 @@
 /**
- * The demo (README's first command): servers are up (scripts/demo.sh), this starts the
- * four apps on a fresh source and sink database, runs a workload, shows live progress
+ * The demo (README's first command): servers are up (scripts/demo.sh), this writes a
+ * pipeline file and starts the four apps with `cdc run` (apps/cli, the built bundles) on a
+ * fresh source and sink database, runs a workload, shows live progress
  * (changes committed in the source / applied to the sink / lag / slot lag) and ends
  * with one verification line: source == sink, row by row and change by change.
  *
@@ -22,7 +23,11 @@ import { compareHistories, kafkaHistory, sourceHistory } from '../kafka/verify.t
 import { resolveServers } from '../harness/servers.ts';
 import { historyCount, waitForSinkToCatchUp } from './convergence.ts';
 import { recreateDatabase, withClient } from './databases.ts';
-import { PipelineProcesses } from './pipeline.ts';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ManagedProcess } from '../harness/process.ts';
+import { REPO_ROOT } from '../harness/servers.ts';
 
 const CHANGES = Number(process.env.DEMO_CHANGES ?? 20_000);
 const PARTITIONS = Number(process.env.DEMO_PARTITIONS ?? 4);
@@ -64,17 +69,45 @@ async function main(): Promise<number> {
   console.log(
     `starting reader, lamport-reorderer x2, dedup-gate, committer${withKafka ? ', committer-kafka' : ''} (pipeline ${pipelineName}, ${PARTITIONS} partitions)…`,
   );
-  const pipeline = await PipelineProcesses.start({
-    pipeline: pipelineName,
-    partitions: PARTITIONS,
-    sources: [{ id: 'src1', databaseUrl: sourceUrl, tables: WATCHED_TABLES }],
-    sinkUrl,
-    sinks: withKafka ? ['postgres', 'kafka'] : ['postgres'],
-    kafka: { topicPrefix: pipelineName, checkpointTopic: 'cdc.checkpoints' },
-    servers: urls,
-  });
+  const dir = mkdtempSync(join(tmpdir(), 'cdc-demo-'));
+  const file = join(dir, 'pipeline.yaml');
+  writeFileSync(
+    file,
+    [
+      `pipeline: ${pipelineName}`,
+      `partitions: ${PARTITIONS}`,
+      `nats: { url: "${urls.nats}" }`,
+      `etcd: { url: "${urls.etcd}" }`,
+      `redis: { url: "${urls.redis}" }`,
+      'sources:',
+      `  - { id: src1, connection: "${sourceUrl}", tables: [${WATCHED_TABLES.join(', ')}] }`,
+      'relay: { reorderer: { processes: 2 } }',
+      'sinks:',
+      `  - { kind: postgres, connection: "${sinkUrl}" }`,
+      ...(withKafka ? [`  - { kind: kafka, connection: [${urls.kafkaBrokers.join(', ')}], topicPrefix: ${pipelineName}, checkpointTopic: cdc.checkpoints }`] : []),
+      '',
+    ].join('\n'),
+  );
+  const apps = ['reader:src1', 'lamport-reorderer:0', 'lamport-reorderer:1', 'dedup-gate', 'committer:postgres', ...(withKafka ? ['committer:kafka'] : [])];
+  // cdc run's own lines (health, progress) stay in its buffer: the progress bars below own the terminal.
+  const run = ManagedProcess.spawn({ name: 'cdc-run', command: process.execPath, args: ['apps/cli/dist/main.js', 'run', file, '--log-dir', join(dir, 'logs')], cwd: REPO_ROOT });
+  const stopRun = async (): Promise<void> => {
+    if (run.pid !== undefined && !run.status) process.kill(run.pid, 'SIGTERM');
+    await run.waitForExit(120_000).catch(() => run.kill('SIGKILL'));
+  };
   try {
-    for (const name of pipeline.names) console.log(`  ${name.padEnd(14)} healthy (pid ${pipeline.process(name).pid})`);
+    console.log(`  cdc run ${file} (app logs in ${join(dir, 'logs')})`);
+    for (const name of apps) {
+      const started = await run.waitForLine(new RegExp(`${name}: started \\(pid (\\d+)`), 120_000);
+      await run.waitForLine(new RegExp(`${name}: ready`), 120_000);
+      console.log(`  ${name.padEnd(20)} healthy (pid ${started.match[1]})`);
+    }
+  } catch (error) {
+    console.log(run.stdout.join('\n'));
+    await stopRun();
+    throw error;
+  }
+  try {
     const bars = new cliProgress.MultiBar(
       {
         format: '{what} {bar} {value}/{total} | {detail}',
@@ -132,7 +165,8 @@ async function main(): Promise<number> {
     const kafkaOk = withKafka ? await verifyKafka(urls.kafkaBrokers, pipelineName, sourceUrl, caughtUp.committed) : true;
     return report.ok && caughtUp.caughtUp && kafkaOk ? 0 : 1;
   } finally {
-    await pipeline.stop();
+    await stopRun();
+    console.log(`cdc run: ${run.stdout.filter((line) => /restarting|all apps stopped/.test(line)).map((line) => line.slice(9)).join('; ') || 'no line'}`);
     await servers.stop();
   }
 }

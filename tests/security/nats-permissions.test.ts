@@ -5,7 +5,7 @@
  * stage subject sent with another app's credentials is refused by the server and never
  * stored; a user the server does not know cannot connect at all.
  */
-import { Bus } from '@cdc/bus';
+import { Bus, PipelineAgreement } from '@cdc/bus';
 import { AuthenticationError, STAGES, stageSubject, streamName } from '@cdc/core';
 import { createLogger } from '@cdc/runtime';
 import { afterAll, beforeAll } from 'vitest';
@@ -54,6 +54,22 @@ describe.skipIf(!secureServersAvailable())('NATS per-stage permissions', () => {
     });
     return name;
   }
+
+  test('every app user may write its view to the agreement bucket (cdc_apps) and compare it with the others', async ({ ctx }) => {
+    const name = ctx.uniqueName('perm_agree');
+    const views = {
+      reader: { app: 'reader', instance: 'reader.src1', partitions: 2, source: 'src1', sinks: ['postgres'] },
+      'lamport-reorderer': { app: 'lamport-reorderer', instance: 'lamport-reorderer.all', partitions: 2, sources: ['src1'] },
+      'dedup-gate': { app: 'dedup-gate', instance: 'dedup-gate.all', partitions: 2 },
+      committer: { app: 'committer', instance: 'committer.postgres', partitions: 2, sink: 'postgres' },
+    } as const;
+    const joined: PipelineAgreement[] = [];
+    for (const [user, view] of Object.entries(views) as [keyof typeof views, (typeof views)[keyof typeof views]][]) {
+      const bus = await busAs(ctx, user);
+      joined.push(await PipelineAgreement.join(bus, { pipeline: name, view, logger: createLogger({ app: user, level: 'silent' }) }));
+    }
+    for (const agreement of joined.reverse()) await agreement.close();
+  });
 
   const forgedTruncate = { kind: 'change', op: 'truncate', table: 'public.accounts', source: 'src1', lamport: '999999999999' };
 

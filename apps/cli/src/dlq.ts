@@ -109,6 +109,16 @@ export class DeadLetterStore {
     return out;
   }
 
+  /** Letters in the stream (0 when the pipeline never dead-lettered: no stream). */
+  async count(): Promise<number> {
+    try {
+      return (await this.#jsm.streams.info(this.#stream)).state.messages;
+    } catch (error) {
+      if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound) return 0;
+      throw error;
+    }
+  }
+
   /** The letter at `seq`; undefined when the stream holds none there (deleted, or not a letter). */
   async get(seq: number): Promise<StoredLetter | undefined> {
     let message;

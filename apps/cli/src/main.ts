@@ -10,14 +10,22 @@
  *   cdc dlq replay <seq...> | --all [--dry-run] [--force] (PostgreSQL committer letters)
  *   cdc snapshot start <table...> [--from K --to K]     (a backfill through the signal table)
  *   cdc snapshot status [--watch]                       (progress bars while it runs)
+ *   cdc run <pipeline.yaml> [--log-dir D] [--echo]      (every app, supervised, on this machine)
+ *   cdc status <pipeline.yaml> [--json]                 (health, committed positions, slot lag, dead letters)
+ *   cdc verify <pipeline.yaml> [--sink S] [--json]      (PostgreSQL sinks against the sources, by hash in key-range chunks)
  */
 import { readSnapshotJobs, requestBackfill, describeProgress, type SnapshotJobProgress } from '@cdc/pg-source';
-import { redactUrl } from '@cdc/runtime';
+import { loadPipelineFile, redactUrl } from '@cdc/runtime';
+import { resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import { Command, Option } from 'commander';
 import pg from 'pg';
 import { DeadLetterStore, PgReplayer, readReplays, type ReplayResult, type StoredLetter } from './dlq.ts';
 import { SETTINGS, checkSettings } from './settings.ts';
+import { planApps } from './plan.ts';
+import { runPipeline } from './run.ts';
+import { pipelineStatus, renderStatus } from './status.ts';
+import { renderVerify, verifyPipeline } from './verify.ts';
 import { letterSummary, listTable, positiveInteger, stageName, renderTable, replayTable, selectLetters } from './letters.ts';
 
 const program = new Command('cdc').description('inspect and operate a cdc pipeline').showHelpAfterError();
@@ -228,6 +236,58 @@ async function watch(url: string, slot: string, tables: readonly string[] | unde
     bars.stop();
   }
 }
+
+program
+  .command('run')
+  .description("start every app of a pipeline file on this machine, supervised (restarted with back-off when one crashes); Ctrl-C drains them all, upstream first")
+  .argument('<file>', 'the pipeline file (YAML)')
+  .option('--log-dir <dir>', "where each app's log goes (default: $TMPDIR/cdc-<pipeline>)")
+  .option('--echo', "print every app's log lines (default: only errors)")
+  .option('--progress-interval <seconds>', 'seconds between progress lines', positiveInteger, 5)
+  .option('--apps-dir <dir>', 'the directory holding <app>/dist/main.js (default: this checkout\'s apps/)')
+  .action(async (file: string, options: { logDir?: string; echo?: boolean; progressInterval: number; appsDir?: string }) => {
+    await runPipeline(file, {
+      progressMs: options.progressInterval * 1000,
+      ...(options.logDir ? { logDir: options.logDir } : {}),
+      ...(options.echo ? { echo: true } : {}),
+      ...(options.appsDir ? { appsDir: options.appsDir } : {}),
+    });
+  });
+
+program
+  .command('status')
+  .description("a pipeline file's pipeline: each app's health, per sink and partition the committed position, the slots' confirmed_flush_lsn and lag, dead letters waiting")
+  .argument('<file>', 'the pipeline file (YAML)')
+  .addOption(jsonOption())
+  .action(async (file: string, options: { json?: boolean }) => {
+    const path = resolve(file);
+    const pipeline = loadPipelineFile(path);
+    const status = await pipelineStatus(pipeline, planApps(pipeline, path));
+    if (options.json) console.log(JSON.stringify(status, null, 1));
+    else console.log(renderStatus(status));
+  });
+
+program
+  .command('verify')
+  .description('compare each PostgreSQL sink with the sources: rows by hash in key-range chunks; exit 1 naming the first rows that differ')
+  .argument('<file>', 'the pipeline file (YAML)')
+  .option('--sink <name>', 'only this sink')
+  .option('--chunk-rows <n>', 'rows per chunk', positiveInteger, 10_000)
+  .option('--recheck <ms>', 'compare a differing chunk again after this long (a change in flight settles); 0 = never', (v: string) => (v === '0' ? 0 : positiveInteger(v)), 2_000)
+  .option('--show <n>', 'differing rows named per table at most', positiveInteger, 10)
+  .addOption(jsonOption())
+  .action(async (file: string, options: { sink?: string; chunkRows: number; recheck: number; show: number; json?: boolean }) => {
+    const pipeline = loadPipelineFile(resolve(file));
+    const result = await verifyPipeline(pipeline, {
+      chunkRows: options.chunkRows,
+      recheckMs: options.recheck,
+      show: options.show,
+      progress: !options.json && process.stderr.isTTY === true,
+      ...(options.sink ? { sink: options.sink } : {}),
+    });
+    console.log(options.json ? JSON.stringify(result, null, 1) : renderVerify(result));
+    if (!result.ok) process.exitCode = 1;
+  });
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   console.error(`cdc: ${error instanceof Error ? error.message : String(error)}`);

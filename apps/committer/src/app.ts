@@ -8,10 +8,10 @@
  * SIGTERM/SIGINT: the batch in hand is applied and committed, positions are published,
  * then everything closes in reverse order of creation.
  */
-import { Bus } from '@cdc/bus';
+import { Bus, PipelineAgreement, instanceKey } from '@cdc/bus';
 import { CheckpointStore } from '@cdc/checkpoint';
 import { registerCommitterMetrics } from '@cdc/committer';
-import { HealthServer, Metrics, etcdSecurity, loadConfig, natsSecurity, redactConfig, runApp } from '@cdc/runtime';
+import { HealthServer, Metrics, etcdSecurity, loadConfig, natsSecurity, redactConfig, runApp, withPipelineFile } from '@cdc/runtime';
 import { KafkaSink, parseTopicRoutes, type KafkaSinkOptions } from '@cdc/sink-kafka';
 import { PgSink } from '@cdc/sink-pg';
 import { committerConfigSchema, kafkaSecurity } from './config.ts';
@@ -24,13 +24,19 @@ export interface CommitterHooks {
 
 export async function runCommitter(hooks: CommitterHooks = {}): Promise<void> {
   await runApp({ app: 'committer' }, async ({ logger, signal, defer }) => {
-    const config = loadConfig(committerConfigSchema);
+    const config = loadConfig(committerConfigSchema, withPipelineFile('committer'));
     logger.level = config.LOG_LEVEL;
     logger.debug({ config: redactConfig(config) }, 'configuration');
 
     const bus = await Bus.create({ url: config.NATS_URL, name: `committer-${config.PIPELINE}-${config.SINK_NAME}`, logger, security: natsSecurity(config) });
     defer('nats', () => bus.close());
     await bus.ensurePipelineStreams(config.PIPELINE);
+    const agreement = await PipelineAgreement.join(bus, {
+      pipeline: config.PIPELINE,
+      view: { app: 'committer', instance: instanceKey('committer', config.SINK_NAME), partitions: config.PARTITIONS, sink: config.SINK_NAME },
+      logger,
+    });
+    defer('agreement', () => agreement.close());
 
     const checkpointStore = await CheckpointStore.create({ url: config.ETCD_URL, logger, security: etcdSecurity(config) });
     defer('etcd', () => checkpointStore.close());

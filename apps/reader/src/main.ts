@@ -5,14 +5,14 @@
  * → Reader → health server. SIGTERM: the reader drains (publishes what it read and its
  * watermark, confirms what the committer has committed), then etcd and NATS close.
  */
-import { Bus } from '@cdc/bus';
+import { Bus, PipelineAgreement, instanceKey } from '@cdc/bus';
 import { CheckpointStore } from '@cdc/checkpoint';
 import { READER_DEFAULTS, Reader, SlotMonitor, registerReaderMetrics, setupSource } from '@cdc/pg-source';
-import { HealthServer, Metrics, etcdSecurity, loadConfig, natsSecurity, redactConfig, runApp, untilAborted } from '@cdc/runtime';
+import { HealthServer, Metrics, etcdSecurity, loadConfig, natsSecurity, redactConfig, runApp, untilAborted, withPipelineFile } from '@cdc/runtime';
 import { readerConfigSchema } from './config.ts';
 
 await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
-  const config = loadConfig(readerConfigSchema);
+  const config = loadConfig(readerConfigSchema, withPipelineFile('reader'));
   logger.level = config.LOG_LEVEL;
   const log = logger.child({ pipeline: config.PIPELINE, source: config.SOURCE_ID });
   log.debug({ config: redactConfig(config) }, 'configuration');
@@ -20,6 +20,12 @@ await runApp({ app: 'reader' }, async ({ logger, signal, defer }) => {
   const bus = await Bus.create({ url: config.NATS_URL, name: `reader-${config.PIPELINE}-${config.SOURCE_ID}`, logger: log, security: natsSecurity(config) });
   defer('nats', () => bus.close());
   await bus.ensurePipelineStreams(config.PIPELINE);
+  const agreement = await PipelineAgreement.join(bus, {
+    pipeline: config.PIPELINE,
+    view: { app: 'reader', instance: instanceKey('reader', config.SOURCE_ID), partitions: config.PARTITIONS, source: config.SOURCE_ID, sinks: config.SINKS },
+    logger: log,
+  });
+  defer('agreement', () => agreement.close());
 
   const checkpoints = await CheckpointStore.create({ url: config.ETCD_URL, logger: log, security: etcdSecurity(config) });
   defer('etcd', () => checkpoints.close());

@@ -17,3 +17,5 @@ export type { PublishOptions } from './publisher.ts';
 export { StreamReader } from './reader.ts';
 export type { BusMessage } from './message.ts';
 export { PublishError, StreamGapError } from './errors.ts';
+export { PipelineAgreement, PipelineMismatchError, compareViews, instanceKey, AGREEMENT_DEFAULTS } from './agreement.ts';
+export type { PipelineView } from './agreement.ts';

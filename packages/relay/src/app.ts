@@ -18,8 +18,8 @@
  *     }),
  *   });
  */
-import { Bus } from '@cdc/bus';
-import { HealthServer, Metrics, loadConfig, natsSecurity, redactConfig, runApp, untilAborted, type z, type AppContext, type Logger, type ReadinessCheck } from '@cdc/runtime';
+import { Bus, PipelineAgreement, instanceKey } from '@cdc/bus';
+import { HealthServer, Metrics, PIPELINE_APPS, loadConfig, natsSecurity, redactConfig, runApp, untilAborted, withPipelineFile, type z, type AppContext, type Logger, type ReadinessCheck } from '@cdc/runtime';
 import type { RelayAppConfig } from './app-config.ts';
 import { registerRelayMetrics } from './metrics.ts';
 import { relaysCheck } from './readiness.ts';
@@ -67,13 +67,28 @@ export interface RelayAppOptions<C extends RelayAppConfig> {
 /** Runs the app to its end; resolves with the exit code (after calling `exit`). */
 export function runRelayApp<C extends RelayAppConfig>(options: RelayAppOptions<C>): Promise<number> {
   return runApp({ app: options.name, ...(options.exit ? { exit: options.exit } : {}) }, async ({ logger, signal, defer }) => {
-    const config = loadConfig(options.configSchema);
+    // The app's part of PIPELINE_FILE (when set) under the environment.
+    const fileApp = PIPELINE_APPS.find((app) => app === options.name);
+    const config = loadConfig(options.configSchema, fileApp ? withPipelineFile(fileApp) : process.env);
     logger.level = config.LOG_LEVEL;
     logger.debug({ config: redactConfig(config) }, 'configuration');
 
     const bus = await Bus.create({ url: config.NATS_URL, name: `${options.name}:${config.PIPELINE}`, logger, security: natsSecurity(config) });
     defer('nats', () => bus.close());
     await bus.ensurePipelineStreams(config.PIPELINE);
+    // The reorderer merges every source (SOURCES): its view names them.
+    const sources = (config as { SOURCES?: unknown }).SOURCES;
+    const agreement = await PipelineAgreement.join(bus, {
+      pipeline: config.PIPELINE,
+      view: {
+        app: options.name,
+        instance: instanceKey(options.name, config.ASSIGNED_PARTITIONS),
+        partitions: config.PARTITIONS,
+        ...(Array.isArray(sources) ? { sources: sources.map(String) } : {}),
+      },
+      logger,
+    });
+    defer('agreement', () => agreement.close());
 
     const { makeStage, checks = {}, fields = {}, metrics: appMetrics, connections = {} } = await options.setup({ config, bus, logger, signal, defer });
     const stages = config.partitions.map((partition) => makeStage(partition));

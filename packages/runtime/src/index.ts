@@ -23,6 +23,8 @@ export {
 } from './security.ts';
 export type { NatsSecurity, BasicSecurity, TlsFiles } from './security.ts';
 export type { Env } from './config.ts';
+export { PIPELINE_APPS, pipelineFileSchema, parsePipelineFile, loadPipelineFile, pipelineFileEnv, withPipelineFile, fieldPath } from './pipeline-file.ts';
+export type { PipelineApp, PipelineFile, PipelineFileReader, PipelineSource, PipelineSink } from './pipeline-file.ts';
 export { HealthServer, REASON_CODE, DEFAULT_HEALTH_HOST } from './health.ts';
 export type { ReadinessCheck, Readiness, HealthServerOptions } from './health.ts';
 export { Metrics, DURATION_BUCKETS, BATCH_SIZE_BUCKETS } from './metrics.ts';
