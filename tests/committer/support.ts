@@ -324,6 +324,10 @@ export async function waitForNthLine(app: ManagedProcess, pattern: RegExp, count
 /** A SinkWriter on its own pool (ended with the context) that owns `pipeline` in the sink: its epoch. */
 export async function openSinkWriter(ctx: TestContext, sinkUrl: string, pipeline: string): Promise<{ writer: SinkWriter; pool: pg.Pool; epoch: number }> {
   const pool = new pg.Pool({ connectionString: sinkUrl, max: 2 });
+  // As PgSink does: a connection the cleanup's DROP DATABASE … WITH (FORCE) terminates
+  // (57P01) must not become an uncaught error event, idle or checked out.
+  pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
   ctx.defer('pool end', () => pool.end());
   const client = await pool.connect();
   await ensureBookkeeping(client);
