@@ -3,22 +3,13 @@
  * own counters when Prometheus scrapes; the two histograms are observed once per
  * committed sink transaction through children taken here, once.
  */
-import { BATCH_SIZE_BUCKETS, DURATION_BUCKETS, type Metrics, type Sample } from '@cdc/runtime';
+import { BATCH_SIZE_BUCKETS, DURATION_BUCKETS, perPartition, type Metrics, type Sample } from '@cdc/runtime';
 import type { Committer } from './committer.ts';
 
 const STAGE = 'committer';
 
 /** Failures that mean the sink cannot be reached (rather than refusing a change): its connection is down. */
 const UNREACHABLE = new Set(['SINK_UNAVAILABLE', 'KAFKA_TRANSACTION_FAILED', 'ERROR']);
-
-function perPartition(values: readonly (number | undefined)[], labels: Readonly<Record<string, string>>): Sample[] {
-  const out: Sample[] = [];
-  for (let partition = 0; partition < values.length; partition++) {
-    const value = values[partition];
-    if (value !== undefined) out.push([{ ...labels, partition }, value]);
-  }
-  return out;
-}
 
 export function registerCommitterMetrics(metrics: Metrics, committer: Committer, options: { readonly sink: string; readonly sinkKind: string }): void {
   const sink = options.sink;

@@ -2,20 +2,11 @@
  * The reader's metric families, read at scrape time from its counters, its stats and the
  * SlotMonitor's last sample (taken on the monitor's timer, never by a scrape).
  */
-import type { Metrics, Sample } from '@cdc/runtime';
+import { perPartition, type Metrics, type Sample } from '@cdc/runtime';
 import type { Reader } from './reader.ts';
 import type { SlotMonitor } from './slot-monitor.ts';
 
 const STAGE = 'reader';
-
-function perPartition(values: readonly (number | undefined)[], labels: Readonly<Record<string, string>>): Sample[] {
-  const out: Sample[] = [];
-  for (let partition = 0; partition < values.length; partition++) {
-    const value = values[partition];
-    if (value !== undefined) out.push([{ ...labels, partition }, value]);
-  }
-  return out;
-}
 
 export function registerReaderMetrics(metrics: Metrics, reader: Reader, options: { readonly source: string; readonly slot: string; readonly monitor?: SlotMonitor | undefined; readonly now?: () => number }): void {
   const now = options.now ?? Date.now;

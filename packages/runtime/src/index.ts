@@ -27,7 +27,7 @@ export { PIPELINE_APPS, pipelineFileSchema, parsePipelineFile, loadPipelineFile,
 export type { PipelineApp, PipelineFile, PipelineFileReader, PipelineSource, PipelineSink } from './pipeline-file.ts';
 export { HealthServer, REASON_CODE, DEFAULT_HEALTH_HOST } from './health.ts';
 export type { ReadinessCheck, Readiness, HealthServerOptions } from './health.ts';
-export { Metrics, DURATION_BUCKETS, BATCH_SIZE_BUCKETS } from './metrics.ts';
+export { Metrics, DURATION_BUCKETS, BATCH_SIZE_BUCKETS, perPartition } from './metrics.ts';
 export type { MetricLabels, MetricsOptions, Sample } from './metrics.ts';
 export { runApp, untilAborted } from './lifecycle.ts';
 export type { AppContext, RunOptions } from './lifecycle.ts';

@@ -149,6 +149,16 @@ function stringLabels(labels: MetricLabels): Record<string, string> {
 }
 
 /** Buckets for durations of a sink commit (seconds): 1 ms to 30 s. */
+/** One sample per partition that has a value: index = partition, `labels` + `partition` on each. */
+export function perPartition(values: readonly (number | undefined)[], labels: Readonly<Record<string, string>>): Sample[] {
+  const out: Sample[] = [];
+  for (let partition = 0; partition < values.length; partition++) {
+    const value = values[partition];
+    if (value !== undefined) out.push([{ ...labels, partition }, value]);
+  }
+  return out;
+}
+
 export const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] as const;
 /** Buckets for events per batch. */
 export const BATCH_SIZE_BUCKETS = [1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000] as const;
