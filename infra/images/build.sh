@@ -6,7 +6,7 @@
 # chroot as its user.
 #
 #   bash infra/images/build.sh                 # base: a local one (below), then build + smoke
-#   NODE_IMAGE=node:22-bookworm-slim bash infra/images/build.sh   # where the public image can be pulled
+#   NODE_IMAGE=node:22.23.5-bookworm-slim bash infra/images/build.sh   # where the public image can be pulled
 #   IMAGES_SKIP_SMOKE=1 …                      # build only
 #
 # The local base (when NODE_IMAGE is unset): a Debian bookworm root from Debian's packages
