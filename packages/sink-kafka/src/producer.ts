@@ -135,10 +135,11 @@ export class TransactionalProducer {
       // Topics are created by the committer (with a clear error when that fails).
       autocreateTopics: false,
       // Short in-client retries (coordinator moves, CONCURRENT_TRANSACTIONS right after a
-      // commit); a broker that stays away longer fails the transaction, and the sink's
-      // recovery re-creates the producer and re-reads the checkpoint (PITFALLS 18).
-      retries: 2,
-      retryDelay: 250,
+      // commit, which clears in milliseconds: a fixed 250 ms wait put p99 latency at 267 ms),
+      // 20, 40, 80, 160 ms; a broker that stays away longer fails the transaction, and the
+      // sink's recovery re-creates the producer and re-reads the checkpoint (PITFALLS 18).
+      retries: 4,
+      retryDelay: (_client: unknown, _operation: string, attempt: number) => Math.min(20 * 2 ** Math.max(0, attempt - 1), 160),
       serializers: stringSerializers,
       ...(compression === 'none' ? {} : { compression }),
     });
