@@ -8,7 +8,7 @@
 #     they are used as they are; otherwise infra/local/servers.sh starts the local ones
 #     (with a 90 min watchdog) and — only if this script started them — stops them on exit,
 #     so a developer's already running servers are left alone;
-#  3. tsc --noEmit, the lint (eslint.config.mjs: no import cycles, no deep imports, no
+#  3. the apps' bundles (turbo build), tsc --noEmit, the lint (eslint.config.mjs: no import cycles, no deep imports, no
 #     floating promises), the alert rules (promtool check/test rules; installs promtool from
 #     Debian's prometheus package if missing), the unit tests (vitest.unit.config.ts), the integration and end-to-end
 #     tests (tests/vitest.config.ts), then every app's image built with podman and smoke-run
@@ -65,6 +65,9 @@ step() {
   fi
 }
 
+# The apps' bundles (apps/*/dist): tests that run an app as its image would (the CLI's
+# `cdc run`, the security tests, the images) start them, not the sources.
+step build pnpm -s turbo run build --output-logs=errors-only
 step typecheck pnpm exec tsc -p tsconfig.json --noEmit
 step lint pnpm exec eslint .
 # promtool check/test rules on infra/monitoring/alerts.yml (installs promtool if missing).

@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ManagedProcess } from './process.ts';
 import type { TestContext } from './context.ts';
-import { freePort } from './ports.ts';
+import { freePorts } from './ports.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const LIBS = join(ROOT, '.state', 'kafka', 'libs');
@@ -55,8 +55,10 @@ export class ScratchKafka {
 
   static async start(ctx: TestContext, options: { saslSsl?: SaslSslListener } = {}): Promise<ScratchKafka> {
     const dir = mkdtempSync(join(tmpdir(), 'cdc-scratch-kafka-'));
-    const secure = options.saslSsl ? { port: await freePort(), listener: options.saslSsl } : undefined;
-    const broker = new ScratchKafka(await freePort(), await freePort(), dir, secure);
+    // Distinct ports: a broker whose listener and controller got the same one cannot start.
+    const [port, controllerPort, securePort] = await freePorts(3);
+    const secure = options.saslSsl ? { port: securePort as number, listener: options.saslSsl } : undefined;
+    const broker = new ScratchKafka(port as number, controllerPort as number, dir, secure);
     ctx.defer('scratch kafka', async () => {
       await broker.stop();
       rmSync(dir, { recursive: true, force: true });
