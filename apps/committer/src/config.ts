@@ -9,7 +9,7 @@
 import { COMMITTER_DEFAULTS } from '@cdc/committer';
 import { env, etcdSecurityFields, natsSecurityFields, z } from '@cdc/runtime';
 import zlib from 'node:zlib';
-import { KAFKA_DEFAULTS, type KafkaSecurity } from '@cdc/sink-kafka';
+import { COMPRESSIONS, KAFKA_DEFAULTS, type Compression, SASL_MECHANISMS, securityProblems, type KafkaSecurity, type SaslMechanism } from '@cdc/sink-kafka';
 import { parseTableMap } from '@cdc/sink-pg';
 
 const tableMap = z
@@ -82,13 +82,13 @@ export const committerConfigSchema = z
     KAFKA_TRANSACTIONAL_ID: z.string().regex(/^[A-Za-z0-9._-]{1,200}$/, 'letters, digits, ., _ and - only').optional(),
     KAFKA_CHECKPOINT_TOPIC: z.string().regex(/^[A-Za-z0-9._-]{1,249}$/, 'a Kafka topic name').default(KAFKA_DEFAULTS.checkpointTopic),
     KAFKA_COMPRESSION: z
-      .enum(['none', 'gzip', 'snappy', 'lz4', 'zstd'], { message: "'none', 'gzip', 'snappy', 'lz4' or 'zstd'" })
+      .enum(COMPRESSIONS as [Compression, ...Compression[]], { message: COMPRESSIONS.map((c) => `'${c}'`).join(', ') })
       .default(KAFKA_DEFAULTS.compression)
       .refine((codec) => codec !== 'zstd' || typeof (zlib as { zstdCompressSync?: unknown }).zstdCompressSync === 'function', {
         message: `zstd needs Node.js 22.15 or newer (this is ${process.version})`,
       }),
     /** SASL: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (user + password) or OAUTHBEARER (token). Unset: no SASL. */
-    KAFKA_SASL_MECHANISM: z.enum(['PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512', 'OAUTHBEARER'], { message: "'PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512' or 'OAUTHBEARER'" }).optional(),
+    KAFKA_SASL_MECHANISM: z.enum(SASL_MECHANISMS as [SaslMechanism, ...SaslMechanism[]], { message: SASL_MECHANISMS.map((m) => `'${m}'`).join(', ') }).optional(),
     KAFKA_SASL_USERNAME: z.string().min(1).optional(),
     KAFKA_SASL_PASSWORD: z.string().optional(),
     KAFKA_SASL_TOKEN: z.string().optional(),
@@ -111,15 +111,8 @@ export const committerConfigSchema = z
     if (config.SINK === 'kafka' && (config.KAFKA_BROKERS === undefined || config.KAFKA_BROKERS.length === 0)) {
       context.addIssue({ code: z.ZodIssueCode.custom, path: ['KAFKA_BROKERS'], message: 'required with SINK=kafka, for example 127.0.0.1:9092' });
     }
-    const mechanism = config.KAFKA_SASL_MECHANISM;
-    if (mechanism === 'OAUTHBEARER' && !config.KAFKA_SASL_TOKEN) {
-      context.addIssue({ code: z.ZodIssueCode.custom, path: ['KAFKA_SASL_TOKEN'], message: 'required with KAFKA_SASL_MECHANISM=OAUTHBEARER' });
-    }
-    if (mechanism !== undefined && mechanism !== 'OAUTHBEARER' && (!config.KAFKA_SASL_USERNAME || config.KAFKA_SASL_PASSWORD === undefined)) {
-      context.addIssue({ code: z.ZodIssueCode.custom, path: ['KAFKA_SASL_USERNAME'], message: `KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required with KAFKA_SASL_MECHANISM=${mechanism}` });
-    }
-    if ((config.KAFKA_TLS_CERT_FILE === undefined) !== (config.KAFKA_TLS_KEY_FILE === undefined)) {
-      context.addIssue({ code: z.ZodIssueCode.custom, path: ['KAFKA_TLS_CERT_FILE'], message: 'goes with KAFKA_TLS_KEY_FILE: set both for mutual TLS, or neither' });
+    for (const { variable, problem } of securityProblems(kafkaSecurity(config))) {
+      context.addIssue({ code: z.ZodIssueCode.custom, path: [variable], message: problem });
     }
   })
   .transform((config) => ({ ...config, SINK_NAME: config.SINK_NAME ?? config.SINK, KAFKA_TOPIC_PREFIX: config.KAFKA_TOPIC_PREFIX ?? config.PIPELINE }));
@@ -128,7 +121,7 @@ export type CommitterConfig = z.output<typeof committerConfigSchema>;
 
 /** The Kafka sink's TLS and SASL settings from the committer's configuration. */
 export function kafkaSecurity(config: {
-  KAFKA_SASL_MECHANISM?: 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512' | 'OAUTHBEARER' | undefined;
+  KAFKA_SASL_MECHANISM?: SaslMechanism | undefined;
   KAFKA_SASL_USERNAME?: string | undefined;
   KAFKA_SASL_PASSWORD?: string | undefined;
   KAFKA_SASL_TOKEN?: string | undefined;

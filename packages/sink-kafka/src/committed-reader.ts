@@ -17,6 +17,7 @@
  * and stops being so at its ABORT control batch; a transactional batch of an aborting
  * producer is skipped. The list is complete for every fetch, so no state crosses fetches.
  */
+import { isRetriableKafkaError } from './errors.ts';
 import { closeNow } from './producer.ts';
 import type { ConnectionOptions, Consumer } from '@platformatic/kafka';
 import { FETCH_READ_COMMITTED, FETCH_READ_UNCOMMITTED, LIST_OFFSETS_EARLIEST, kafkaClient } from './client.ts';
@@ -205,7 +206,7 @@ export class CommittedReader {
         } catch (error) {
           // A moved leader or a fenced epoch: find the leaders again, read next time.
           stale = true;
-          if (isRetriableFetchError(error)) return;
+          if (isRetriableKafkaError(error)) return;
           throw error;
         }
         for (const topic of response.responses) {
@@ -255,9 +256,4 @@ export class CommittedReader {
     }
     this.#positions = positions;
   }
-}
-
-function isRetriableFetchError(error: unknown): boolean {
-  const text = String((error as { message?: unknown })?.message ?? error);
-  return /NOT_LEADER|FENCED_LEADER_EPOCH|UNKNOWN_LEADER_EPOCH|LEADER_NOT_AVAILABLE|UNKNOWN_TOPIC|NetworkError|ECONNREFUSED|ECONNRESET|Timeout/i.test(text);
 }

@@ -21,25 +21,33 @@ interface KafkaLikeError {
   readonly apiCode?: unknown;
   readonly type?: unknown;
   readonly code?: unknown;
+  readonly canRetry?: unknown;
   readonly cause?: unknown;
   readonly errors?: unknown;
 }
 
-/** Every broker error id and code in the error, its `errors` and its causes (bounded). */
-export function kafkaErrorTypes(error: unknown): { types: string[]; codes: number[] } {
-  const types: string[] = [];
-  const codes: number[] = [];
+/** The error, the errors it aggregates and their causes, breadth first (bounded: 32). */
+export function* errorChain(error: unknown): Generator<KafkaLikeError> {
   const queue: unknown[] = [error];
   for (let seen = 0; seen < 32 && queue.length > 0; seen++) {
     const current = queue.shift();
     if (current === null || typeof current !== 'object') continue;
     const e = current as KafkaLikeError;
+    yield e;
+    if (Array.isArray(e.errors)) queue.push(...(e.errors as unknown[]));
+    if (e.cause !== undefined) queue.push(e.cause);
+  }
+}
+
+/** Every broker error id and code in the error chain. */
+export function kafkaErrorTypes(error: unknown): { types: string[]; codes: number[] } {
+  const types: string[] = [];
+  const codes: number[] = [];
+  for (const e of errorChain(error)) {
     if (typeof e.apiId === 'string') types.push(e.apiId);
     if (typeof e.type === 'string') types.push(e.type);
     if (typeof e.apiCode === 'number') codes.push(e.apiCode);
     if (typeof e.code === 'number') codes.push(e.code);
-    if (Array.isArray(e.errors)) queue.push(...(e.errors as unknown[]));
-    if (e.cause !== undefined) queue.push(e.cause);
   }
   return { types, codes };
 }
@@ -52,14 +60,16 @@ export function isFencedError(error: unknown): boolean {
 
 /** The broker refused our credentials (or offers none of our mechanism): retrying cannot help. */
 export function isAuthenticationError(error: unknown): boolean {
-  const queue: unknown[] = [error];
-  for (let seen = 0; seen < 32 && queue.length > 0; seen++) {
-    const current = queue.shift() as { code?: unknown; apiId?: unknown; errors?: unknown; cause?: unknown } | null | undefined;
-    if (current === null || typeof current !== 'object') continue;
-    if (current.code === 'PLT_KFK_AUTHENTICATION') return true;
-    if (current.apiId === 'SASL_AUTHENTICATION_FAILED' || current.apiId === 'UNSUPPORTED_SASL_MECHANISM') return true;
-    if (Array.isArray(current.errors)) queue.push(...(current.errors as unknown[]));
-    if (current.cause !== undefined) queue.push(current.cause);
+  for (const e of errorChain(error)) {
+    if (e.code === 'PLT_KFK_AUTHENTICATION' || e.apiId === 'SASL_AUTHENTICATION_FAILED' || e.apiId === 'UNSUPPORTED_SASL_MECHANISM') return true;
+  }
+  return false;
+}
+
+/** A failure the client marks as passing (a moved leader, a lost connection, a timeout): try again after new metadata. */
+export function isRetriableKafkaError(error: unknown): boolean {
+  for (const e of errorChain(error)) {
+    if (e.canRetry === true || e.code === 'PLT_KFK_NETWORK' || e.code === 'PLT_KFK_TIMEOUT') return true;
   }
   return false;
 }

@@ -19,7 +19,7 @@ export { chunksByBytes, closeNow, COMPRESSIONS, TransactionalProducer } from './
 export type { Compression, KafkaConnection, OutgoingRecord, TransactionalProducerOptions } from './producer.ts';
 export { CommittedReader, committedRecords } from './committed-reader.ts';
 export type { CommittedRecord, CommittedReaderOptions, FetchedBatch, FetchedPartition } from './committed-reader.ts';
-export { connectionOptions, describeSecurity, SASL_MECHANISMS } from './security.ts';
+export { connectionOptions, describeSecurity, securityProblems, SASL_MECHANISMS } from './security.ts';
 export type { KafkaSecurity, SaslMechanism } from './security.ts';
 export { buildRecords } from './records.ts';
 export type { RecordOptions, BuiltRecords, Refusal, TransactionProgress } from './records.ts';

@@ -40,14 +40,34 @@ function readPem(file: string, setting: string): string {
   }
 }
 
+/**
+ * What is missing or contradictory in `security`, by the variable to fix (no file is read):
+ * the committer's configuration reports these with every other bad variable at start, and
+ * connectionOptions refuses them.
+ */
+export function securityProblems(security: KafkaSecurity | undefined): { variable: string; problem: string }[] {
+  const problems: { variable: string; problem: string }[] = [];
+  const tls = security?.tls;
+  if (tls !== undefined && (tls.certFile === undefined) !== (tls.keyFile === undefined)) {
+    problems.push({ variable: 'KAFKA_TLS_CERT_FILE', problem: 'goes with KAFKA_TLS_KEY_FILE: set both for mutual TLS, or neither' });
+  }
+  const sasl = security?.sasl;
+  if (sasl?.mechanism === 'OAUTHBEARER' && !sasl.token) {
+    problems.push({ variable: 'KAFKA_SASL_TOKEN', problem: 'required with KAFKA_SASL_MECHANISM=OAUTHBEARER' });
+  }
+  if (sasl !== undefined && sasl.mechanism !== 'OAUTHBEARER' && (!sasl.username || sasl.password === undefined)) {
+    problems.push({ variable: 'KAFKA_SASL_USERNAME', problem: `KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required with KAFKA_SASL_MECHANISM=${sasl.mechanism}` });
+  }
+  return problems;
+}
+
 /** The client's connection options for `security` (TLS material read from its files). */
 export function connectionOptions(security: KafkaSecurity | undefined): Pick<ConnectionOptions, 'tls' | 'sasl' | 'tlsServerName'> {
+  const problems = securityProblems(security);
+  if (problems.length > 0) throw new ConfigError(problems);
   const out: { tls?: ConnectionOptions['tls']; sasl?: ConnectionOptions['sasl']; tlsServerName?: string } = {};
   const tls = security?.tls;
   if (tls !== undefined) {
-    if ((tls.certFile === undefined) !== (tls.keyFile === undefined)) {
-      throw new ConfigError([{ variable: 'KAFKA_TLS_CERT_FILE', problem: 'goes with KAFKA_TLS_KEY_FILE: set both for mutual TLS, or neither' }]);
-    }
     out.tls = {
       ...(tls.caFile ? { ca: readPem(tls.caFile, 'KAFKA_TLS_CA_FILE') } : {}),
       ...(tls.certFile ? { cert: readPem(tls.certFile, 'KAFKA_TLS_CERT_FILE') } : {}),
@@ -57,17 +77,8 @@ export function connectionOptions(security: KafkaSecurity | undefined): Pick<Con
     if (tls.serverName) out.tlsServerName = tls.serverName;
   }
   const sasl = security?.sasl;
-  if (sasl !== undefined) {
-    if (sasl.mechanism === 'OAUTHBEARER') {
-      if (!sasl.token) throw new ConfigError([{ variable: 'KAFKA_SASL_TOKEN', problem: 'required with KAFKA_SASL_MECHANISM=OAUTHBEARER' }]);
-      out.sasl = { mechanism: sasl.mechanism, token: sasl.token };
-    } else {
-      if (!sasl.username || sasl.password === undefined) {
-        throw new ConfigError([{ variable: 'KAFKA_SASL_USERNAME', problem: `KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required with KAFKA_SASL_MECHANISM=${sasl.mechanism}` }]);
-      }
-      out.sasl = { mechanism: sasl.mechanism, username: sasl.username, password: sasl.password };
-    }
-  }
+  if (sasl?.mechanism === 'OAUTHBEARER') out.sasl = { mechanism: sasl.mechanism, token: sasl.token as string };
+  else if (sasl !== undefined) out.sasl = { mechanism: sasl.mechanism, username: sasl.username as string, password: sasl.password as string };
   return out;
 }
 

@@ -200,7 +200,7 @@ export class KafkaSink implements Sink<KafkaSinkStats> {
           try {
             await admin.metadata({ topics: [], forceUpdate: true });
           } catch (error) {
-            if (isAuthenticationError(error)) throw error;
+            // (A refusal in `error` is found through the cause by `authenticated`.)
             throw new UnreachableError('Kafka', options.brokers.join(','), 'check KAFKA_BROKERS and that the broker runs', error);
           }
         }),
